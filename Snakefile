@@ -1,0 +1,20 @@
+# tahoeflow: Tahoe-100M -> shard summaries -> merge -> features, embeddings, models, report.
+# Thin on purpose: configuration and helpers live in rules/common.smk, one .smk file per stage.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/source.smk"
+include: "rules/summarize.smk"
+include: "rules/merge.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

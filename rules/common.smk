@@ -1,0 +1,70 @@
+# Config validation, the static shard plan and path helpers. Evaluated at parse time: it
+# never opens a data file, so a dry run over thousands of shards stays fast.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+_SRC = str(Path(workflow.basedir) / "src")
+if _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
+# scripts run in their own Python processes: let them import the same package
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
+)
+
+from tahoeflow.config import METADATA_KINDS, make_plan, validate_config
+from tahoeflow.errors import ConfigError
+
+try:
+    validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    PLAN = make_plan(config)
+except ConfigError as e:
+    raise WorkflowError(f"Invalid configuration: {e}")
+
+SHARDS = PLAN.shards
+R = "results"
+
+
+wildcard_constraints:
+    shard=r"\d{5}(-\d{4})?",
+    file=r"\d{5}",
+    kind="|".join(METADATA_KINDS),
+
+
+def raw_data(wildcards):
+    return PLAN.data_path(SHARDS[wildcards.shard].file_index)
+
+
+def raw_meta(kind):
+    return PLAN.metadata_path(kind)
+
+
+def shard_outputs(name):
+    return expand(f"{R}/shards/{{shard}}/{name}", shard=sorted(SHARDS))
+
+
+def shard_size_mb(wildcards, input):
+    """Size of the shard's share of its input file (row-range shards read a fraction)."""
+    shard = SHARDS[wildcards.shard]
+    size = input.size_mb if not hasattr(input, "data") else Path(input.data).stat().st_size / 2**20
+    if shard.row_stop is None and shard.row_start == 0:
+        return size
+    rows = config["demo"]["cells_per_file"] if PLAN.kind == "demo" else config["source"]["rows_per_file"]
+    return size * min(1.0, config["source"]["cells_per_shard"] / max(rows, 1))
+
+
+def shard_mem_mb(wildcards, input, attempt):
+    """Decoded Arrow is about 5x the Parquet size; CSR and statistics add about as much again.
+
+    Memory rises by half per retry (attempt 1, 2, ...)."""
+    return int((600 + 12 * shard_size_mb(wildcards, input)) * (1 + 0.5 * (attempt - 1)))
+
+
+def final_outputs():
+    return [
+        f"{R}/merged/cells.parquet",
+        f"{R}/merged/gene_stats.parquet",
+        f"{R}/merged/pseudobulk.parquet",
+    ]

@@ -1,0 +1,87 @@
+# Inputs: the simulated demo dataset, or verified downloads from the hub. A local mirror
+# (source.kind local) needs no rule: its files are the inputs.
+
+DEMO_ROOT = f"{R}/demo"
+
+
+rule demo_metadata:
+    output:
+        gene=f"{DEMO_ROOT}/metadata/gene_metadata.parquet",
+        sample=f"{DEMO_ROOT}/metadata/sample_metadata.parquet",
+        drug=f"{DEMO_ROOT}/metadata/drug_metadata.parquet",
+        cell_line=f"{DEMO_ROOT}/metadata/cell_line_metadata.parquet",
+        effects=f"{DEMO_ROOT}/truth/effects.parquet",
+        params=f"{DEMO_ROOT}/truth/params.json",
+    params:
+        demo=config["demo"],
+    log:
+        f"{R}/logs/demo/metadata.log",
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    script:
+        "../workflow/scripts/demo_metadata.py"
+
+
+rule demo_file:
+    output:
+        f"{DEMO_ROOT}/data/train-{{file}}-of-{{total}}.parquet",
+    params:
+        demo=config["demo"],
+        file_index=lambda wc: int(wc.file),
+    log:
+        f"{R}/logs/demo/file_{{file}}-of-{{total}}.log",
+    benchmark:
+        f"{R}/benchmarks/demo/file_{{file}}-of-{{total}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: int(
+            (800 + config["demo"]["cells_per_file"] * 0.15) * (1 + 0.5 * (attempt - 1))
+        ),
+        runtime=lambda wc: 5 + config["demo"]["cells_per_file"] // 5000,
+    script:
+        "../workflow/scripts/demo_file.py"
+
+
+HUB = config["source"]["hub"]
+
+
+rule download_data:
+    output:
+        f"{HUB['download_dir']}/{HUB['revision']}/data/train-{{file}}-of-{{total}}.parquet",
+    params:
+        repo_id=HUB["repo_id"],
+        revision=HUB["revision"],
+        filename=lambda wc: f"data/train-{wc.file}-of-{wc.total}.parquet",
+        cache_dir=HUB["cache_dir"],
+        max_retries=HUB["max_retries"],
+        timeout_s=HUB["timeout_s"],
+    log:
+        f"{R}/logs/download/train-{{file}}-of-{{total}}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    script:
+        "../workflow/scripts/download.py"
+
+
+rule download_metadata:
+    output:
+        f"{HUB['download_dir']}/{HUB['revision']}/metadata/{{kind}}_metadata.parquet",
+    params:
+        repo_id=HUB["repo_id"],
+        revision=HUB["revision"],
+        filename=lambda wc: f"metadata/{wc.kind}_metadata.parquet",
+        cache_dir=HUB["cache_dir"],
+        max_retries=HUB["max_retries"],
+        timeout_s=HUB["timeout_s"],
+    log:
+        f"{R}/logs/download/{{kind}}_metadata.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    script:
+        "../workflow/scripts/download.py"

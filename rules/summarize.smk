@@ -1,0 +1,29 @@
+# One job per shard: validate the rows, build CSR, write per-cell summaries and the
+# mergeable per-shard statistics (gene sums, pseudobulk).
+
+
+rule summarize_shard:
+    input:
+        data=raw_data,
+        genes=raw_meta("gene"),
+        samples=raw_meta("sample"),
+    output:
+        cells=f"{R}/shards/{{shard}}/cells.parquet",
+        genes=f"{R}/shards/{{shard}}/gene_stats.parquet",
+        pseudobulk=f"{R}/shards/{{shard}}/pseudobulk.parquet",
+        qc=f"{R}/shards/{{shard}}/qc.json",
+    params:
+        shard=lambda wc: SHARDS[wc.shard],
+        filters=config["filters"],
+        normalised=config["input"]["normalised"],
+        control_drug=config["control_drug"],
+    log:
+        f"{R}/logs/summarize/{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/summarize/{{shard}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb,
+        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 20),
+    script:
+        "../workflow/scripts/summarize_shard.py"

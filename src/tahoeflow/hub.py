@@ -1,0 +1,526 @@
+"""Download files of the Tahoe-100M Hugging Face dataset repo, verified by sha256.
+
+:func:`fetch_file` wraps :func:`huggingface_hub.hf_hub_download` (the real client, with its
+cache) and adds what a long unattended workflow needs:
+
+* **Verification.** The expected checksum is the hub's own: for an LFS file (every parquet
+  file in the repo) the ``X-Linked-Etag``/``ETag`` of a HEAD on the resolve URL is the file's
+  sha256 (the LFS oid). The downloaded file is hashed in chunks and compared. On a mismatch
+  the bad cached blob is deleted and the file is downloaded once more from scratch; a second
+  mismatch raises :class:`~tahoeflow.errors.InputError`. (Third-party reports describe a
+  Tahoe shard with the right size on disk but undecodable pages, so size alone is not enough.)
+* **Retries** with exponential backoff on connection errors, timeouts, HTTP 5xx, 408 and 429
+  (honouring ``Retry-After``). No retry on other 4xx (404, 401, ...): those raise
+  :class:`HubError` at once, naming the file, revision and HTTP status.
+* **Atomic placement.** The verified file appears at ``dest`` whole or not at all: it is
+  hard-linked (or, across file systems, copied) from the cache into a temporary file beside
+  ``dest`` and renamed. A hard link shares the cache's disk blocks, which matters at 338 GB.
+* **Secrets.** The token is never logged, printed, put in an exception message or written to a
+  file by this module; every message that could carry text from the server or the client
+  library is scrubbed of it, and library exceptions are not chained onto ours.
+
+Environment and the ``huggingface_hub`` import-time trap
+-------------------------------------------------------
+``huggingface_hub`` reads most of its settings (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+``HF_HUB_DISABLE_XET``, ``HF_HUB_DOWNLOAD_TIMEOUT``, ``HF_HOME`` ...) into
+``huggingface_hub.constants`` **once, at import**. Setting the variables later has no effect.
+:func:`fetch_file` therefore reads what it needs at *call* time:
+
+* the endpoint: ``endpoint=`` or else ``os.environ["HF_ENDPOINT"]``, passed explicitly to the
+  client (``None`` falls back to the client's import-time default, https://huggingface.co);
+* ``HF_HUB_DISABLE_XET``: **defaults to on** here (unset means disabled). Xet is the hub's
+  chunk-deduplicating storage protocol; the ``hf_xet`` client talks to separate CAS servers,
+  which a plain HTTP mirror, the loopback test server and some cluster networks (proxies,
+  firewalls; one team saw Xet downloads hang) do not provide. Plain HTTP from the hub's CDN
+  is fast enough for whole-file parquet downloads. Set ``HF_HUB_DISABLE_XET=0`` to use Xet;
+* ``timeout_s`` is applied to both the HEAD and the body download.
+
+The last two are set by temporarily patching ``huggingface_hub.constants`` under a
+process-wide lock, so concurrent :func:`fetch_file` calls in *threads* of one process run one
+at a time. Snakemake runs each download as its own process, so this costs nothing there.
+``HF_HUB_OFFLINE`` is still the client's import-time value: in offline mode a cached file is
+returned and checked against its blob name (the hub's etag, recorded when it was cached).
+The token defaults, as usual, to ``HF_TOKEN`` or the stored login (read at call time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import HfHubHTTPError
+
+from tahoeflow.errors import InputError
+from tahoeflow.io import atomic_path
+
+__all__ = [
+    "DEFAULT_REPO",
+    "N_DATA_FILES",
+    "METADATA_KINDS",
+    "HubError",
+    "data_filename",
+    "metadata_filename",
+    "fetch_file",
+]
+
+DEFAULT_REPO = "tahoebio/Tahoe-100M"
+N_DATA_FILES = 3388
+METADATA_KINDS = ("gene", "sample", "drug", "cell_line")
+
+_CHUNK = 8 << 20
+_MAX_BACKOFF_S = 120.0
+_MAX_RETRY_AFTER_S = 600.0
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_SETTINGS_LOCK = threading.RLock()
+
+
+class HubError(RuntimeError):
+    """A file could not be fetched from the hub (not a checksum problem).
+
+    ``status`` is the HTTP status when there was one; ``transient`` says whether the failure
+    was of a kind that was retried (connection, timeout, 5xx, 408, 429) before giving up.
+    """
+
+    def __init__(
+        self,
+        filename: str,
+        repo_id: str,
+        revision: str,
+        problem: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(f"{filename} (repo {repo_id}, revision {revision}): {problem}")
+        self.filename = filename
+        self.repo_id = repo_id
+        self.revision = revision
+        self.problem = problem
+        self.status = status
+        self.transient = transient
+        self.attempts = attempts
+
+
+def data_filename(i: int, n_files: int = N_DATA_FILES) -> str:
+    """Repo path of expression shard ``i``: ``data/train-{i:05d}-of-{n_files:05d}.parquet``."""
+    if not 0 <= i < n_files:
+        raise ValueError(f"shard index {i} outside 0..{n_files - 1}")
+    return f"data/train-{i:05d}-of-{n_files:05d}.parquet"
+
+
+def metadata_filename(kind: str) -> str:
+    """Repo path of a metadata table: ``metadata/{kind}_metadata.parquet``.
+
+    ``kind`` is one of ``gene``, ``sample``, ``drug``, ``cell_line``.
+    """
+    if kind not in METADATA_KINDS:
+        raise ValueError(f"unknown metadata kind {kind!r}; expected one of {METADATA_KINDS}")
+    return f"metadata/{kind}_metadata.parquet"
+
+
+def fetch_file(
+    repo_id: str,
+    filename: str,
+    revision: str,
+    dest: Path,
+    *,
+    cache_dir: Path | None = None,
+    token: str | None = None,
+    max_retries: int = 5,
+    backoff_s: float = 0.5,
+    timeout_s: float = 60.0,
+    log: Callable[[str], None] | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Download ``filename`` of dataset repo ``repo_id`` at ``revision`` to ``dest``, verified.
+
+    Args:
+        repo_id: dataset repo, e.g. :data:`DEFAULT_REPO`.
+        filename: path inside the repo, e.g. ``data_filename(0)``.
+        revision: a 40-hex commit id (recommended: reproducible) or a branch/tag such as
+            ``main``. A branch is resolved once per attempt and the file is downloaded at the
+            commit the hub reported, so the checksum and the bytes always match each other.
+        dest: where the verified file is placed (atomically; parent folders are created).
+        cache_dir: ``huggingface_hub`` cache folder; default: the client's (``HF_HUB_CACHE``
+            as it was at import).
+        token: hub token; default ``HF_TOKEN`` or the stored login. Never logged.
+        max_retries: retries after the first attempt for transient failures; the sha256
+            mismatch retry is separate (exactly one).
+        backoff_s: first retry delay; doubles each retry (capped at 120 s, up to +25 %
+            jitter). A 429/503 ``Retry-After`` longer than that is honoured (up to 600 s).
+        timeout_s: connect/read timeout of each HTTP request (not of the whole download).
+        log: called with one-line progress messages (file, bytes, attempt, elapsed).
+        endpoint: hub URL; default ``os.environ["HF_ENDPOINT"]`` read now, else the client's.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        InputError: the bytes did not match the hub's sha256 twice (``dest`` not created).
+        HubError: a non-retryable HTTP error (404, 401, ...), or retries exhausted.
+    """
+    dest = Path(dest)
+    if max_retries < 0:
+        raise ValueError("max_retries must be >= 0")
+    if endpoint is None:
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+    if endpoint is not None:
+        endpoint = endpoint.rstrip("/")
+    secrets = _secrets(token)
+
+    def say(msg: str) -> None:
+        if log is not None:
+            log(_scrub(msg, secrets))
+
+    def fail(problem: str, **kw: object) -> HubError:
+        return HubError(filename, repo_id, revision, _scrub(problem, secrets), **kw)  # type: ignore[arg-type]
+
+    failures = 0  # transient failures so far
+    mismatch_seen = False
+    force = False
+    started = time.monotonic()
+    while True:
+        attempt = failures + 1 + int(mismatch_seen)
+        t0 = time.monotonic()
+        error: BaseException | None = None
+        try:
+            with _client_settings(timeout_s):
+                cached, expected, size = _download(
+                    repo_id,
+                    filename,
+                    revision,
+                    cache_dir,
+                    token,
+                    timeout_s,
+                    endpoint,
+                    force,
+                    say,
+                    attempt,
+                )
+            elapsed = time.monotonic() - t0
+            say(f"{filename}: attempt {attempt}: have {_fmt_bytes(size)} after {elapsed:.2f} s")
+            how, actual = _place_verified(cached, dest, expected)
+        except _Mismatch as mm:
+            _evict(mm.cached)
+            detail = f"{mm.algo} mismatch: expected {mm.expected}, got {mm.actual}"
+            if mismatch_seen or constants.is_offline_mode():
+                say(f"{filename}: {detail}; giving up")
+                raise InputError(filename, detail) from None
+            say(
+                f"{filename}: {detail}; deleted the cached copy, downloading once more from scratch"
+            )
+            mismatch_seen = True
+            force = True
+            continue
+        except Exception as exc:  # classified below; anything unknown is re-raised as is
+            error = exc
+        else:
+            total = time.monotonic() - started
+            say(
+                f"{filename}: verified {_fmt_bytes(size)} (sha {actual[:12]}...) -> {dest} "
+                f"({how}), {total:.2f} s in all"
+            )
+            return dest
+
+        # Failure handling happens outside the ``except`` block so that the library's exception
+        # (whose text may carry server messages) is never chained onto ours.
+        status = _http_status(error)
+        transient = _is_transient(error)
+        reason = _describe(error, status, timeout_s)
+        elapsed = time.monotonic() - t0
+        if not transient:
+            if status is None and not isinstance(error, (OSError, httpx2.HTTPError)):
+                raise error  # a programming error or similar: keep its traceback
+            say(
+                f"{filename}: attempt {attempt} failed after {elapsed:.2f} s: {reason}; not retrying"
+            )
+            raise fail(reason, status=status, transient=False, attempts=attempt)
+        failures += 1
+        if failures > max_retries:
+            say(f"{filename}: attempt {attempt} failed after {elapsed:.2f} s: {reason}; giving up")
+            raise fail(
+                f"gave up after {attempt} attempts; last error: {reason}",
+                status=status,
+                transient=True,
+                attempts=attempt,
+            )
+        delay = _backoff(backoff_s, failures, _retry_after(error))
+        say(
+            f"{filename}: attempt {attempt} failed after {elapsed:.2f} s: {reason}; "
+            f"retry {failures}/{max_retries} in {delay:.2f} s"
+        )
+        time.sleep(delay)
+        del error
+
+
+# -- the download itself ---------------------------------------------------------------------
+
+
+class _Mismatch(Exception):
+    def __init__(self, cached: Path, algo: str, expected: str, actual: str) -> None:
+        super().__init__(f"{algo} mismatch")
+        self.cached = cached
+        self.algo = algo
+        self.expected = expected
+        self.actual = actual
+
+
+def _download(
+    repo_id: str,
+    filename: str,
+    revision: str,
+    cache_dir: Path | None,
+    token: str | None,
+    timeout_s: float,
+    endpoint: str | None,
+    force: bool,
+    say: Callable[[str], None],
+    attempt: int,
+) -> tuple[Path, str, int]:
+    """One attempt: HEAD for the checksum, then ``hf_hub_download``. Returns (cached, etag, size)."""
+    if constants.is_offline_mode():
+        # No HEAD possible: the blob's name in the cache is the etag the hub reported when the
+        # file was downloaded, so it still pins the expected content.
+        cached = Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                repo_type="dataset",
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+            )
+        )
+        expected = cached.resolve().name
+        if not (_HEX64.match(expected) or _HEX40.match(expected)):
+            raise OSError(
+                "offline mode, and the cached copy is not a blob named by the hub's checksum, "
+                "so it cannot be verified"
+            )
+        say(f"{filename}: offline mode: using the cached copy (blob {expected[:12]}...)")
+        return cached, expected, cached.stat().st_size
+
+    url = hf_hub_url(repo_id, filename, repo_type="dataset", revision=revision, endpoint=endpoint)
+    say(f"{filename}: attempt {attempt}: HEAD {repo_id}@{revision}")
+    meta = get_hf_file_metadata(url, token=token, timeout=timeout_s, endpoint=endpoint)
+    expected = (meta.etag or "").lower()
+    if not (_HEX64.match(expected) or _HEX40.match(expected)):
+        # Raised as an OSError so it is reported as a (non-retryable) hub problem.
+        raise OSError(f"the hub sent no usable checksum for this file (etag {meta.etag!r})")
+    commit = meta.commit_hash if meta.commit_hash and _HEX40.match(meta.commit_hash) else revision
+    size_txt = _fmt_bytes(meta.size) if meta.size is not None else "unknown size"
+    say(f"{filename}: {size_txt}, expected sha {expected[:12]}..., commit {commit[:12]}")
+    cached = Path(
+        hf_hub_download(
+            repo_id,
+            filename,
+            repo_type="dataset",
+            revision=commit,
+            cache_dir=cache_dir,
+            token=token,
+            endpoint=endpoint,
+            etag_timeout=timeout_s,
+            force_download=force,
+        )
+    )
+    return cached, expected, cached.stat().st_size
+
+
+def _place_verified(cached: Path, dest: Path, expected: str) -> tuple[str, str]:
+    """Link or copy ``cached`` to ``dest`` atomically, hashing exactly the bytes placed there."""
+    blob = cached.resolve()
+    algo = "sha256" if _HEX64.match(expected) else "git-sha1"
+    with atomic_path(dest) as tmp:
+        try:
+            tmp.unlink()
+            os.link(blob, tmp)
+        except OSError:  # another file system, or links not allowed: copy instead
+            how, actual = "copy", _copy_hashing(blob, tmp, algo)
+        else:
+            how, actual = "hardlink", _hash_file(tmp, algo)
+        if actual != expected:
+            raise _Mismatch(cached, algo, expected, actual)
+    return how, actual
+
+
+def _new_hash(algo: str, size: int) -> hashlib._Hash:
+    if algo == "sha256":
+        return hashlib.sha256()
+    # Non-LFS files: the hub's etag is the git blob id, sha1 of "blob <size>\0<content>".
+    h = hashlib.sha1()  # noqa: S324 - git's object id, not a security use
+    h.update(b"blob %d\0" % size)
+    return h
+
+
+def _hash_file(path: Path, algo: str) -> str:
+    h = _new_hash(algo, path.stat().st_size)
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_hashing(src: Path, dst: Path, algo: str) -> str:
+    h = _new_hash(algo, src.stat().st_size)
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        while chunk := fin.read(_CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    shutil.copymode(src, dst)
+    return h.hexdigest()
+
+
+def _evict(cached: Path) -> None:
+    """Delete a cached file and the blob it points to, so the next attempt downloads afresh."""
+    with contextlib.suppress(OSError):
+        blob = cached.resolve()
+        blob.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        cached.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _client_settings(timeout_s: float) -> Iterator[None]:
+    """Apply call-time settings to ``huggingface_hub.constants`` (read by the client per request)."""
+    disable_xet = os.environ.get("HF_HUB_DISABLE_XET", "1").strip().upper() in {
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    }
+    patch = {
+        "HF_HUB_DISABLE_XET": disable_xet,
+        "HF_HUB_DOWNLOAD_TIMEOUT": timeout_s,
+        "HF_HUB_ETAG_TIMEOUT": timeout_s,
+    }
+    with _SETTINGS_LOCK:
+        saved = {name: getattr(constants, name) for name in patch}
+        try:
+            for name, value in patch.items():
+                setattr(constants, name, value)
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(constants, name, value)
+
+
+# -- error classification --------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+
+
+def _response(exc: BaseException) -> httpx2.Response | None:
+    for e in _chain(exc):
+        if isinstance(e, (HfHubHTTPError, httpx2.HTTPStatusError)):
+            return e.response
+    return None
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = _response(exc)
+    return None if response is None else response.status_code
+
+
+def _is_transient(exc: BaseException) -> bool:
+    status = _http_status(exc)
+    if status is not None:
+        return status >= 500 or status in (408, 429)
+    for e in _chain(exc):
+        if isinstance(
+            e, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+        ):
+            return True
+        if isinstance(e, OSError) and "Consistency check failed" in str(e):
+            return True  # a body shorter/longer than announced: a broken transfer
+    return False
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = _response(exc)
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    try:
+        return min(float(value), _MAX_RETRY_AFTER_S) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date; the exponential backoff is used instead
+
+
+def _backoff(backoff_s: float, n: int, retry_after: float | None) -> float:
+    delay = min(backoff_s * 2 ** (n - 1), _MAX_BACKOFF_S) * (1 + 0.25 * random.random())
+    return max(delay, retry_after or 0.0)
+
+
+def _describe(exc: BaseException, status: int | None, timeout_s: float) -> str:
+    if status is not None:
+        response = _response(exc)
+        code = response.headers.get("X-Error-Code") if response is not None else None
+        server = response.headers.get("X-Error-Message") if response is not None else None
+        text = f"HTTP {status}"
+        if code:
+            text += f" ({code})"
+        if status == 404:
+            text += ": no such file, revision or repo on the hub"
+        elif status in (401, 403):
+            text += ": not authorised (check HF_TOKEN and that the repo is accessible)"
+        if server:
+            text += f"; server says: {server.strip()[:200]}"
+        return text
+    for e in _chain(exc):
+        if isinstance(e, httpx2.TimeoutException):
+            return f"timed out (timeout_s={timeout_s:g}; {type(e).__name__})"
+        if isinstance(e, (httpx2.NetworkError, httpx2.RemoteProtocolError)):
+            return f"connection problem ({type(e).__name__}: {_first_line(e)})"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else "")[:300]
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+def _secrets(token: str | None) -> list[str]:
+    """Every token value the client could send, longest first (for scrubbing only)."""
+    found = {token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")}
+    with contextlib.suppress(Exception):
+        from huggingface_hub import get_token
+
+        found.add(get_token())
+    return sorted((s.strip() for s in found if s and len(s.strip()) >= 4), key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n:,} bytes"

@@ -1,0 +1,198 @@
+"""Merging per-shard outputs. Every merge streams over the shards one at a time.
+
+* gene statistics: element-wise sums (exact: sums of sums);
+* control means: per (cell line, plate) sums and counts of ``mean_log_norm`` over control
+  cells are summed first, then each shard's cells get ``delta_mean`` and are appended to
+  the merged table with a ``ParquetWriter``, so memory is bounded by one shard;
+* pseudobulk: summed counts per (sample, cell line, gene).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import io as tio
+from .errors import InputError
+from .summarize import GENE_STAT_COLUMNS
+
+
+def merge_gene_stats(paths: Sequence[str | Path], gene_metadata: pa.Table, n_obs: int) -> pa.Table:
+    """Sum per-shard gene statistics; add annotations, n_obs and the mean/variance over all cells.
+
+    mean_log and var_log are the mean and the unbiased variance (ddof=1) of log1p(CP10k) over
+    all ``n_obs`` cells, zeros included.
+    """
+    acc: dict[str, np.ndarray] | None = None
+    tokens = None
+    for p in paths:
+        t = pq.read_table(p)
+        if tokens is None:
+            tokens = t.column("token_id").to_numpy()
+            acc = {c: t.column(c).to_numpy().copy() for c in GENE_STAT_COLUMNS}
+        else:
+            if not np.array_equal(tokens, t.column("token_id").to_numpy()):
+                raise InputError(p, "gene order differs from the first shard's")
+            for c in GENE_STAT_COLUMNS:
+                acc[c] += t.column(c).to_numpy()
+    if acc is None:
+        raise InputError("merge", "no shard statistics to merge")
+    meta = gene_metadata.to_pandas().set_index("token_id").reindex(tokens)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_log = acc["sum_log"] / n_obs
+        var_log = (acc["sumsq_log"] - n_obs * mean_log**2) / (n_obs - 1)
+    return pa.table(
+        {
+            "token_id": pa.array(tokens, pa.int64()),
+            "ensembl_id": pa.array(meta["ensembl_id"].astype(object).to_numpy(), pa.string()),
+            "gene_symbol": pa.array(meta["gene_symbol"].astype(object).to_numpy(), pa.string()),
+            **{c: acc[c] for c in GENE_STAT_COLUMNS},
+            "n_obs": pa.array(np.full(tokens.size, n_obs), pa.int64()),
+            "mean_log": mean_log,
+            "var_log": np.maximum(var_log, 0.0),
+        }
+    )
+
+
+def control_sums(cells_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Sum and count of mean_log_norm over control cells per (cell_line_id, plate), all shards.
+
+    The same pass checks that no cell id appears twice: it keeps one 64-bit hash per cell
+    (12 bytes a cell with the shard number; the only state of the merge that grows with the
+    dataset) and compares the sorted hashes once at the end.
+    """
+    parts, hashes, owners = [], [], []
+    for i, p in enumerate(cells_paths):
+        t = pq.read_table(p, columns=["cell_id", "cell_line_id", "plate", "is_control", "mean_log_norm"])
+        ids = t.column("cell_id").to_pandas()
+        hashes.append(pd.util.hash_pandas_object(ids, index=False).to_numpy())
+        owners.append(np.full(len(ids), i, dtype=np.int32))
+        t = t.filter(pc.field("is_control"))
+        if t.num_rows:
+            parts.append(
+                t.group_by(["cell_line_id", "plate"]).aggregate([("mean_log_norm", "sum"), ("mean_log_norm", "count")])
+            )
+    _check_unique(cells_paths, np.concatenate(hashes) if hashes else np.array([], np.uint64), np.concatenate(owners) if owners else np.array([], np.int32))
+    if not parts:
+        return pd.DataFrame(columns=["cell_line_id", "plate", "sum", "count"])
+    df = pa.concat_tables(parts).to_pandas()
+    df = df.rename(columns={"mean_log_norm_sum": "sum", "mean_log_norm_count": "count"})
+    return df.groupby(["cell_line_id", "plate"], as_index=False)[["sum", "count"]].sum()
+
+
+def _check_unique(paths: Sequence[str | Path], hashes: np.ndarray, owners: np.ndarray) -> None:
+    order = np.argsort(hashes, kind="stable")
+    h = hashes[order]
+    dup = np.flatnonzero(h[1:] == h[:-1])
+    if not dup.size:
+        return
+    # confirm with the real ids (a 64-bit hash collision is possible, if unlikely)
+    for j in dup[:100]:
+        a, b = owners[order[j]], owners[order[j + 1]]
+        ids_a = pq.read_table(paths[a], columns=["cell_id"]).column("cell_id").to_pandas()
+        ids_b = ids_a if a == b else pq.read_table(paths[b], columns=["cell_id"]).column("cell_id").to_pandas()
+        common = pd.Index(ids_a).intersection(pd.Index(ids_b)) if a != b else ids_a[ids_a.duplicated()]
+        if len(common):
+            where = f"also appears in {paths[b]}" if a != b else "appears twice in this shard"
+            raise InputError(paths[a], f"cell id {list(common)[0]!r} {where}")
+
+
+def control_means(sums: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(mean by (cell line, plate), mean by cell line across plates) of control mean_log_norm."""
+    by_plate = (sums["sum"] / sums["count"]).set_axis(pd.MultiIndex.from_frame(sums[["cell_line_id", "plate"]]))
+    per_line = sums.groupby("cell_line_id")[["sum", "count"]].sum()
+    by_line = per_line["sum"] / per_line["count"]
+    return by_plate, by_line
+
+
+def add_delta_mean(cells: pd.DataFrame, by_plate: pd.Series, by_line: pd.Series) -> pd.DataFrame:
+    """delta_mean = mean_log_norm minus the control mean of the same cell line on the same plate.
+
+    Falls back to the cell line's control mean across plates; cells with no control get null.
+    ``control_level`` says which was used: "plate", "cell_line" or "none".
+    """
+    key = pd.MultiIndex.from_arrays([cells["cell_line_id"], cells["plate"]])
+    cm = by_plate.reindex(key).to_numpy()
+    level = np.where(np.isnan(cm), "none", "plate").astype(object)
+    fb = by_line.reindex(cells["cell_line_id"]).to_numpy()
+    use_fb = np.isnan(cm) & ~np.isnan(fb)
+    cm = np.where(use_fb, fb, cm)
+    level[use_fb] = "cell_line"
+    out = cells.copy()
+    out["control_mean"] = cm
+    out["delta_mean"] = cells["mean_log_norm"].to_numpy() - cm
+    out["control_level"] = level
+    return out
+
+
+def merge_cells(
+    cells_paths: Sequence[str | Path], out_path: str | Path, qc_path: str | Path
+) -> dict[str, int]:
+    """Stream shards into one cells table with delta_mean; write a QC table of control coverage.
+
+    Raises InputError on a cell id that appears twice (naming both shards) and when no cell is
+    left at all. Returns counts by control level.
+    """
+    by_plate, by_line = control_means(control_sums(cells_paths))
+    counts = {"plate": 0, "cell_line": 0, "none": 0}
+    qc_rows = []
+    writer = None
+    with tio.atomic_path(out_path) as tmp:
+        try:
+            for p in cells_paths:
+                df = pq.read_table(p).to_pandas()
+                df = add_delta_mean(df, by_plate, by_line)
+                for lvl, c in df["control_level"].value_counts().items():
+                    counts[lvl] += int(c)
+                if len(df):
+                    qc_rows.append(df.groupby(["cell_line_id", "plate", "control_level"]).size().rename("n_cells").reset_index())
+                t = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, t.schema, compression="zstd")
+                writer.write_table(t)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise InputError("merge", "no shards to merge")
+    qc = (
+        pd.concat(qc_rows).groupby(["cell_line_id", "plate", "control_level"], as_index=False)["n_cells"].sum()
+        if qc_rows
+        else pd.DataFrame(columns=["cell_line_id", "plate", "control_level", "n_cells"])
+    )
+    tio.write_csv(qc.sort_values(["cell_line_id", "plate"]), qc_path)
+    return counts
+
+
+def merge_pseudobulk(pb_paths: Sequence[str | Path], cells_path: str | Path) -> tuple[pa.Table, pa.Table]:
+    """(long counts per (sample, cell line, gene), one row per (sample, cell line) with its design).
+
+    Each shard holds one plate's cells on the hub, so in practice the group-by sums only the
+    few shards that share a well.
+    """
+    counts = pa.concat_tables([pq.read_table(p) for p in pb_paths])
+    counts = counts.group_by(["sample", "cell_line_id", "token_id"]).aggregate([("count", "sum")])
+    counts = counts.rename_columns(["sample", "cell_line_id", "token_id", "count"])
+    counts = counts.sort_by([("sample", "ascending"), ("cell_line_id", "ascending"), ("token_id", "ascending")])
+    cells = pq.read_table(
+        cells_path, columns=["sample", "cell_line_id", "plate", "drug", "dose_uM", "moa_fine", "is_control", "total_counts"]
+    ).to_pandas()
+    groups = (
+        cells.groupby(["sample", "cell_line_id"], as_index=False, sort=True)
+        .agg(
+            plate=("plate", "first"),
+            drug=("drug", "first"),
+            dose_uM=("dose_uM", "first"),
+            moa_fine=("moa_fine", "first"),
+            is_control=("is_control", "first"),
+            n_cells=("total_counts", "size"),
+            total_counts=("total_counts", "sum"),
+        )
+    )
+    return counts, pa.Table.from_pandas(groups, preserve_index=False)

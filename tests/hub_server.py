@@ -1,0 +1,386 @@
+"""A loopback fake of the Hugging Face Hub's file-resolve endpoint, for offline tests.
+
+It serves the files below a local folder as one dataset repo, answering HEAD and GET on
+``/datasets/{org}/{name}/resolve/{revision}/{path}`` with the headers ``huggingface_hub``
+needs (see ``/work/shared/notes/tahoe.md`` section 6): ``Content-Length``, ``ETag`` and
+``X-Linked-Etag`` (the file's sha256 in quotes, as the hub sends for LFS files),
+``X-Linked-Size`` and ``X-Repo-Commit``. ``Range`` requests are honoured, because the client
+resumes an interrupted body with one. Anything under ``/api/`` gets a harmless 404.
+
+Faults can be planted per file path and per request count (see :class:`Fault`), and every
+request is recorded (method, path, headers) so a test can check what the client sent.
+
+Usable as a library (``with FakeHub(root) as hub: ...``) or as a script::
+
+    python tests/hub_server.py --root DIR --port 0 [--repo-id org/name]
+
+which prints the endpoint URL (use it as ``HF_ENDPOINT``) and serves until interrupted.
+It binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+FAKE_COMMIT = "5eed0000c0ffee00000000000000000000000001"
+"""The 40-hex commit id the fake hub reports in ``X-Repo-Commit``."""
+
+FAULT_KINDS = ("corrupt", "drop", "status500", "slow", "404", "401")
+
+_RESOLVE = re.compile(
+    r"^/datasets/(?P<org>[^/]+)/(?P<name>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
+)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class Fault:
+    """A misbehaviour planted on one file path.
+
+    kind:
+        ``corrupt``   serve a wrong body (same length) under the right headers;
+        ``drop``      send the headers and half of the body, then close the connection;
+        ``status500`` answer HTTP 500;
+        ``slow``      wait ``delay_s`` before answering (set it above the client's timeout);
+        ``404``       answer 404 ``EntryNotFound``, as the hub does for a missing file;
+        ``401``       answer 401 and, deliberately hostile, echo the request's
+                      ``Authorization`` header into the error message and body, so a test
+                      can show the client scrubs secrets out of server messages.
+    times:
+        applies to the first ``times`` matching requests; ``None`` means every one.
+    method:
+        ``"HEAD"`` or ``"GET"`` to match only that method; ``None`` matches both.
+        ``corrupt`` and ``drop`` only make sense for GET and default to it.
+    """
+
+    kind: str
+    times: int | None = 1
+    method: str | None = None
+    delay_s: float = 2.0
+    used: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+        if self.method is None and self.kind in ("corrupt", "drop"):
+            self.method = "GET"
+
+    def take(self, method: str) -> bool:
+        """True (and count it) if this fault applies to a request with ``method``."""
+        if self.method is not None and self.method != method:
+            return False
+        if self.times is not None and self.used >= self.times:
+            return False
+        self.used += 1
+        return True
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # URL path, percent-decoded
+    headers: dict[str, str]  # as received; keys in the client's spelling
+    repo_path: str | None  # the file path inside the repo for resolve requests, else None
+
+    def header(self, name: str) -> str | None:
+        """Case-insensitive header lookup."""
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+class FakeHub:
+    """Serve ``root`` as the dataset repo ``repo_id`` at revisions ``main`` and ``commit``."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        repo_id: str = "tahoebio/Tahoe-100M",
+        commit: str = FAKE_COMMIT,
+        port: int = 0,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.repo_id = repo_id
+        self.commit = commit
+        self._port = port
+        self._lock = threading.Lock()
+        self._faults: dict[str, list[Fault]] = {}
+        self._requests: list[RecordedRequest] = []
+        self._sha_cache: dict[tuple[str, int, int], str] = {}
+        self._etags: dict[str, str] = {}
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> FakeHub:
+        handler = type("_BoundHandler", (_Handler,), {"hub": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-hub",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes handlers sleeping in a ``slow`` fault
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeHub is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- faults and records --------------------------------------------------------------------
+
+    def add_fault(
+        self,
+        path: str,
+        kind: str,
+        *,
+        times: int | None = 1,
+        method: str | None = None,
+        delay_s: float = 2.0,
+    ) -> Fault:
+        """Plant a fault on the repo file ``path`` (e.g. ``data/train-00000-of-03388.parquet``).
+
+        Several faults on one path are tried in the order they were added; the first one that
+        still applies to a request handles it.
+        """
+        fault = Fault(kind, times=times, method=method, delay_s=delay_s)
+        with self._lock:
+            self._faults.setdefault(path, []).append(fault)
+        return fault
+
+    def set_etag(self, path: str, etag: str) -> None:
+        """Report ``etag`` for ``path`` instead of its sha256.
+
+        The hub sends the git blob id (a 40-hex sha1) for small files not stored in LFS.
+        """
+        with self._lock:
+            self._etags[path] = etag
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def requests_for(self, path: str, method: str | None = None) -> list[RecordedRequest]:
+        """Recorded resolve requests for the repo file ``path`` (optionally one method only)."""
+        return [
+            r
+            for r in self.requests
+            if r.repo_path == path and (method is None or r.method == method)
+        ]
+
+    # -- internals used by the handler ---------------------------------------------------------
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _take_fault(self, path: str, method: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults.get(path, []):
+                if fault.take(method):
+                    return fault
+        return None
+
+    def _file(self, repo_path: str) -> Path | None:
+        candidate = (self.root / repo_path).resolve()
+        if not candidate.is_relative_to(self.root) or not candidate.is_file():
+            return None
+        return candidate
+
+    def _sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            cached = self._sha_cache.get(key)
+        if cached is not None:
+            return cached
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        value = digest.hexdigest()
+        with self._lock:
+            self._sha_cache[key] = value
+        return value
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: FakeHub  # set on the per-server subclass
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeHub/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # keep test output quiet; requests are recorded instead
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    # ------------------------------------------------------------------------------------------
+
+    def _handle(self, method: str) -> None:
+        path = unquote(urlsplit(self.path).path)
+        match = _RESOLVE.match(path)
+        repo_path = match["path"] if match else None
+        self.hub._record(RecordedRequest(method, path, dict(self.headers.items()), repo_path))
+        try:
+            self._dispatch(method, path, match)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (e.g. after its timeout); nothing to answer
+
+    def _dispatch(self, method: str, path: str, match: re.Match[str] | None) -> None:
+        hub = self.hub
+        if path.startswith("/api/"):
+            return self._error(method, 404, "NotFound", "the fake hub does not implement /api")
+        if match is None:
+            return self._error(method, 404, "NotFound", f"no route for {path}")
+        if f"{match['org']}/{match['name']}" != hub.repo_id:
+            return self._error(method, 404, "RepoNotFound", "Repository not found")
+        if match["rev"] not in ("main", hub.commit):
+            return self._error(method, 404, "RevisionNotFound", f"Invalid rev id: {match['rev']}")
+
+        repo_path = match["path"]
+        fault = hub._take_fault(repo_path, method)
+        if fault is not None and fault.kind == "slow":
+            if hub._stopping.wait(fault.delay_s):
+                return
+            fault = None  # after the delay, answer normally
+        if fault is not None and fault.kind == "status500":
+            return self._error(method, 500, None, "Internal Error (planted by the fake hub)")
+        if fault is not None and fault.kind == "401":
+            auth = self.headers.get("Authorization", "<none>")
+            return self._error(method, 401, None, f"Invalid credentials: {auth}")
+
+        file = hub._file(repo_path)
+        if file is None or (fault is not None and fault.kind == "404"):
+            return self._error(method, 404, "EntryNotFound", f"{repo_path} does not exist on main")
+
+        body = file.read_bytes()
+        total = len(body)
+        with hub._lock:
+            sha = hub._etags.get(repo_path)
+        sha = sha or hub._sha256(file)
+        if fault is not None and fault.kind == "corrupt":
+            body = bytes(b ^ 0xFF for b in body)  # same length, wrong bytes
+
+        status, start, end = 200, 0, total - 1
+        range_header = self.headers.get("Range")
+        if range_header and total > 0:
+            m = _RANGE.match(range_header.strip())
+            if m is None or (m[1] == "" and m[2] == ""):
+                return self._error(method, 416, None, f"bad range {range_header}")
+            if m[1] == "":  # suffix range: the last N bytes
+                start, end = max(total - int(m[2]), 0), total - 1
+            else:
+                start = int(m[1])
+                end = min(int(m[2]), total - 1) if m[2] else total - 1
+            if start > end or start >= total:
+                return self._error(method, 416, None, f"unsatisfiable range {range_header}")
+            status = 206
+        part = body[start : end + 1]
+
+        self.send_response(status)
+        self._repo_headers()
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(part)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{sha}"')
+        self.send_header("X-Linked-Etag", f'"{sha}"')
+        self.send_header("X-Linked-Size", str(total))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
+        if fault is not None and fault.kind == "drop":
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if method == "HEAD":
+            return
+        if fault is not None and fault.kind == "drop":
+            self.wfile.write(part[: len(part) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(part)
+
+    def _repo_headers(self) -> None:
+        self.send_header("X-Repo-Commit", self.hub.commit)
+        self.send_header("X-Request-Id", f"fake-{threading.get_ident()}")
+
+    def _error(self, method: str, status: int, code: str | None, message: str) -> None:
+        payload = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        self._repo_headers()
+        if code is not None:
+            self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(payload)
+
+
+def iter_tree(root: str | Path) -> Iterator[Path]:
+    """Every regular file below ``root`` (sorted), handy for assertions over a whole folder."""
+    yield from sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, type=Path, help="folder served as the repo")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--repo-id", default="tahoebio/Tahoe-100M")
+    args = parser.parse_args(argv)
+    hub = FakeHub(args.root, repo_id=args.repo_id, port=args.port).start()
+    print(hub.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.stop()
+
+
+if __name__ == "__main__":
+    main()

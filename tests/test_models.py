@@ -1,0 +1,497 @@
+"""Tests for tahoeflow.models on synthetic cells with known structure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    mean_squared_error,
+    precision_recall_fscore_support,
+    r2_score,
+    root_mean_squared_error,
+)
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.preprocessing import OneHotEncoder
+
+from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.features import make_split
+from tahoeflow.models import (
+    DEFAULT_RF_GRID,
+    fit_classifier_baselines,
+    fit_ridge,
+    fit_rf_classifier,
+    fit_rf_regressor_grid,
+    plot_confusion,
+    plot_importances,
+    plot_pred_vs_true,
+    r2_ceiling,
+    ridge_fraction_of_ceiling,
+    ridge_pipeline,
+    save_model,
+    split_comparison,
+)
+
+NOISE = 0.6
+
+
+def synth(
+    n: int = 3000,
+    n_drugs: int = 8,
+    n_lines: int = 5,
+    n_plates: int = 5,
+    seed: int = 0,
+    interaction: float = 0.0,
+) -> tuple[pd.DataFrame, float]:
+    """delta_mean = drug effect + line effect (+ drug x dose effect) + N(0, NOISE^2).
+
+    Cell lines are separable by n_genes / mean_log_norm. Returns (cells, theoretical R2
+    of the additive drug + line model = signal variance / total variance).
+    """
+    rng = np.random.default_rng(seed)
+    drug_eff = rng.normal(0.0, 1.0, n_drugs)
+    line_eff = rng.normal(0.0, 0.7, n_lines)
+    doses = np.array([0.05, 0.5, 5.0])
+    dd_eff = rng.normal(0.0, interaction, (n_drugs, 3))
+    d = rng.integers(n_drugs, size=n)
+    ln = rng.integers(n_lines, size=n)
+    p = rng.integers(n_plates, size=n)
+    k = rng.integers(3, size=n)
+    y = drug_eff[d] + line_eff[ln] + dd_eff[d, k] + NOISE * rng.normal(size=n)
+    cells = pd.DataFrame(
+        {
+            "cell_id": [f"cell{i:05d}" for i in range(n)],
+            "plate": [f"plate{i + 1}" for i in p],
+            "drug": [f"drug{i}" for i in d],
+            "dose_uM": doses[k],
+            "cell_line_id": [f"CVCL_{i:04d}" for i in ln],
+            "moa_fine": [f"moa{i % 3}" for i in d],
+            "is_control": d == 0,
+            "n_genes": (1000 + 300 * ln + rng.normal(0, 40, n)).astype(np.int32),
+            "total_counts": rng.gamma(5.0, 1000.0, n),
+            "expr_mean": 1.5 + 0.1 * y + rng.normal(0, 0.3, n),
+            "expr_std": rng.gamma(3.0, 1.0, n),
+            "expr_skew": rng.normal(2.0, 0.5, n),
+            "pct_mito": rng.uniform(0, 10, n),
+            "mean_log_norm": 0.4 + 0.25 * ln + rng.normal(0, 0.03, n),
+            "delta_mean": y,
+        }
+    )
+    cells["sample"] = (
+        "smp_" + cells["plate"] + "_" + cells["drug"] + "_" + cells["dose_uM"].astype(str)
+    )
+    signal = drug_eff.var() + line_eff.var()  # categories drawn uniformly
+    return cells, signal / (signal + NOISE**2)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, float, pd.DataFrame]:
+    cells, theory = synth()
+    return cells, theory, make_split(cells, "random", 0.2, seed=0)
+
+
+# --------------------------------------------------------------------------- Model 1
+
+
+def test_ridge_reaches_theoretical_r2_and_equals_sklearn(data) -> None:
+    cells, theory, split = data
+    res = fit_ridge(cells, split, alpha=1.0, features=["drug", "cell_line_id"], cv_folds=5, seed=0)
+    m = res.metrics
+    assert abs(m["test_r2"] - theory) < 0.04, (m["test_r2"], theory)
+    assert abs(m["cv_r2_mean"] - theory) < 0.04
+    assert m["n_train"] == 2400 and m["n_test"] == 600 and m["n_onehot_columns"] == 13
+
+    tr = split["split"].eq("train").to_numpy()
+    X = cells[["drug", "cell_line_id"]]
+    enc = OneHotEncoder(handle_unknown="ignore").fit(X[tr])
+    M_all = enc.transform(X)
+    y = cells["delta_mean"].to_numpy()
+    direct = Ridge(alpha=1.0, solver="sparse_cg", tol=1e-10).fit(M_all[tr], y[tr])
+    np.testing.assert_array_equal(res.predictions["y_pred"].to_numpy(), direct.predict(M_all))
+    # ... and the exact ridge solution (dense Cholesky) to ~1e-9
+    exact = Ridge(alpha=1.0, solver="cholesky").fit(M_all[tr].toarray(), y[tr])
+    np.testing.assert_allclose(
+        res.predictions["y_pred"].to_numpy(), exact.predict(M_all.toarray()), atol=1e-8
+    )
+    np.testing.assert_allclose(res.model.named_steps["ridge"].coef_, exact.coef_, atol=1e-8)
+
+
+def test_ridge_metrics_equal_sklearn_metrics(data) -> None:
+    cells, _, split = data
+    res = fit_ridge(
+        cells, split, alpha=3.0, features=["drug", "cell_line_id", "dose"], cv_folds=4, seed=5
+    )
+    pred = res.predictions
+    assert list(pred.columns) == ["cell_id", "split", "y_true", "y_pred"]
+    for side in ("train", "test"):
+        p = pred[pred["split"] == side]
+        assert res.metrics[f"{side}_mse"] == pytest.approx(
+            mean_squared_error(p["y_true"], p["y_pred"]), rel=1e-12
+        )
+        assert res.metrics[f"{side}_r2"] == pytest.approx(
+            r2_score(p["y_true"], p["y_pred"]), rel=1e-12
+        )
+    train = cells[split["split"].eq("train").to_numpy()]
+    design = pd.DataFrame(
+        {
+            "drug": train["drug"],
+            "cell_line_id": train["cell_line_id"],
+            "dose": train["dose_uM"].map("{:g}".format),
+        }
+    )
+    scores = cross_val_score(
+        ridge_pipeline(3.0),
+        design,
+        train["delta_mean"].to_numpy(),
+        scoring="r2",
+        cv=KFold(4, shuffle=True, random_state=5),
+    )
+    assert res.metrics["cv_r2_folds"] == pytest.approx(list(scores), rel=1e-12)
+    assert res.metrics["cv_r2_mean"] == pytest.approx(scores.mean(), rel=1e-12)
+    assert res.metrics["cv_r2_std"] == pytest.approx(scores.std(), rel=1e-12)
+    json.dumps(res.metrics)  # JSON-ready, no NaN
+
+
+def test_ridge_excludes_and_counts_null_targets(data) -> None:
+    cells, _, split = data
+    cells = cells.copy()
+    cells.loc[cells.index[::50], "delta_mean"] = np.nan
+    res = fit_ridge(cells, split, cv_folds=0)
+    assert res.metrics["n_excluded_null_target"] == 60
+    assert res.metrics["n_train"] + res.metrics["n_test"] == 3000 - 60
+    assert res.metrics["cv_r2_mean"] is None
+    assert not res.predictions["cell_id"].isin(cells.loc[cells.index[::50], "cell_id"]).any()
+    assert res.predictions["y_true"].notna().all()
+
+
+def test_ridge_drug_dose_interaction_feature() -> None:
+    cells, _ = synth(n=3000, interaction=1.0, seed=3)
+    split = make_split(cells, "random", 0.2, 0)
+    additive = fit_ridge(cells, split, features=["drug", "dose", "cell_line_id"], cv_folds=0)
+    inter = fit_ridge(cells, split, features=["drug_dose", "cell_line_id"], cv_folds=0)
+    assert inter.metrics["n_onehot_columns"] == 8 * 3 + 5
+    assert inter.metrics["test_r2"] > additive.metrics["test_r2"] + 0.1
+
+
+def test_r2_ceiling_closed_form_and_bounds_ridge(data) -> None:
+    cells, _, split = data
+    y = cells["delta_mean"].to_numpy()
+    keys = cells[["drug", "cell_line_id"]]
+    groups = keys["drug"] + "/" + keys["cell_line_id"]
+    means = pd.Series(y).groupby(groups.to_numpy()).transform("mean").to_numpy()
+    between = np.sum((means - y.mean()) ** 2)
+    total = np.sum((y - y.mean()) ** 2)
+    ceiling = r2_ceiling(y, keys)
+    assert ceiling == pytest.approx(between / total, rel=1e-12)
+    assert ceiling == pytest.approx(r2_score(y, means), rel=1e-12)
+    # same answer from a 1-D key array, and more keys can only raise it
+    assert r2_ceiling(y, groups.to_numpy()) == pytest.approx(ceiling, rel=1e-12)
+    assert r2_ceiling(y, cells[["drug", "cell_line_id", "plate"]]) >= ceiling
+    assert np.isnan(r2_ceiling(np.ones(10), np.arange(10) % 2))
+    with pytest.raises(ValueError):
+        r2_ceiling(y[:5], keys)
+
+    res = fit_ridge(cells, split, features=["drug", "cell_line_id"], cv_folds=0)
+    te = res.predictions["split"].eq("test").to_numpy()
+    test_keys = cells.loc[split["split"].eq("test").to_numpy(), ["drug", "cell_line_id"]]
+    ceiling_test = r2_ceiling(res.predictions["y_true"][te], test_keys)
+    assert ceiling_test >= res.metrics["test_r2"]
+    assert ceiling_test - res.metrics["test_r2"] < 0.05  # additive truth: ridge is near the ceiling
+
+    frac = ridge_fraction_of_ceiling(res, cells, keys=["drug", "cell_line_id"])
+    assert frac["keys"] == ["drug", "cell_line_id"]
+    assert frac["test_r2_ceiling"] == pytest.approx(ceiling_test, rel=1e-12)
+    assert frac["test_fraction_of_ceiling"] == pytest.approx(res.metrics["test_r2"] / ceiling_test)
+    assert frac["test_n_groups"] == test_keys.drop_duplicates().shape[0]
+    for side in ("train", "test"):
+        assert 0 < frac[f"{side}_fraction_of_ceiling"] <= 1
+    default = ridge_fraction_of_ceiling(res, cells)
+    assert default["keys"] == ["drug", "dose_uM", "cell_line_id", "plate"]
+    assert default["test_r2_ceiling"] >= frac["test_r2_ceiling"]
+
+
+# --------------------------------------------------------------------------- Model 2
+
+
+def test_rf_classifier_separable_lines(data) -> None:
+    cells, _, split = data
+    cells = cells.copy()
+    cells.loc[cells.index[::40], "delta_mean"] = np.nan  # imputed inside the pipeline
+    out = fit_rf_classifier(cells, split, n_estimators=15, seed=0, cv_folds=3)
+    m = out["metrics"]
+    assert m["test_accuracy"] > 0.95
+    assert m["cv_accuracy_mean"] > 0.95 and m["cv_kind"] == "StratifiedKFold"
+    assert len(m["cv_accuracy_folds"]) == 3
+    assert m["n_classes"] == 5
+    json.dumps(m)
+
+    pred = out["predictions"]
+    te = pred[pred["split"] == "test"]
+    tr = pred[pred["split"] == "train"]
+    assert m["test_accuracy"] == accuracy_score(te["y_true"], te["y_pred"])
+    assert m["train_accuracy"] == accuracy_score(tr["y_true"], tr["y_pred"])
+    labels = list(out["label_encoder"].classes_)
+    p, r, f, s = precision_recall_fscore_support(
+        te["y_true"], te["y_pred"], labels=labels, zero_division=0
+    )
+    rep = out["report"].set_index("label")
+    np.testing.assert_allclose(rep.loc[labels, "precision"], p)
+    np.testing.assert_allclose(rep.loc[labels, "recall"], r)
+    np.testing.assert_allclose(rep.loc[labels, "f1"], f)
+    np.testing.assert_array_equal(rep.loc[labels, "support"], s)
+    macro = precision_recall_fscore_support(
+        te["y_true"], te["y_pred"], average="macro", zero_division=0
+    )
+    assert rep.loc["macro avg", "f1"] == pytest.approx(macro[2])
+    cm = out["confusion"]
+    np.testing.assert_array_equal(
+        cm.to_numpy(), confusion_matrix(te["y_true"], te["y_pred"], labels=labels)
+    )
+    assert list(cm.index) == labels == list(cm.columns)
+
+    imp = out["importances"]
+    assert imp["importance"].is_monotonic_decreasing
+    assert imp["importance"].sum() == pytest.approx(1.0)
+    assert set(imp["feature"].head(2)) == {"n_genes", "mean_log_norm"}
+    assert {f"drug_drug{i}" for i in range(8)} <= set(imp["feature"])
+
+    # CV accuracy equals a direct cross_val_score with the same folds
+    train = cells[split["split"].eq("train").to_numpy()]
+    y = out["label_encoder"].transform(train["cell_line_id"])
+    direct = cross_val_score(
+        out["model"],
+        train[["drug", "mean_log_norm", "delta_mean", "n_genes"]].astype({"n_genes": float}),
+        y,
+        cv=StratifiedKFold(3, shuffle=True, random_state=0),
+        scoring="accuracy",
+    )
+    assert m["cv_accuracy_folds"] == pytest.approx(list(direct))
+
+
+def test_rf_classifier_with_embeddings(data) -> None:
+    cells, _, split = data
+    rng = np.random.default_rng(1)
+    emb = pd.DataFrame({"cell_id": cells["cell_id"].iloc[:-10]})
+    for j in range(1, 5):
+        emb[f"pc{j}"] = rng.normal(size=len(emb))
+    out = fit_rf_classifier(
+        cells,
+        split,
+        features=["drug", "n_genes"],
+        n_estimators=5,
+        cv_folds=0,
+        embeddings=emb,
+        n_pcs=3,
+    )
+    assert out["metrics"]["features"] == ["drug", "n_genes", "pc1", "pc2", "pc3"]
+    assert out["metrics"]["n_missing_embeddings"] == 10
+    assert {"pc1", "pc2", "pc3"} <= set(out["importances"]["feature"])
+    assert "pc4" not in set(out["importances"]["feature"])
+    assert out["metrics"]["cv_accuracy_mean"] is None
+    with pytest.raises(ConfigError) as err:
+        fit_rf_classifier(cells, split, n_estimators=5, cv_folds=0, embeddings=emb, n_pcs=9)
+    assert err.value.key == "models.n_pcs"
+
+
+def test_classifier_baselines_table(data) -> None:
+    cells, _, split = data
+    table = fit_classifier_baselines(cells, split, seed=0, cv_folds=3, n_estimators=15)
+    assert list(table["model"]) == [
+        "majority_class",
+        "logistic_regression",
+        "linear_svm",
+        "random_forest",
+    ]
+    assert list(table.columns) == [
+        "model",
+        "train_acc",
+        "test_acc",
+        "gap",
+        "cv_acc_mean",
+        "cv_acc_std",
+        "cv_kind",
+        "converged",
+    ]
+    t = table.set_index("model")
+    rf = fit_rf_classifier(cells, split, n_estimators=15, seed=0, cv_folds=3)
+    assert t.loc["random_forest", "test_acc"] == rf["metrics"]["test_accuracy"]
+    assert t.loc["random_forest", "cv_acc_mean"] == pytest.approx(rf["metrics"]["cv_accuracy_mean"])
+    train_lines = cells.loc[split["split"].eq("train").to_numpy(), "cell_line_id"]
+    test_lines = cells.loc[split["split"].eq("test").to_numpy(), "cell_line_id"]
+    majority = train_lines.value_counts().sort_index().idxmax()
+    assert t.loc["majority_class", "test_acc"] == pytest.approx((test_lines == majority).mean())
+    assert t.loc["logistic_regression", "test_acc"] > 0.9
+    assert (
+        t.loc["logistic_regression", "converged"] is True
+        or t.loc["logistic_regression", "converged"] == True
+    )  # noqa: E712
+    for col in ("train_acc", "test_acc", "cv_acc_mean"):
+        assert table[col].between(0, 1).all()
+    assert (table["gap"] == table["train_acc"] - table["test_acc"]).all()
+    only = fit_classifier_baselines(cells, split, models=["linear_svm"], cv_folds=0)
+    assert list(only["model"]) == ["linear_svm"] and only["cv_acc_mean"].isna().all()
+
+
+# --------------------------------------------------------------------------- seed 001
+
+
+def test_rf_regressor_grid(data) -> None:
+    cells, _, split = data
+    grid = {"n_estimators": [5, 10], "max_depth": [None, 4]}
+    out = fit_rf_regressor_grid(cells, split, grid=grid, cv_folds=3, seed=0)
+    bp = out["best_params"]
+    assert (
+        set(bp) == set(grid)
+        and bp["n_estimators"] in grid["n_estimators"]
+        and bp["max_depth"] in grid["max_depth"]
+    )
+    m = out["metrics"]
+    pred = out["predictions"]
+    te, tr = pred[pred["split"] == "test"], pred[pred["split"] == "train"]
+    assert m["test_rmse"] == pytest.approx(
+        root_mean_squared_error(te["y_true"], te["y_pred"]), rel=1e-12
+    )
+    assert m["train_rmse"] == pytest.approx(
+        root_mean_squared_error(tr["y_true"], tr["y_pred"]), rel=1e-12
+    )
+    cv = out["cv_results"]
+    assert len(cv) == 4 == m["n_candidates"]
+    best_row = cv.loc[cv["rank"] == 1].iloc[0]
+    assert (
+        m["cv_rmse"]
+        == pytest.approx(best_row["mean_cv_rmse"])
+        == pytest.approx(cv["mean_cv_rmse"].min())
+    )
+    assert (
+        best_row["n_estimators"] == bp["n_estimators"] and best_row["max_depth"] == bp["max_depth"]
+    )
+    assert None in list(cv["max_depth"])  # None stays None, not NaN
+    assert m["test_rmse"] < cells["delta_mean"].std()  # learns something
+    json.dumps(m)
+    assert DEFAULT_RF_GRID == {
+        "n_estimators": [50, 100],
+        "max_depth": [None, 8],
+        "min_samples_leaf": [1, 5],
+    }
+
+
+# --------------------------------------------------------------------------- leakage
+
+
+def test_split_comparison_table(data) -> None:
+    cells, _, _ = data
+    table = split_comparison(cells, group_by="plate", test_size=0.2, seed=0, n_estimators=5)
+    assert list(table["split"]) == ["random", "random", "plate", "plate"]
+    assert list(table["model"]) == ["ridge", "rf_classifier"] * 2
+    assert list(table["metric"]) == ["r2", "accuracy"] * 2
+    np.testing.assert_allclose(table["gap"], table["train"] - table["test"])
+    rand = make_split(cells, "random", 0.2, 0)
+    ridge = fit_ridge(cells, rand, cv_folds=0)
+    assert table.loc[0, "test"] == pytest.approx(ridge.metrics["test_r2"])
+    assert table.loc[0, "test_r2_ceiling"] >= table.loc[0, "test"]
+    grouped = make_split(cells, "plate", 0.2, 0)
+    assert table.loc[2, "n_test"] == grouped["split"].eq("test").sum()
+    custom = split_comparison(cells, {"mine": rand}, n_estimators=5)
+    assert list(custom["split"]) == ["mine", "mine"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_model_config_errors(data) -> None:
+    cells, _, split = data
+    cases = [
+        (lambda: fit_ridge(cells, split, alpha=0.0), "models.ridge.alpha"),
+        (lambda: fit_ridge(cells, split, alpha=-1), "models.ridge.alpha"),
+        (lambda: fit_ridge(cells, split, features=["drug", "plate_id"]), "models.ridge.features"),
+        (lambda: fit_ridge(cells, split, features=[]), "models.ridge.features"),
+        (lambda: fit_ridge(cells, split, cv_folds=1), "models.cv_folds"),
+        (lambda: fit_ridge(cells.head(100), split, cv_folds=5000), "models.cv_folds"),
+        (lambda: fit_rf_classifier(cells, split, n_estimators=0), "models.rf.n_estimators"),
+        (lambda: fit_rf_classifier(cells, split, max_depth=0), "models.rf.max_depth"),
+        (lambda: fit_rf_classifier(cells, split, features=["cell_line_id"]), "models.rf.features"),
+        (
+            lambda: fit_classifier_baselines(cells, split, models=["xgboost"]),
+            "models.baselines.models",
+        ),
+        (
+            lambda: fit_rf_regressor_grid(cells, split, grid={"n_trees": [5]}),
+            "models.rf_regressor.grid",
+        ),
+        (
+            lambda: fit_rf_regressor_grid(cells, split, grid={"max_depth": []}),
+            "models.rf_regressor.grid",
+        ),
+        (
+            lambda: fit_rf_regressor_grid(cells, split, features=["drug", "delta_mean"]),
+            "models.rf_regressor.features",
+        ),
+        (
+            lambda: fit_rf_regressor_grid(cells, split, features=["mean_log_norm", "control_mean"]),
+            "models.rf_regressor.features",
+        ),
+        (lambda: fit_rf_regressor_grid(cells, split, cv_folds=0), "models.cv_folds"),
+        (lambda: split_comparison(cells, group_by="random"), "split.by"),
+    ]
+    for call, key in cases:
+        with pytest.raises(ConfigError) as err:
+            call()
+        assert err.value.key == key, (key, str(err.value))
+
+
+def test_model_input_errors(data) -> None:
+    cells, _, split = data
+    with pytest.raises(InputError, match="missing column"):
+        fit_ridge(cells.drop(columns=["delta_mean"]), split)
+    with pytest.raises(InputError, match="no split entry"):
+        fit_ridge(cells, split.iloc[10:])
+    bad = cells.copy()
+    bad.loc[7, "delta_mean"] = np.inf
+    with pytest.raises(InputError) as err:
+        fit_ridge(bad, split)
+    assert err.value.row == 7
+    nolabel = cells.copy()
+    nolabel.loc[3, "cell_line_id"] = None
+    with pytest.raises(InputError, match="null 'cell_line_id'"):
+        fit_rf_classifier(nolabel, split, n_estimators=2, cv_folds=0)
+    all_null_test = cells.copy()
+    all_null_test.loc[split["split"].eq("test").to_numpy(), "delta_mean"] = np.nan
+    with pytest.raises(InputError, match="0 test rows"):
+        fit_ridge(all_null_test, split)
+
+
+# --------------------------------------------------------------------------- figures and saving
+
+
+def test_figures_and_model_are_written(data, tmp_path) -> None:
+    cells, _, split = data
+    res = fit_ridge(cells, split, cv_folds=0)
+    rf = fit_rf_classifier(cells, split, n_estimators=5, cv_folds=0)
+    outputs = {
+        "pred.png": lambda p: plot_pred_vs_true(res.predictions, p),
+        "cm.png": lambda p: plot_confusion(rf["confusion"], p),
+        "imp.png": lambda p: plot_importances(rf["importances"], p, top=5),
+        "pred.pdf": lambda p: plot_pred_vs_true(res.predictions, p),
+    }
+    for name, draw in outputs.items():
+        path = tmp_path / "figs" / name
+        draw(path)
+        head = path.read_bytes()[:5]
+        assert head == (b"\x89PNG\r" if name.endswith(".png") else b"%PDF-"), name
+        assert path.stat().st_size > 5000
+    assert not list((tmp_path / "figs").glob(".*"))  # no temporary files left
+    save_model(rf["model"], tmp_path / "rf.joblib")
+    import joblib
+
+    again = joblib.load(tmp_path / "rf.joblib")
+    X = (
+        cells[["drug", "mean_log_norm", "delta_mean", "n_genes"]]
+        .head(50)
+        .astype({"n_genes": float})
+    )
+    np.testing.assert_array_equal(again.predict(X), rf["model"].predict(X))
