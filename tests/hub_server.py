@@ -14,7 +14,7 @@ Usable as a library (``with FakeHub(root) as hub: ...``) or as a script::
 
     python tests/hub_server.py --root DIR --port 0 [--repo-id org/name]
 
-which prints the endpoint URL (use it as ``HF_ENDPOINT``) and serves until interrupted.
+which prints the endpoint URL (use it as ``HF_ENDPOINT``) and serves until SIGINT/SIGTERM.
 It binds 127.0.0.1 only.
 """
 
@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -373,9 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo-id", default="tahoebio/Tahoe-100M")
     args = parser.parse_args(argv)
     hub = FakeHub(args.root, repo_id=args.repo_id, port=args.port).start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
     print(hub.url, flush=True)
     try:
-        threading.Event().wait()
+        done.wait()
     except KeyboardInterrupt:
         pass
     finally:

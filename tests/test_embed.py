@@ -91,9 +91,7 @@ def scanpy_hvg(counts: sp.csr_matrix, flavor: str, n_top: int, dtype=np.float64)
     sc.pp.log1p(adata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sc.pp.highly_variable_genes(
-            adata, flavor=flavor, n_top_genes=n_top, inplace=False
-        )
+        return sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=n_top, inplace=False)
 
 
 def ours_hvg(stats, flavor: str, n_top: int, **kw) -> pd.DataFrame:
@@ -275,7 +273,9 @@ def test_pca_matches_sklearn_full(hvg_data, combined):
     ref = PCA(n_components=k, svd_solver="full").fit(dense)
     res = embed.pca_from_gram(*combined, k)
     assert res.center and res.components.shape == (k, N_TOP)
-    np.testing.assert_allclose(res.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-6)
+    np.testing.assert_allclose(
+        res.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-6
+    )
     np.testing.assert_allclose(res.explained_variance, ref.explained_variance_, rtol=1e-6)
     np.testing.assert_allclose(res.singular_values, ref.singular_values_, rtol=1e-6)
     np.testing.assert_allclose(res.mean, ref.mean_, rtol=1e-10, atol=1e-12)
@@ -351,7 +351,11 @@ def test_pca_npz_round_trip(tmp_path, combined):
 @pytest.fixture(scope="module")
 def blobs():
     X, y = make_blobs(
-        n_samples=3000, centers=6, n_features=10, cluster_std=1.0, center_box=(-25, 25),
+        n_samples=3000,
+        centers=6,
+        n_features=10,
+        cluster_std=1.0,
+        center_box=(-25, 25),
         random_state=11,
     )
     return X.astype(np.float32), y

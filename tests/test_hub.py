@@ -152,6 +152,24 @@ def test_clean_download_verified_and_cached(fake_hub: FakeHub, tmp_path: Path) -
     assert len(fake_hub.requests_for(SHARD, "GET")) == 1
 
 
+def test_copy_when_hardlink_impossible(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _plant_parquet(fake_hub)
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    dest, lines = _fetch(tmp_path)
+    assert dest.read_bytes() == source
+    snapshot = (
+        tmp_path / "cache" / "datasets--tahoebio--Tahoe-100M" / "snapshots" / FAKE_COMMIT / SHARD
+    )
+    assert not os.path.samefile(dest, snapshot)
+    assert any("(copy)" in ln for ln in lines)
+
+
 def test_non_lfs_file_checked_by_git_blob_id(fake_hub: FakeHub, tmp_path: Path) -> None:
     """A small non-LFS file (README) carries a git blob id (sha1) as its etag."""
     data = _plant_bytes(fake_hub, "README.md", size=900)
@@ -251,16 +269,16 @@ def test_http_500_forever_gives_up(fake_hub: FakeHub, tmp_path: Path) -> None:
 
 def test_slow_head_retried_until_it_clears(fake_hub: FakeHub, tmp_path: Path) -> None:
     source = _plant_parquet(fake_hub)
-    fake_hub.add_fault(SHARD, "slow", times=2, delay_s=2.0)
-    dest, lines = _fetch(tmp_path, timeout_s=0.3)
+    fake_hub.add_fault(SHARD, "slow", times=2, delay_s=3.0)
+    dest, lines = _fetch(tmp_path, timeout_s=0.5)
     assert dest.read_bytes() == source
     assert sum("timed out" in ln for ln in lines) == 2
 
 
 def test_slow_body_retried_until_it_clears(fake_hub: FakeHub, tmp_path: Path) -> None:
     source = _plant_bytes(fake_hub, SHARD)
-    fake_hub.add_fault(SHARD, "slow", times=1, method="GET", delay_s=2.0)
-    dest, _ = _fetch(tmp_path, timeout_s=0.3)
+    fake_hub.add_fault(SHARD, "slow", times=1, method="GET", delay_s=3.0)
+    dest, _ = _fetch(tmp_path, timeout_s=0.5)
     assert dest.read_bytes() == source
     assert len(fake_hub.requests_for(SHARD, "GET")) == 2
 
@@ -268,7 +286,7 @@ def test_slow_body_retried_until_it_clears(fake_hub: FakeHub, tmp_path: Path) ->
 def test_slow_forever_is_a_clear_error(fake_hub: FakeHub, tmp_path: Path) -> None:
     _plant_parquet(fake_hub)
     fake_hub.add_fault(SHARD, "slow", times=None, delay_s=3.0)
-    err, lines = _fails(tmp_path, HubError, max_retries=2, timeout_s=0.3)
+    err, lines = _fails(tmp_path, HubError, max_retries=2, timeout_s=0.5)
     assert isinstance(err, HubError)
     assert err.status is None and err.transient and err.attempts == 3
     assert "timed out" in str(err) and "gave up after 3 attempts" in str(err) and SHARD in str(err)

@@ -60,6 +60,7 @@ import httpx2
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 
+from tahoeflow import schema
 from tahoeflow.errors import InputError
 from tahoeflow.io import atomic_path
 
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 DEFAULT_REPO = "tahoebio/Tahoe-100M"
-N_DATA_FILES = 3388
+N_DATA_FILES = schema.N_FILES_HUB
 METADATA_KINDS = ("gene", "sample", "drug", "cell_line")
 
 _CHUNK = 8 << 20
@@ -117,7 +118,7 @@ def data_filename(i: int, n_files: int = N_DATA_FILES) -> str:
     """Repo path of expression shard ``i``: ``data/train-{i:05d}-of-{n_files:05d}.parquet``."""
     if not 0 <= i < n_files:
         raise ValueError(f"shard index {i} outside 0..{n_files - 1}")
-    return f"data/train-{i:05d}-of-{n_files:05d}.parquet"
+    return schema.data_filename(i, n_files)
 
 
 def metadata_filename(kind: str) -> str:
@@ -127,7 +128,7 @@ def metadata_filename(kind: str) -> str:
     """
     if kind not in METADATA_KINDS:
         raise ValueError(f"unknown metadata kind {kind!r}; expected one of {METADATA_KINDS}")
-    return f"metadata/{kind}_metadata.parquet"
+    return schema.metadata_filename(kind)
 
 
 def fetch_file(
@@ -184,8 +185,16 @@ def fetch_file(
         if log is not None:
             log(_scrub(msg, secrets))
 
-    def fail(problem: str, **kw: object) -> HubError:
-        return HubError(filename, repo_id, revision, _scrub(problem, secrets), **kw)  # type: ignore[arg-type]
+    def fail(problem: str, status: int | None, transient: bool, attempts: int) -> HubError:
+        return HubError(
+            filename,
+            repo_id,
+            revision,
+            _scrub(problem, secrets),
+            status=status,
+            transient=transient,
+            attempts=attempts,
+        )
 
     failures = 0  # transient failures so far
     mismatch_seen = False
@@ -210,7 +219,11 @@ def fetch_file(
                     attempt,
                 )
             elapsed = time.monotonic() - t0
-            say(f"{filename}: attempt {attempt}: have {_fmt_bytes(size)} after {elapsed:.2f} s")
+            rate = size / elapsed / 1e6 if elapsed > 0 else float("inf")
+            say(
+                f"{filename}: attempt {attempt}: have {_fmt_bytes(size)} after {elapsed:.2f} s "
+                f"({rate:.1f} MB/s incl. HEAD; cache hits are instant)"
+            )
             how, actual = _place_verified(cached, dest, expected)
         except _Mismatch as mm:
             _evict(mm.cached)

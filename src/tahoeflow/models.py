@@ -28,11 +28,11 @@ category string), ``"drug_dose"`` (the drug x dose interaction as one category),
 ``pc1..pcK`` columns of an optional embeddings table.
 
 Config keys named in ConfigError messages: ``models.cv_folds``, ``models.seed``,
-``models.n_jobs``, ``models.n_pcs``, ``models.ridge.alpha``, ``models.ridge.features``,
+``models.n_jobs``, ``models.ridge.alpha``, ``models.ridge.features``,
 ``models.rf.features``, ``models.rf.n_estimators``, ``models.rf.max_depth``,
-``models.rf.max_samples``,
+``models.rf.max_samples``, ``models.rf.n_pcs``, ``models.grouped_split_by``,
 ``models.baselines.models``, ``models.rf_regressor.features``,
-``models.rf_regressor.grid``, ``split.by``.
+``models.rf_regressor.grid``, and ``split.*`` (via :func:`make_split`).
 """
 
 from __future__ import annotations
@@ -228,9 +228,9 @@ def _pc_columns(embeddings: pd.DataFrame, n_pcs: int | None) -> list[str]:
     if not pcs:
         raise InputError("embeddings table", "has no pc1..pcK columns")
     if n_pcs is not None:
-        n_pcs = _check_int(n_pcs, "models.n_pcs", 1)
+        n_pcs = _check_int(n_pcs, "models.rf.n_pcs", 1)
         if n_pcs > len(pcs):
-            raise ConfigError("models.n_pcs", f"{n_pcs} requested but the table has {len(pcs)}")
+            raise ConfigError("models.rf.n_pcs", f"{n_pcs} requested but the table has {len(pcs)}")
         pcs = pcs[:n_pcs]
     return pcs
 
@@ -241,7 +241,7 @@ def _with_embeddings(
     """cells left-joined with the embedding PCs; (frame, pc names, cells lacking a PC row)."""
     if embeddings is None:
         if n_pcs is not None:
-            raise ConfigError("models.n_pcs", "set but no embeddings table was given")
+            raise ConfigError("models.rf.n_pcs", "set but no embeddings table was given")
         return cells, [], 0
     require_columns(embeddings, ["cell_id"], "embeddings table")
     dup = embeddings["cell_id"].duplicated()
@@ -279,7 +279,7 @@ def _design(
             if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
                 values = s.to_numpy(dtype=np.float64, na_value=np.nan)
                 if np.isinf(values).any():
-                    row = int(np.flatnonzero(np.isinf(values))[0])
+                    row = int(frame.index[np.flatnonzero(np.isinf(values))[0]])
                     raise InputError(CELLS, f"infinite value in {f!r}", row=row)
                 cols[f] = pd.Series(values, index=frame.index)
                 num.append(f)
@@ -308,7 +308,8 @@ def _prepare(
     n_pcs: int | None = None,
 ) -> _Data:
     require_columns(cells, ["cell_id", target])
-    framed = attach_split(cells, split)
+    # Index = position in the cells table, so error rows stay file rows after filtering.
+    framed = attach_split(cells, split).reset_index(drop=True)
     framed, pcs, n_missing_pc = _with_embeddings(framed, embeddings, n_pcs)
     feats = list(features) + [p for p in pcs if p not in features]
     y = framed[target]
@@ -429,7 +430,9 @@ def fit_ridge(
 ) -> RidgeResult:
     """Model 1: Ridge of ``delta_mean`` on one-hot ``features`` (subset of :data:`RIDGE_FEATURES`).
 
-    Fitted on the training split; rows with null ``delta_mean`` (e.g. no DMSO control of
+    ``alpha=0`` is ordinary least squares (the one-hot design is rank-deficient; CG from
+    zero returns the minimum-norm solution, and predictions are unique). Fitted on the
+    training split; rows with null ``delta_mean`` (e.g. no DMSO control of
     that line on that plate) are left out and counted. CV R2: ``KFold(cv_folds,
     shuffle=True, random_state=seed)`` over the training rows, encoder refitted per fold;
     ``cv_folds=0`` skips it.
@@ -438,9 +441,9 @@ def fit_ridge(
         isinstance(alpha, bool)
         or not isinstance(alpha, Real)
         or not math.isfinite(float(alpha))
-        or float(alpha) <= 0
+        or float(alpha) < 0
     ):
-        raise ConfigError("models.ridge.alpha", f"must be a finite number > 0, got {alpha!r}")
+        raise ConfigError("models.ridge.alpha", f"must be a finite number >= 0, got {alpha!r}")
     feats = _check_features(features, "models.ridge.features", RIDGE_FEATURES)
     seed = _check_int(seed, "models.seed", 0)
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
@@ -1009,14 +1012,17 @@ def split_comparison(
     if splits is None:
         if group_by not in ("sample", "plate"):
             raise ConfigError(
-                "split.by", f"grouped split must be 'sample' or 'plate', got {group_by!r}"
+                "models.grouped_split_by",
+                f"grouped split must be 'sample' or 'plate', got {group_by!r}",
             )
         splits = {
             "random": make_split(cells, "random", test_size, seed),
             group_by: make_split(cells, group_by, test_size, seed),
         }
     elif not isinstance(splits, Mapping) or not splits:
-        raise ConfigError("split.by", "splits must be a non-empty mapping name -> split table")
+        raise ConfigError(
+            "models.grouped_split_by", "splits must be a non-empty mapping name -> split table"
+        )
     rows = []
     for name, split in splits.items():
         ridge = fit_ridge(cells, split, alpha, ridge_features, cv_folds, seed, n_jobs)
