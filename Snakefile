@@ -12,6 +12,8 @@ include: "rules/common.smk"
 include: "rules/source.smk"
 include: "rules/summarize.smk"
 include: "rules/merge.smk"
+include: "rules/embed.smk"
+include: "rules/models.smk"
 
 
 rule all:

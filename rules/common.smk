@@ -67,4 +67,12 @@ def final_outputs():
         f"{R}/merged/cells.parquet",
         f"{R}/merged/gene_stats.parquet",
         f"{R}/merged/pseudobulk.parquet",
+        f"{R}/embed/embeddings.parquet",
+        f"{R}/embed/pca_variance.csv",
+        f"{R}/features/X_train.npz",
+        f"{R}/models/ridge/metrics.json",
+        f"{R}/models/rf/metrics.json",
+        f"{R}/models/baselines.csv",
+        f"{R}/models/rf_regressor/metrics.json",
+        f"{R}/models/split_comparison.csv",
     ]

@@ -669,7 +669,7 @@ def score_calls(
     truth = truth.rename(columns={"token_id": gene_col})
     truth["_true"] = True
     de = de.merge(truth, on=[*cond, gene_col], how="left")
-    de["_true"] = de["_true"].fillna(False).astype(bool)
+    de["_true"] = de["_true"].notna()
     called = (de[padj_col] < alpha).to_numpy()
     true = de["_true"].to_numpy()
     n_calls = int(called.sum())

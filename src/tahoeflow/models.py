@@ -480,8 +480,15 @@ def fit_ridge(
     )
 
 
-def r2_ceiling(y_true: Any, condition_keys: Any) -> float:
+def r2_ceiling(y_true: Any, condition_keys: Any, adjusted: bool = False) -> float:
     """Best R2 any model using only the condition keys can reach on these rows.
+
+    With ``adjusted=True`` the in-sample optimism of the group means is removed
+    (epsilon-squared: ``(SS_between - (G - 1) * MS_within) / SS_total``, with
+    ``MS_within = SS_within / (n - G)``): an unbiased estimate of the share of variance
+    the *true* condition means explain, which is what an ideal model with these inputs
+    would reach on new cells. The raw value is an upper bound on these rows but grows
+    with the number of groups even when conditions have no effect.
 
     Such a model predicts one value per distinct key combination; the squared error is
     smallest when that value is the group mean, so the ceiling is the R2 of the per-group
@@ -511,7 +518,13 @@ def r2_ceiling(y_true: Any, condition_keys: Any) -> float:
     if ss_total == 0.0:
         return float("nan")
     ss_within = float(np.sum((y - means[codes]) ** 2))
-    return 1.0 - ss_within / ss_total
+    if not adjusted:
+        return 1.0 - ss_within / ss_total
+    n_groups = counts.size
+    if len(y) <= n_groups:
+        return float("nan")
+    ms_within = ss_within / (len(y) - n_groups)
+    return (ss_total - ss_within - (n_groups - 1) * ms_within) / ss_total
 
 
 _RIDGE_SOURCE = {
@@ -560,10 +573,14 @@ def ridge_fraction_of_ceiling(
         r2 = _json_number(r2_score(yt, yp)) if m.sum() > 1 else None
         ceiling = _json_number(r2_ceiling(yt, key_frame.loc[m])) if m.sum() > 1 else None
         frac = r2 / ceiling if r2 is not None and ceiling is not None and ceiling > 0 else None
+        adj = _json_number(r2_ceiling(yt, key_frame.loc[m], adjusted=True)) if m.sum() > 1 else None
+        frac_adj = r2 / adj if r2 is not None and adj is not None and adj > 0 else None
         out[f"{side}_n_groups"] = int(len(key_frame.loc[m].drop_duplicates()))
         out[f"{side}_r2"] = r2
         out[f"{side}_r2_ceiling"] = ceiling
         out[f"{side}_fraction_of_ceiling"] = _json_number(frac)
+        out[f"{side}_r2_ceiling_adjusted"] = adj
+        out[f"{side}_fraction_of_adjusted_ceiling"] = _json_number(frac_adj)
     return out
 
 

@@ -4,19 +4,27 @@ A *shard* is a row range of one expression file. Shards are known from the confi
 (file selection, ``cells_per_shard`` and the rows per file), so Snakemake sees every job in
 a dry run and no checkpoint is needed.
 
-Reading goes Arrow list offsets -> CSR directly: the offsets become ``indptr`` (minus one per
-row for the stripped marker), the flattened ``genes`` become column indices through a
-token->column lookup array, the flattened ``expressions`` become the data. Every check is a
-vectorised comparison over the flattened values; the first offending row is reported.
+Reading goes Arrow list offsets -> CSR directly, one record batch at a time: one compiled pass
+over each batch's flattened ``genes``/``expressions`` values checks every value, strips the
+marker, maps tokens to columns through a token->column lookup array and writes the CSR
+``indices``/``data`` (see ``_csr_kernel``). The decoded Arrow data of only one batch is alive
+at a time, so a job's memory is the CSR of its shard plus one batch.
+
+Errors are the ones the checks would give if each ran over the whole shard in turn (read,
+metadata columns, list structure, lengths, marker, vocabulary, counts): the first occurrence of
+the first check that fails anywhere, with its row. The kernel records the first position of
+each kind of problem; the wrapper formats the message.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +32,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from .errors import ConfigError, InputError
-from .schema import CLS_TOKEN, READ_COLUMNS
+from .schema import CLS_TOKEN, OBS_STRING_COLUMNS, READ_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -121,55 +129,401 @@ def vocab_from_gene_metadata(table: pa.Table, path: object = "gene_metadata") ->
     return Vocab(tokens, lookup, is_mito)
 
 
+# --- reading -----------------------------------------------------------------------------
+BATCH_ROWS = 2048
+"""Rows decoded at a time by ``read_shard`` (a few MB of Arrow data on Tahoe's files)."""
+
+
+def _open(path: str | Path, columns: Sequence[str]) -> pq.ParquetFile:
+    try:
+        pf = pq.ParquetFile(path, pre_buffer=True)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(path, f"not a readable Parquet file (truncated or corrupt?): {e}") from None
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    return pf
+
+
+def _plan_rows(md: pq.FileMetaData, row_start: int, row_stop: int | None) -> tuple[list[int], int, int, int]:
+    """(row groups holding rows [start, stop), first row of the first group, start, stop)."""
+    stop = md.num_rows if row_stop is None else min(row_stop, md.num_rows)
+    start = min(row_start, stop)
+    groups, first_row, pos = [], 0, 0
+    for i in range(md.num_row_groups):
+        n = md.row_group(i).num_rows
+        if pos + n > start and pos < stop:
+            if not groups:
+                first_row = pos
+            groups.append(i)
+        pos += n
+    return groups, first_row, start, stop
+
+
+def _decode_error(path: object, e: Exception) -> InputError:
+    return InputError(path, f"cannot decode Parquet data (truncated or corrupt?): {e}")
+
+
 def read_rows(
     path: str | Path, row_start: int = 0, row_stop: int | None = None, columns: Sequence[str] = READ_COLUMNS
 ) -> pa.Table:
     """Read rows [row_start, row_stop) of a Parquet file, touching only the row groups needed."""
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(path, f"not a readable Parquet file (truncated or corrupt?): {e}") from None
-    schema = pf.schema_arrow
-    missing = [c for c in columns if c not in schema.names]
-    if missing:
-        raise InputError(path, f"missing column(s) {', '.join(missing)}")
-    md = pf.metadata
-    n_rows = md.num_rows
-    stop = n_rows if row_stop is None else min(row_stop, n_rows)
-    start = min(row_start, stop)
-    groups, first_row, pos = [], None, 0
-    for i in range(md.num_row_groups):
-        n = md.row_group(i).num_rows
-        if pos + n > start and pos < stop:
-            groups.append(i)
-            first_row = pos if first_row is None else first_row
-        pos += n
+    pf = _open(path, columns)
+    groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
     try:
         if not groups:
-            return schema.empty_table().select(list(columns))
+            return pf.schema_arrow.empty_table().select(list(columns))
         table = pf.read_row_groups(groups, columns=list(columns))
     except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(path, f"cannot decode Parquet data (truncated or corrupt?): {e}") from None
+        raise _decode_error(path, e) from None
     return table.slice(start - first_row, stop - start)
 
 
-def _flat_list(table: pa.Table, col: str, path: object) -> tuple[np.ndarray, np.ndarray, pa.DataType]:
-    arr = table.column(col).combine_chunks()
-    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
-        raise InputError(path, f"column '{col}' has type {arr.type}, expected a list")
-    if arr.null_count:
-        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(path, f"column '{col}' is null", row=row)
-    offsets = arr.offsets.to_numpy().astype(np.int64)
-    values = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-    if values.null_count:
-        vpos = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(path, f"column '{col}' holds a null value", row=_row_of(offsets - offsets[0], vpos))
-    return offsets - offsets[0], values.to_numpy(zero_copy_only=False), arr.type.value_type
+def iter_row_batches(
+    pf: pq.ParquetFile,
+    path: object,
+    row_start: int = 0,
+    row_stop: int | None = None,
+    columns: Sequence[str] = READ_COLUMNS,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """Rows [row_start, row_stop) of an open file as record batches of at most ``batch_rows`` rows.
+
+    Only the row groups needed are read, and only one batch is decoded at a time. An empty
+    range gives one empty batch (so the column types can still be checked).
+    """
+    groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
+    if not groups:
+        schema = pf.schema_arrow
+        yield pa.RecordBatch.from_arrays([pa.array([], schema.field(c).type) for c in columns], names=list(columns))
+        return
+    pos = first_row
+    try:
+        batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=list(columns))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise _decode_error(path, e) from None
+    while pos < stop:
+        try:
+            b = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError) as e:
+            raise _decode_error(path, e) from None
+        lo, hi = max(start - pos, 0), min(stop - pos, b.num_rows)
+        pos += b.num_rows
+        if hi > lo:
+            yield b.slice(lo, hi - lo) if (lo, hi) != (0, b.num_rows) else b
+
+
+# --- problems, ranked ------------------------------------------------------------------------
+class Problems:
+    """The first occurrence of each kind of problem seen so far, by rank; ``check`` raises the best.
+
+    Rows are streamed in batches but every check is defined over the whole shard, checked in
+    turn: the error raised is the first occurrence of the best-ranked (earliest) check that fails.
+    """
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[int, ...], InputError] = {}
+
+    def add(self, rank: tuple[int, ...], err: InputError) -> None:
+        self.first.setdefault(rank, err)
+
+    def any_before(self, rank: tuple[int, ...]) -> bool:
+        return any(r < rank for r in self.first)
+
+    def check(self) -> None:
+        if self.first:
+            raise self.first[min(self.first)]
+
+
+# ranks: metadata columns (0, column, 0 type | 1 null) come before the lists (1, check)
+_R_OBS = 0
+_R_LIST = 1
+(_GENES_TYPE, _GENES_NULL, _GENES_VNULL, _EXPR_TYPE, _EXPR_NULL, _EXPR_VNULL, _GENES_VTYPE, _EXPR_VTYPE) = range(8)
+_KERNEL = 8  # kernel codes follow, in this order:
+K_LENGTH, K_EMPTY, K_MARKER, K_VOCAB, K_NONFINITE, K_NEGATIVE, K_NONINTEGER = range(7)
+N_CODES = 7
+
+
+class ObsCollector:
+    """String metadata columns, batch by batch; nulls and non-string types are problems."""
+
+    def __init__(self, columns: Sequence[str], path: object, problems: Problems, row_offset: int = 0) -> None:
+        self.columns = list(columns)
+        self.path, self.problems, self.row_offset = path, problems, row_offset
+        self.parts: dict[str, list[pa.Array]] = {c: [] for c in self.columns}
+        self.n_rows = 0
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        for j, col in enumerate(self.columns):
+            arr = batch.column(col)
+            if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+                try:
+                    arr = pc.cast(arr, pa.string())
+                except pa.ArrowInvalid:
+                    err = InputError(self.path, f"column '{col}' has type {arr.type}, expected string")
+                    self.problems.add((_R_OBS, j, 0), err)
+                    continue
+            if arr.null_count:
+                row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+                err = InputError(self.path, f"column '{col}' is null", row=self.row_offset + self.n_rows + row)
+                self.problems.add((_R_OBS, j, 1), err)
+            self.parts[col].append(arr)
+        self.n_rows += batch.num_rows
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Each column as a numpy object array (call after ``Problems.check``)."""
+        out = {}
+        for col, parts in self.parts.items():
+            chunks = [c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])]
+            arr = pa.chunked_array(chunks, chunks[0].type if chunks else pa.string())
+            out[col] = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
+        return out
+
+
+def obs_arrays(
+    table: pa.Table, path: object, columns: Sequence[str], row_offset: int = 0
+) -> dict[str, np.ndarray]:
+    """String metadata columns as numpy object arrays; nulls are an error naming the row."""
+    problems = Problems()
+    obs = ObsCollector(columns, path, problems, row_offset)
+    obs.add(table)
+    problems.check()
+    return obs.arrays()
+
+
+# --- lists -> CSR ----------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True)
+def _sort_row(idx, dat, lo, hi):  # pragma: no cover - compiled
+    """Sort ``idx[lo:hi]`` (carrying ``dat``) and sum repeated columns in place; the new end."""
+    seg = idx[lo:hi].copy()
+    val = dat[lo:hi].copy()
+    order = np.argsort(seg, kind="mergesort")
+    w = lo
+    prev = -1
+    for t in range(order.size):
+        c = seg[order[t]]
+        if c == prev:
+            dat[w - 1] += val[order[t]]
+        else:
+            idx[w] = c
+            dat[w] = val[order[t]]
+            w += 1
+            prev = c
+    return w
+
+
+@nb.njit(cache=True, nogil=True)
+def _csr_kernel(g_off, g_val, e_off, e_val, lookup, marker, indptr, out_idx, out_dat, w, err):  # pragma: no cover
+    """One pass over a batch of ``genes``/``expressions`` lists: check, strip the marker, map.
+
+    Row i's values ``g_val[g_off[i]:g_off[i+1]]`` (token ids) and ``e_val[e_off[i]:...]``
+    (float32 counts) are checked (equal lengths, non-empty, marker at element 0, token in the
+    vocabulary, count finite, non-negative, integer); elements 1.. are written from position
+    ``w`` of ``out_idx`` (column) / ``out_dat`` (count), each row sorted by column with repeats
+    summed. ``indptr`` (n+1) gets the row starts. ``err[code]`` gets (row, value position) of
+    the first occurrence of each problem code, where still -1. Returns the end position.
+    """
+    n = g_off.size - 1
+    n_lookup = lookup.size
+    for i in range(n):
+        indptr[i] = w
+        gs = g_off[i]
+        ge = g_off[i + 1]
+        es = e_off[i]
+        if ge - gs != e_off[i + 1] - es:
+            if err[K_LENGTH, 0] < 0:
+                err[K_LENGTH, 0] = i
+            continue
+        if ge == gs:
+            if err[K_EMPTY, 0] < 0:
+                err[K_EMPTY, 0] = i
+            continue
+        if (g_val[gs] != marker or not e_val[es] < 0) and err[K_MARKER, 0] < 0:
+            err[K_MARKER, 0] = i
+        lo = w
+        prev = -1
+        ordered = True
+        for j in range(1, ge - gs):
+            tok = g_val[gs + j]
+            col = lookup[tok] if 0 <= tok < n_lookup else -1
+            if col < 0:
+                if err[K_VOCAB, 0] < 0:
+                    err[K_VOCAB, 0] = i
+                    err[K_VOCAB, 1] = gs + j
+                col = 0
+            v = e_val[es + j]
+            if not math.isfinite(v):
+                if err[K_NONFINITE, 0] < 0:
+                    err[K_NONFINITE, 0] = i
+                    err[K_NONFINITE, 1] = es + j
+            elif v < 0:
+                if err[K_NEGATIVE, 0] < 0:
+                    err[K_NEGATIVE, 0] = i
+                    err[K_NEGATIVE, 1] = es + j
+            elif v != np.floor(v) and err[K_NONINTEGER, 0] < 0:
+                err[K_NONINTEGER, 0] = i
+                err[K_NONINTEGER, 1] = es + j
+            if col <= prev:
+                ordered = False
+            prev = col
+            out_idx[w] = col
+            out_dat[w] = v
+            w += 1
+        if not ordered:
+            w = _sort_row(out_idx, out_dat, lo, w)
+    indptr[n] = w
+    return w
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
 
 
 def _row_of(offsets: np.ndarray, value_pos: int) -> int:
     return int(np.searchsorted(offsets, value_pos, side="right") - 1)
+
+
+_NON_INTEGER_HINT = "(raw UMI counts expected; set input.normalised: true for normalised input)"
+
+
+class CsrBuilder:
+    """CSR counts (float32 data, int32 indices) built batch by batch from the two list columns."""
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        path: object,
+        problems: Problems,
+        genes_type: pa.DataType,
+        expressions_type: pa.DataType,
+        row_offset: int = 0,
+        capacity: int = 0,
+    ) -> None:
+        self.vocab, self.path, self.problems, self.row_offset = vocab, path, problems, row_offset
+        self.lookup = np.ascontiguousarray(vocab.lookup, dtype=np.int32)
+        self.n_rows = 0
+        self.nnz = 0
+        self.indices = np.empty(capacity, dtype=np.int32)
+        self.data = np.empty(capacity, dtype=np.float32)
+        self.indptr_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        self.non_integer: tuple[int, str] | None = None
+        self.kernel_errors: set[int] = set()
+        self.genes_ok = _is_list(genes_type)
+        self.expr_ok = _is_list(expressions_type)
+        if not self.genes_ok:
+            self._problem(_GENES_TYPE, f"column 'genes' has type {genes_type}, expected a list")
+        elif not pa.types.is_integer(genes_type.value_type):
+            self._problem(_GENES_VTYPE, f"column 'genes' holds {genes_type.value_type}, expected integer token ids")
+        if not self.expr_ok:
+            self._problem(_EXPR_TYPE, f"column 'expressions' has type {expressions_type}, expected a list")
+        else:
+            vt = expressions_type.value_type
+            if not (pa.types.is_floating(vt) or pa.types.is_integer(vt)):
+                self._problem(_EXPR_VTYPE, f"column 'expressions' holds {vt}, expected numbers")
+
+    def _problem(self, check: int, text: str, row: int | None = None) -> None:
+        self.problems.add((_R_LIST, check), InputError(self.path, text, row=row))
+
+    def _flat(self, arr: pa.Array, col: str, null_check: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(offsets from 0, values) of one list chunk; None after recording a null."""
+        if arr.null_count:
+            row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+            self._problem(null_check, f"column '{col}' is null", row=self.n_rows + row)
+            return None
+        offsets = arr.offsets.to_numpy().astype(np.int64)
+        o0 = int(offsets[0])
+        offsets -= o0
+        values = arr.values.slice(o0, int(offsets[-1]))
+        if values.null_count:
+            vpos = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            self._problem(null_check + 1, f"column '{col}' holds a null value", row=self.n_rows + _row_of(offsets, vpos))
+            return None
+        return offsets, values.to_numpy(zero_copy_only=False)
+
+    def _reserve(self, extra: int) -> None:
+        need = self.nnz + extra
+        if need > self.indices.size:
+            cap = max(need, int(self.indices.size * 1.25) + 1024)
+            for name in ("indices", "data"):
+                old = getattr(self, name)
+                new = np.empty(cap, dtype=old.dtype)
+                new[: self.nnz] = old[: self.nnz]
+                setattr(self, name, new)
+
+    def add(self, genes: pa.Array, expressions: pa.Array) -> None:
+        """Check and convert one batch (two aligned list arrays)."""
+        n = len(genes)
+        g = self._flat(genes, "genes", _GENES_NULL) if self.genes_ok else None
+        e = self._flat(expressions, "expressions", _EXPR_NULL) if self.expr_ok else None
+        if g is None or e is None or self.problems.any_before((_R_LIST, _KERNEL)):
+            self.n_rows += n  # a better-ranked problem is already known: the kernel's are moot
+            return
+        (g_off, g_raw), (e_off, e_raw) = g, e
+        g_val = g_raw if g_raw.dtype == np.int64 else g_raw.astype(np.int64)
+        if e_raw.dtype == np.float32:
+            e_val = e_raw
+        else:  # counts are checked as float32; the marker test keeps the original value's sign
+            e_val = e_raw.astype(np.float32)
+            first = e_off[:-1][np.diff(e_off) > 0]
+            e_val[first] = np.where(e_raw[first] < 0, -1.0, 1.0)
+        self._reserve(int(g_off[-1]))
+        indptr = np.empty(n + 1, dtype=np.int64)
+        err = np.full((N_CODES, 2), -1, dtype=np.int64)
+        self.nnz = _csr_kernel(
+            g_off, g_val, e_off, e_val, self.lookup, CLS_TOKEN, indptr, self.indices, self.data, self.nnz, err
+        )
+        self.indptr_parts.append(indptr[1:])
+        for code in np.flatnonzero(err[:, 0] >= 0):
+            if code not in self.kernel_errors:
+                self.kernel_errors.add(int(code))
+                self._kernel_problem(int(code), int(err[code, 0]), int(err[code, 1]), g_off, g_raw, e_off, e_raw, e_val)
+        self.n_rows += n
+
+    def _kernel_problem(self, code, r, pos, g_off, g_raw, e_off, e_raw, e_val) -> None:
+        row = self.row_offset + self.n_rows + r
+        if code == K_LENGTH:
+            text = f"'genes' has {g_off[r + 1] - g_off[r]} entries but 'expressions' has {e_off[r + 1] - e_off[r]}"
+        elif code == K_EMPTY:
+            text = "empty 'genes' list: no marker at element 0"
+        elif code == K_MARKER:
+            text = (
+                f"no marker at element 0 (expected genes[0]={CLS_TOKEN} and a negative expressions[0], "
+                f"found {g_raw[g_off[r]]} and {e_raw[e_off[r]]})"
+            )
+        elif code == K_VOCAB:
+            text = f"token id {int(g_raw[pos])} is outside the gene vocabulary"
+        elif code == K_NONFINITE:
+            text = f"count {e_val[pos]} is not finite"
+        elif code == K_NEGATIVE:
+            text = f"negative count {e_val[pos]}"
+        else:
+            self.non_integer = (row, f"non-integer count {e_val[pos]} {_NON_INTEGER_HINT}")
+            return
+        self._problem(_KERNEL + code, text, row=row)
+
+    def finish(self, allow_non_integer: bool = False, warn: Callable[[str], None] | None = None) -> sp.csr_matrix:
+        """Raise the best-ranked problem, warn about non-integer counts if allowed; the matrix."""
+        if self.non_integer is not None and not allow_non_integer:
+            self._problem(_KERNEL + K_NONINTEGER, self.non_integer[1], row=self.non_integer[0])
+        self.problems.check()
+        if self.non_integer is not None and warn is not None:
+            warn(f"warning: {self.path}, row {self.non_integer[0]}: {self.non_integer[1]}")
+        n, G = self.n_rows, self.vocab.n_genes
+        if n == 0:
+            return sp.csr_matrix((0, G), dtype=np.float32)
+        nnz = self.nnz
+        indptr = np.concatenate(self.indptr_parts)
+        indices, data = self.indices[:nnz], self.data[:nnz]
+        if self.indices.size - nnz > max(1 << 16, nnz // 8):  # do not keep a mostly unused buffer
+            indices, data = indices.copy(), data.copy()
+        self.indices = self.data = None
+        if nnz < np.iinfo(np.int32).max:
+            indptr = indptr.astype(np.int32)
+        X = sp.csr_matrix((data, indices, indptr), shape=(n, G), copy=False)
+        X.has_canonical_format = True  # every row was sorted and summed by the kernel
+        return X
 
 
 def to_csr(
@@ -178,7 +532,7 @@ def to_csr(
     path: object,
     row_offset: int = 0,
     allow_non_integer: bool = False,
-    warn: callable | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> sp.csr_matrix:
     """CSR counts (cells x genes, float32 data, int32 indices) from the ``genes``/``expressions`` lists.
 
@@ -186,88 +540,67 @@ def to_csr(
     list types, equal lengths, the marker at element 0, tokens inside the vocabulary, counts
     finite, non-negative and integer (non-integer is a warning when ``allow_non_integer``).
     """
-    g_off, g_val, g_type = _flat_list(table, "genes", path)
-    e_off, e_val, e_type = _flat_list(table, "expressions", path)
-    if not pa.types.is_integer(g_type):
-        raise InputError(path, f"column 'genes' holds {g_type}, expected integer token ids")
-    if not (pa.types.is_floating(e_type) or pa.types.is_integer(e_type)):
-        raise InputError(path, f"column 'expressions' holds {e_type}, expected numbers")
-    n = g_off.size - 1
-    lengths = np.diff(g_off)
-    if not np.array_equal(g_off, e_off):
-        bad = int(np.flatnonzero(lengths != np.diff(e_off))[0])
-        raise InputError(
-            path,
-            f"'genes' has {lengths[bad]} entries but 'expressions' has {np.diff(e_off)[bad]}",
-            row=row_offset + bad,
-        )
-    if n == 0:
-        return sp.csr_matrix((0, vocab.n_genes), dtype=np.float32)
-    first = g_off[:-1]
-    empty = lengths == 0
-    if empty.any():
-        raise InputError(path, "empty 'genes' list: no marker at element 0", row=row_offset + int(np.flatnonzero(empty)[0]))
-    no_marker = (g_val[first] != CLS_TOKEN) | ~(e_val[first] < 0)
-    if no_marker.any():
-        r = int(np.flatnonzero(no_marker)[0])
-        raise InputError(
-            path,
-            f"no marker at element 0 (expected genes[0]={CLS_TOKEN} and a negative expressions[0], "
-            f"found {g_val[first[r]]} and {e_val[first[r]]})",
-            row=row_offset + r,
-        )
-    keep = np.ones(g_val.size, dtype=bool)
-    keep[first] = False
-    tokens = g_val[keep]
-    data = e_val[keep]
-    indptr = g_off - np.arange(n + 1)
-    # vocabulary
-    in_range = (tokens >= 0) & (tokens < vocab.lookup.size)
-    cols = np.full(tokens.size, -1, dtype=np.int32)
-    cols[in_range] = vocab.lookup[tokens[in_range]]
-    if (cols < 0).any():
-        pos = int(np.flatnonzero(cols < 0)[0])
-        raise InputError(path, f"token id {int(tokens[pos])} is outside the gene vocabulary", row=row_offset + _row_of(indptr, pos))
-    # counts
-    data = data.astype(np.float32, copy=False)
-    bad = ~np.isfinite(data)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise InputError(path, f"count {data[pos]} is not finite", row=row_offset + _row_of(indptr, pos))
-    neg = data < 0
-    if neg.any():
-        pos = int(np.flatnonzero(neg)[0])
-        raise InputError(path, f"negative count {data[pos]}", row=row_offset + _row_of(indptr, pos))
-    frac = data != np.rint(data)
-    if frac.any():
-        pos = int(np.flatnonzero(frac)[0])
-        msg = f"non-integer count {data[pos]} (raw UMI counts expected; set input.normalised: true for normalised input)"
-        if not allow_non_integer:
-            raise InputError(path, msg, row=row_offset + _row_of(indptr, pos))
-        if warn is not None:
-            warn(f"warning: {path}, row {row_offset + _row_of(indptr, pos)}: {msg}")
-    X = sp.csr_matrix((data, cols, indptr.astype(np.int64)), shape=(n, vocab.n_genes))
-    if not X.has_canonical_format:  # unsorted or repeated genes within a row
-        X.sum_duplicates()
-    if X.indptr[-1] < np.iinfo(np.int32).max:
-        X.indptr = X.indptr.astype(np.int32)
-    return X
+    problems = Problems()
+    lists = table.select(["genes", "expressions"])
+    g_type, e_type = lists.schema.field("genes").type, lists.schema.field("expressions").type
+    capacity = 0
+    if _is_list(g_type):
+        for c in lists.column("genes").chunks:
+            if len(c):
+                capacity += c.offsets[len(c)].as_py() - c.offsets[0].as_py()
+    builder = CsrBuilder(vocab, path, problems, g_type, e_type, row_offset=row_offset, capacity=capacity)
+    for batch in lists.to_batches():
+        builder.add(batch.column(0), batch.column(1))
+    return builder.finish(allow_non_integer, warn)
 
 
-def obs_arrays(
-    table: pa.Table, path: object, columns: Sequence[str], row_offset: int = 0
-) -> dict[str, np.ndarray]:
-    """String metadata columns as numpy object arrays; nulls are an error naming the row."""
-    out = {}
-    for col in columns:
-        arr = table.column(col)
-        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            try:
-                arr = pc.cast(arr, pa.string())
-            except pa.ArrowInvalid:
-                raise InputError(path, f"column '{col}' has type {arr.type}, expected string") from None
-        if arr.null_count:
-            row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-            raise InputError(path, f"column '{col}' is null", row=row_offset + row)
-        out[col] = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
-    return out
+def _leaf_values(pf: pq.ParquetFile, groups: Sequence[int], column: str) -> int:
+    """Leaf values of a list column in these row groups, from the metadata (0 when unknown)."""
+    md = pf.metadata
+    leaf = [i for i in range(md.num_columns) if pf.schema.column(i).path.split(".")[0] == column]
+    if len(leaf) != 1:
+        return 0
+    return sum(md.row_group(g).column(leaf[0]).num_values for g in groups)
+
+
+def read_shard(
+    path: str | Path,
+    vocab: Vocab,
+    row_start: int = 0,
+    row_stop: int | None = None,
+    *,
+    obs_columns: Sequence[str] = OBS_STRING_COLUMNS,
+    allow_non_integer: bool = False,
+    warn: Callable[[str], None] | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> tuple[dict[str, np.ndarray], sp.csr_matrix]:
+    """``obs_arrays`` and ``to_csr`` of ``read_rows(path, row_start, row_stop)``, streamed.
+
+    Same checks, same errors and rows, same results; but the file is decoded ``batch_rows``
+    rows at a time straight into the CSR arrays, so memory holds the shard's CSR plus one
+    batch instead of the decoded shard.
+    """
+    columns = ["genes", "expressions", *obs_columns]
+    pf = _open(path, columns)
+    try:
+        groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
+        rows_in_groups = sum(pf.metadata.row_group(g).num_rows for g in groups)
+        capacity = _leaf_values(pf, groups, "genes")
+        if rows_in_groups > stop - start:  # part of a row group: scale, with slack
+            capacity = int(capacity * (stop - start) / rows_in_groups * 1.05) + 1024
+        problems = Problems()
+        schema = pf.schema_arrow
+        obs = ObsCollector(obs_columns, path, problems, row_offset=row_start)
+        builder = CsrBuilder(
+            vocab, path, problems, schema.field("genes").type, schema.field("expressions").type,
+            row_offset=row_start, capacity=capacity,
+        )  # fmt: skip
+        for batch in iter_row_batches(pf, path, row_start, row_stop, columns, batch_rows):
+            obs.add(batch)
+            builder.add(batch.column("genes"), batch.column("expressions"))
+            del batch
+        problems.check()  # metadata problems come first, whatever the lists hold
+        X = builder.finish(allow_non_integer, warn)
+        return obs.arrays(), X
+    finally:
+        pf.close()

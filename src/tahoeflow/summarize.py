@@ -1,7 +1,9 @@
 """Per-shard summaries: one row per cell, plus per-shard statistics that merge exactly.
 
-All statistics are computed from the CSR arrays with ``np.bincount`` over row or column ids:
-no Python loop per cell or per gene.
+Statistics come from compiled single passes over the CSR arrays (numba, ``cache=True``):
+per-cell and per-gene sums in one pass, pseudobulk sums per group of cells. Each kernel adds
+in the order the previous ``np.bincount`` / sparse-product code did, and is tested against
+a plain numpy reference (tests/test_perf_kernels.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -19,7 +22,7 @@ import scipy.sparse as sp
 from . import pp
 from .errors import InputError
 from .schema import CONTROL_DRUG
-from .shards import Shard, Vocab, obs_arrays, read_rows, to_csr
+from .shards import Shard, Vocab, read_shard
 
 CELL_COLUMNS = {
     "cell_id": pa.string(),
@@ -86,14 +89,73 @@ def sample_doses(sample_metadata: pd.DataFrame, path: object) -> pd.Series:
 
 
 # --- per-cell and per-gene statistics ---------------------------------------------
-def _segment_sum(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
-    """Sum of each CSR row's stored values (sequential reduceat; empty rows give 0)."""
+_LOG_TABLE = 64
+"""Per cell, log1p(c * scale) is computed once for each small integer count c < this."""
+
+
+@nb.njit(cache=True, nogil=True)
+def _stats_kernel(indptr, indices, data, is_mito, target_sum, cell, gene, gene_n):  # pragma: no cover
+    """One pass over each CSR row: per-cell sums into ``cell`` (n, 5), per-gene into ``gene``.
+
+    cell[i] = (sum x, sum x^2, sum x^3, sum of MT x, sum log1p(CP10k)) over row i's stored
+    counts x (float64); gene[g] += (log1p(CP10k), its square, CP10k, its square) and gene_n[g]
+    += 1 for each stored value of column g. Rows run in order and values in row order, so the
+    per-gene sums add in the same order as a bincount over the stored values.
+    """
     n = indptr.size - 1
-    out = np.zeros(n, dtype=np.float64)
-    nonempty = np.flatnonzero(np.diff(indptr) > 0)
-    if nonempty.size:
-        out[nonempty] = np.add.reduceat(values, indptr[nonempty])
-    return out
+    table = np.empty(_LOG_TABLE, dtype=np.float64)
+    for i in range(n):
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        mito = 0.0
+        top = 0.0
+        for j in range(lo, hi):
+            x = np.float64(data[j])
+            x2 = x * x
+            s1 += x
+            s2 += x2
+            s3 += x2 * x
+            if is_mito[indices[j]]:
+                mito += x
+            if x > top:
+                top = x
+        scale = target_sum / s1 if s1 > 0 else 0.0
+        n_table = min(_LOG_TABLE, int(top) + 1) if top < _LOG_TABLE else _LOG_TABLE
+        for c in range(n_table):  # the same expression as below, so the same bits
+            table[c] = np.log1p(np.float64(c) * scale)
+        sl = 0.0
+        for j in range(lo, hi):
+            x = np.float64(data[j])
+            norm = x * scale
+            if 0.0 <= x < n_table and x == np.floor(x):
+                lg = table[int(x)]
+            else:
+                lg = np.log1p(norm)
+            sl += lg
+            g = indices[j]
+            gene_n[g] += 1
+            gene[g, 0] += lg
+            gene[g, 1] += lg * lg
+            gene[g, 2] += norm
+            gene[g, 3] += norm * norm
+        cell[i, 0] = s1
+        cell[i, 1] = s2
+        cell[i, 2] = s3
+        cell[i, 3] = mito
+        cell[i, 4] = sl
+
+
+def _csr_parts(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr int64, indices int32, data float32 or float64) of X, contiguous, for the kernels."""
+    data = X.data if X.data.dtype in (np.float32, np.float64) else X.data.astype(np.float64)
+    return (
+        np.ascontiguousarray(X.indptr, dtype=np.int64),
+        np.ascontiguousarray(X.indices, dtype=np.int32),
+        np.ascontiguousarray(data),
+    )
 
 
 def shard_stats(
@@ -111,27 +173,19 @@ def shard_stats(
     included), which is what HVG selection needs.
     """
     n, G = X.shape
-    indptr = X.indptr.astype(np.int64)
+    indptr, indices, data = _csr_parts(X)
     k = np.diff(indptr)
-    x = X.data.astype(np.float64)
-    x2 = x * x
-    s1 = _segment_sum(x, indptr)
-    s2 = _segment_sum(x2, indptr)
-    s3 = _segment_sum(x2 * x, indptr)
-    del x2
+    cell = np.empty((n, 5), dtype=np.float64)
+    gene = np.zeros((G, 4), dtype=np.float64)
+    gene_n = np.zeros(G, dtype=np.int64)
+    _stats_kernel(indptr, indices, data, np.ascontiguousarray(is_mito, dtype=np.bool_), float(target_sum), cell, gene, gene_n)
+    s1, s2, s3, mito, sum_log = (np.ascontiguousarray(cell[:, j]) for j in range(5))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / k
         m2 = np.maximum(s2 / k - mean * mean, 0.0)
         m3 = s3 / k - 3.0 * mean * (s2 / k) + 2.0 * mean**3
         eps = np.finfo(np.float64).resolution * 10
         skew = np.where(m2 <= (eps * mean) ** 2, np.nan, m3 / m2**1.5)
-        scale = np.where(s1 > 0, target_sum / s1, 0.0)
-    norm = x * np.repeat(scale, k)
-    del x
-    logn = np.log1p(norm)
-    mito_pos = np.flatnonzero(is_mito[X.indices])
-    mito = np.bincount(np.searchsorted(indptr, mito_pos, side="right") - 1, weights=X.data[mito_pos], minlength=n)
-    with np.errstate(divide="ignore", invalid="ignore"):
         cells = {
             "n_genes": k.astype(np.int32),
             "total_counts": s1,
@@ -139,25 +193,114 @@ def shard_stats(
             "expr_std": np.sqrt(m2),
             "expr_skew": skew,
             "pct_mito": 100.0 * mito / s1,
-            "mean_log_norm": _segment_sum(logn, indptr) / k,
+            "mean_log_norm": sum_log / k,
         }
-    idx = X.indices
     genes = {
-        "n_cells": np.bincount(idx, minlength=G).astype(np.int64),
-        "sum_log": np.bincount(idx, weights=logn, minlength=G),
-        "sumsq_log": np.bincount(idx, weights=logn * logn, minlength=G),
-        "sum_norm": np.bincount(idx, weights=norm, minlength=G),
-        "sumsq_norm": np.bincount(idx, weights=norm * norm, minlength=G),
+        "n_cells": gene_n,
+        "sum_log": np.ascontiguousarray(gene[:, 0]),
+        "sumsq_log": np.ascontiguousarray(gene[:, 1]),
+        "sum_norm": np.ascontiguousarray(gene[:, 2]),
+        "sumsq_norm": np.ascontiguousarray(gene[:, 3]),
     }
     return cells, genes
 
 
+@nb.njit(cache=True, nogil=True)
+def _group_sums_kernel(indptr, indices, data, order, bounds, n_cols):  # pragma: no cover
+    """Per group of rows (``order[bounds[g]:bounds[g+1]]``), the sum of the rows (float64).
+
+    Returns CSR parts (indptr over groups, sorted columns, sums), leaving out columns whose sum
+    is 0 (as a sparse product does). Rows add in ``order``, values in row order.
+    """
+    n_groups = bounds.size - 1
+    acc = np.zeros(n_cols, dtype=np.float64)
+    stamp = np.full(n_cols, -1, dtype=np.int64)
+    touched = np.empty(n_cols, dtype=np.int64)
+    cap = max(1024, (indptr[-1] - indptr[0]) // 4)
+    out_idx = np.empty(cap, dtype=np.int32)
+    out_val = np.empty(cap, dtype=np.float64)
+    out_ptr = np.zeros(n_groups + 1, dtype=np.int64)
+    w = 0
+    for g in range(n_groups):
+        nt = 0
+        for t in range(bounds[g], bounds[g + 1]):
+            i = order[t]
+            for j in range(indptr[i], indptr[i + 1]):
+                c = indices[j]
+                if stamp[c] != g:
+                    stamp[c] = g
+                    acc[c] = 0.0
+                    touched[nt] = c
+                    nt += 1
+                acc[c] += data[j]
+        if w + nt > cap:
+            cap = max(w + nt, cap + cap // 2)
+            new_idx = np.empty(cap, dtype=np.int32)
+            new_val = np.empty(cap, dtype=np.float64)
+            new_idx[:w] = out_idx[:w]
+            new_val[:w] = out_val[:w]
+            out_idx = new_idx
+            out_val = new_val
+        if nt * 64 < n_cols:  # few columns: sort them
+            cols = np.sort(touched[:nt])
+            for t in range(nt):
+                c = cols[t]
+                if acc[c] != 0.0:
+                    out_idx[w] = c
+                    out_val[w] = acc[c]
+                    w += 1
+        else:  # many: one scan in column order
+            for c in range(n_cols):
+                if stamp[c] == g and acc[c] != 0.0:
+                    out_idx[w] = c
+                    out_val[w] = acc[c]
+                    w += 1
+        out_ptr[g + 1] = w
+    return out_ptr, out_idx[:w].copy(), out_val[:w].copy()
+
+
 def pseudobulk(X: sp.csr_matrix, group_codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
-    """Summed counts per group: one sparse indicator matrix times X (groups x genes, float64)."""
-    n = X.shape[0]
-    ind = sp.csr_matrix((np.ones(n), (group_codes, np.arange(n))), shape=(n_groups, n))
-    out = (ind @ X.astype(np.float64)).tocsr()
-    out.sort_indices()
+    """Summed counts per group (groups x genes, float64, sorted indices, no stored zeros).
+
+    The rows of each group are summed in row order in float64: the same sums as the product of
+    a 0/1 group-indicator matrix with X, without building it.
+    """
+    codes = np.asarray(group_codes, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n_groups + 1))
+    indptr, indices, data = _csr_parts(X)
+    ptr, cols, sums = _group_sums_kernel(indptr, indices, data, order, bounds, X.shape[1])
+    out = sp.csr_matrix((sums, cols, ptr), shape=(n_groups, X.shape[1]), copy=False)
+    out.has_canonical_format = True
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _keep_rows_kernel(indptr, indices, data, keep):  # pragma: no cover
+    """Move the stored values of the kept rows to the front, in place; the new indptr."""
+    out = np.zeros(np.count_nonzero(keep) + 1, dtype=indptr.dtype)
+    w = 0
+    r = 0
+    for i in range(keep.size):
+        if keep[i]:
+            lo = indptr[i]
+            hi = indptr[i + 1]
+            if w != lo:
+                for j in range(lo, hi):
+                    indices[w + j - lo] = indices[j]
+                    data[w + j - lo] = data[j]
+            w += hi - lo
+            r += 1
+            out[r] = w
+    return out
+
+
+def keep_rows_inplace(X: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """``X[keep]`` for a boolean mask, reusing X's buffers (X must not be used afterwards)."""
+    indptr = _keep_rows_kernel(X.indptr, X.indices, X.data, np.ascontiguousarray(keep, dtype=np.bool_))
+    nnz = int(indptr[-1])
+    out = sp.csr_matrix((X.data[:nnz], X.indices[:nnz], indptr), shape=(indptr.size - 1, X.shape[1]), copy=False)
+    out.has_canonical_format = X.has_canonical_format
     return out
 
 
@@ -189,9 +332,11 @@ def load_shard(
     warn: Callable[[str], None] | None = None,
 ) -> LoadedShard:
     """Read, validate and filter one shard. The same function feeds every per-shard job."""
-    table = read_rows(path, shard.row_start, shard.row_stop)
-    obs = obs_arrays(table, path, ["drug", "sample", "BARCODE_SUB_LIB_ID", "cell_line_id", "moa-fine", "plate"], row_offset=shard.row_start)
-    X = to_csr(table, vocab, path, row_offset=shard.row_start, allow_non_integer=allow_non_integer, warn=warn)
+    obs, X = read_shard(
+        path, vocab, shard.row_start, shard.row_stop,
+        obs_columns=["drug", "sample", "BARCODE_SUB_LIB_ID", "cell_line_id", "moa-fine", "plate"],
+        allow_non_integer=allow_non_integer, warn=warn,
+    )  # fmt: skip
     n = X.shape[0]
     file_row = shard.row_start + np.arange(n, dtype=np.int64)
     sample = obs["sample"]
@@ -229,7 +374,11 @@ def load_shard(
             "is_control": obs["drug"][idx] == control_drug,
         }
     )
-    return LoadedShard(df, X[idx] if idx.size < n else X, counts)
+    return LoadedShard(df, keep_rows_inplace(X, keep) if idx.size < n else X, counts)
+
+
+def _strings(values: object) -> pa.Array:
+    return pa.array(np.asarray(values, dtype=object), pa.string())
 
 
 def summarize(loaded: LoadedShard, vocab: Vocab) -> tuple[pa.Table, pa.Table, pa.Table]:
@@ -239,16 +388,18 @@ def summarize(loaded: LoadedShard, vocab: Vocab) -> tuple[pa.Table, pa.Table, pa
     cells = obs.assign(**cs)
     cells_t = pa.Table.from_pandas(cells, schema=pa.schema(list(CELL_COLUMNS.items())), preserve_index=False)
     genes_t = pa.table({"token_id": vocab.token_ids, **gs})
-    key = pd.MultiIndex.from_arrays([obs["sample"].to_numpy(), obs["cell_line_id"].to_numpy()])
-    codes, uniq = pd.factorize(key, sort=True)
-    pb = pseudobulk(X, codes, len(uniq)).tocoo()
-    samples = uniq.get_level_values(0).to_numpy(dtype=object) if len(uniq) else np.array([], dtype=object)
-    lines = uniq.get_level_values(1).to_numpy(dtype=object) if len(uniq) else np.array([], dtype=object)
+    # groups sorted by (sample, cell line): sorted codes of each column, combined
+    s_codes, s_uniq = pd.factorize(obs["sample"].to_numpy(), sort=True)
+    l_codes, l_uniq = pd.factorize(obs["cell_line_id"].to_numpy(), sort=True)
+    n_lines = max(len(l_uniq), 1)
+    pairs, codes = np.unique(s_codes.astype(np.int64) * n_lines + l_codes, return_inverse=True)
+    pb = pseudobulk(X, codes, pairs.size)
+    per_value = np.repeat(pairs, np.diff(pb.indptr))  # the (sample, line) pair of each sum
     pb_t = pa.table(
         {
-            "sample": pa.array(samples[pb.row], pa.string()),
-            "cell_line_id": pa.array(lines[pb.row], pa.string()),
-            "token_id": pa.array(vocab.token_ids[pb.col], pa.int64()),
+            "sample": _strings(s_uniq).take(per_value // n_lines),
+            "cell_line_id": _strings(l_uniq).take(per_value % n_lines),
+            "token_id": pa.array(vocab.token_ids[pb.indices], pa.int64()),
             "count": pa.array(pb.data, pa.float64()),
         }
     )

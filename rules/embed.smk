@@ -1,0 +1,118 @@
+# Embeddings at atlas scale in one pass over the shards: HVGs from the merged gene
+# statistics, per-shard Gram matrices, one eigendecomposition, per-shard projections, KMeans.
+
+
+rule hvg:
+    input:
+        f"{R}/merged/gene_stats.parquet",
+    output:
+        f"{R}/embed/hvg.parquet",
+    params:
+        n_top=config["embed"]["hvg"]["n_top"],
+        flavor=config["embed"]["hvg"]["flavor"],
+    log:
+        f"{R}/logs/embed/hvg.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/hvg.py"
+
+
+rule gram_shard:
+    input:
+        data=raw_data,
+        genes=raw_meta("gene"),
+        samples=raw_meta("sample"),
+        hvg=rules.hvg.output[0],
+    output:
+        temp(f"{R}/embed/gram/{{shard}}.npz"),
+    params:
+        shard=lambda wc: SHARDS[wc.shard],
+        filters=config["filters"],
+        normalised=config["input"]["normalised"],
+        control_drug=config["control_drug"],
+    log:
+        f"{R}/logs/embed/gram_{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/embed/gram_{{shard}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input, attempt: shard_mem_mb(wc, input, attempt) + 200,
+        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
+    script:
+        "../workflow/scripts/gram_shard.py"
+
+
+rule pca:
+    input:
+        grams=expand(f"{R}/embed/gram/{{shard}}.npz", shard=sorted(SHARDS)),
+        hvg=rules.hvg.output[0],
+    output:
+        model=f"{R}/embed/pca.npz",
+        variance=f"{R}/embed/pca_variance.csv",
+        components=f"{R}/embed/components.parquet",
+    params:
+        n_components=config["embed"]["n_components"],
+        center=config["embed"]["center"],
+    log:
+        f"{R}/logs/embed/pca.log",
+    benchmark:
+        f"{R}/benchmarks/embed/pca.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 1500 * attempt,
+        runtime=20,
+    script:
+        "../workflow/scripts/pca.py"
+
+
+rule project_shard:
+    input:
+        data=raw_data,
+        genes=raw_meta("gene"),
+        samples=raw_meta("sample"),
+        hvg=rules.hvg.output[0],
+        model=rules.pca.output.model,
+    output:
+        temp(f"{R}/embed/proj/{{shard}}.parquet"),
+    params:
+        shard=lambda wc: SHARDS[wc.shard],
+        filters=config["filters"],
+        normalised=config["input"]["normalised"],
+        control_drug=config["control_drug"],
+    log:
+        f"{R}/logs/embed/project_{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/embed/project_{{shard}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb,
+        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
+    script:
+        "../workflow/scripts/project_shard.py"
+
+
+rule embeddings:
+    input:
+        proj=expand(f"{R}/embed/proj/{{shard}}.parquet", shard=sorted(SHARDS)),
+        cells=rules.merge_cells.output.cells,
+    output:
+        parquet=f"{R}/embed/embeddings.parquet",
+        csv=f"{R}/embed/embeddings.csv",
+        kmeans=f"{R}/embed/kmeans.json",
+    params:
+        n_clusters=config["embed"]["kmeans"]["n_clusters"],
+        minibatch_threshold=config["embed"]["kmeans"]["minibatch_threshold"],
+        seed=config["embed"]["kmeans"]["seed"],
+    log:
+        f"{R}/logs/embed/embeddings.log",
+    benchmark:
+        f"{R}/benchmarks/embed/embeddings.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input, attempt: int((1000 + 6 * input.size_mb) * attempt),
+        runtime=30,
+    script:
+        "../workflow/scripts/embeddings.py"

@@ -1,0 +1,456 @@
+"""Tests for tahoeflow.de: limma-style pseudobulk DE and the scanpy-equivalent Welch test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy import optimize, special, stats
+
+from tahoeflow import de
+from tahoeflow.errors import ConfigError, InputError
+
+# --------------------------------------------------------------------------------------------
+# Golden numbers printed by limma itself (limma tests/limma-Tests.Rout.save, R 3.5.0).
+# "Similar to Mette Langaas 19 May 2004": lmFit + contrasts.fit + eBayes, 5 genes, 3 contrasts.
+# The inputs are the printed coefficients, stdev.unscaled, sigma and df.residual.
+# --------------------------------------------------------------------------------------------
+LIMMA_COEF = np.array(
+    [
+        [3.537333, 1.677465, -1.859868],
+        [4.355578, 2.372554, -1.983024],
+        [3.197645, 1.053584, -2.144061],
+        [2.697734, 1.611443, -1.086291],
+        [3.502304, 2.051995, -1.450309],
+    ]
+)
+LIMMA_SU = np.array([[0.8164966, 0.5773503, 0.5773503]] * 4 + [[1.1547005, 0.8368633, 0.8368633]])
+LIMMA_SIGMA = np.array([1.3425032, 0.4647155, 1.1993444, 0.9428569, 0.9421509])
+LIMMA_DF = np.array([6.0, 6, 6, 6, 4])
+LIMMA_DF_PRIOR = 9.306153
+LIMMA_S2_PRIOR = 0.923179
+LIMMA_VAR_PRIOR = np.array([17.33142, 17.33142, 12.26855])
+LIMMA_S2_POST = np.array([1.2677996, 0.6459499, 1.1251558, 0.9097727, 0.9124980])
+LIMMA_T = np.array(
+    [
+        [3.847656, 2.580411, -2.860996],
+        [6.637308, 5.113018, -4.273553],
+        [3.692066, 1.720376, -3.500994],
+        [3.464003, 2.926234, -1.972606],
+        [3.175181, 2.566881, -1.814221],
+    ]
+)
+LIMMA_DF_TOTAL = np.array([15.30615, 15.30615, 15.30615, 15.30615, 13.30615])
+LIMMA_P = np.array(
+    [
+        [1.529450e-03, 0.0206493481, 0.0117123495],
+        [7.144893e-06, 0.0001195844, 0.0006385076],
+        [2.109270e-03, 0.1055117477, 0.0031325769],
+        [3.381970e-03, 0.0102514264, 0.0668844448],
+        [7.124839e-03, 0.0230888584, 0.0922478630],
+    ]
+)
+LIMMA_LODS = np.array(
+    [
+        [-1.013417, -3.702133, -3.0332393],
+        [3.981496, 1.283349, -0.2615911],
+        [-1.315036, -5.168621, -1.7864101],
+        [-1.757103, -3.043209, -4.6191869],
+        [-2.257358, -3.478267, -4.5683738],
+    ]
+)
+
+
+def test_ebayes_matches_limma_golden_output():
+    for j in range(3):
+        fit = de.LmFit(LIMMA_COEF[:, j], LIMMA_SU[:, j], LIMMA_SIGMA, LIMMA_DF)
+        eb = de.ebayes(fit)
+        assert eb.df_prior == pytest.approx(LIMMA_DF_PRIOR, rel=2e-6)
+        assert eb.s2_prior == pytest.approx(LIMMA_S2_PRIOR, rel=2e-6)
+        assert eb.var_prior == pytest.approx(LIMMA_VAR_PRIOR[j], rel=2e-6)
+        np.testing.assert_allclose(eb.s2_post, LIMMA_S2_POST, rtol=2e-6)
+        np.testing.assert_allclose(eb.df_total, LIMMA_DF_TOTAL, rtol=2e-6)
+        np.testing.assert_allclose(eb.t[:], LIMMA_T[:, j], rtol=2e-6)
+        np.testing.assert_allclose(eb.p_value, LIMMA_P[:, j], rtol=1e-5)
+        np.testing.assert_allclose(eb.lods, LIMMA_LODS[:, j], rtol=1e-5, atol=1e-6)
+
+
+def test_trigamma_inverse_matches_limma_golden_output():
+    # limma: trigammaInverse(c(1e-6,NA,5,1e6)) -> 1.000000e+06 NA 4.961687e-01 1.000001e-03
+    out = de.trigamma_inverse(np.array([1e-6, np.nan, 5.0, 1e6]))
+    assert out[0] == pytest.approx(1e6, rel=1e-6)  # printed to 7 digits
+    assert np.isnan(out[1])
+    assert out[2] == pytest.approx(0.4961687, rel=1e-6)
+    assert out[3] == pytest.approx(1.000001e-03, rel=1e-6)
+    # and it really inverts trigamma in the Newton range
+    x = np.array([0.01, 0.3, 2.0, 40.0])
+    np.testing.assert_allclose(special.polygamma(1, de.trigamma_inverse(x)), x, rtol=1e-7)
+
+
+def test_bh_matches_scipy_and_limma_toptable():
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.uniform(size=500), rng.uniform(0, 1e-3, size=50)])
+    np.testing.assert_allclose(de.bh_adjust(p), stats.false_discovery_control(p), rtol=1e-12)
+    # limma topTable(fit2, coef=3) P.Value -> adj.P.Val (BH), 10 genes
+    pv = [2.674199e-08, 8.100587e-02, 1.376783e-01, 1.397766e-01, 2.789833e-01]
+    pv += [3.118009e-01, 5.048308e-01, 5.679026e-01, 7.281504e-01, 7.335508e-01]
+    adj = [2.674199e-07, 3.494414e-01, 3.494414e-01, 3.494414e-01, 5.196681e-01]
+    adj += [5.196681e-01, 7.098782e-01, 7.098782e-01, 7.335508e-01, 7.335508e-01]
+    np.testing.assert_allclose(de.bh_adjust(np.array(pv)), adj, rtol=2e-6)
+    # NaNs are left out and stay NaN
+    q = de.bh_adjust(np.array([0.01, np.nan, 0.04]))
+    assert np.isnan(q[1]) and q[0] == pytest.approx(0.02) and q[2] == pytest.approx(0.04)
+
+
+def test_log_cpm_formulas():
+    counts = np.array([[0, 10, 90], [5, 5, 390]], dtype=float)
+    lib = counts.sum(axis=1)
+    prior = 2.0 * lib / lib.mean()
+    expect = np.log2((counts + prior[:, None]) / (lib + 2 * prior)[:, None] * 1e6)
+    np.testing.assert_allclose(de.log_cpm(counts), expect, rtol=1e-14)
+    np.testing.assert_allclose(de.log_cpm(sp.csr_matrix(counts), lib), expect, rtol=1e-14)
+    voom = np.log2((counts + 0.5) / (lib + 1.0)[:, None] * 1e6)
+    np.testing.assert_allclose(
+        de.log_cpm(counts, prior_count=0.5, scale_prior=False), voom, rtol=1e-14
+    )
+    with pytest.raises(ValueError):
+        de.log_cpm(np.zeros((2, 3)))
+
+
+def test_fit_f_dist_recovers_prior_from_simulated_variances():
+    rng = np.random.default_rng(11)
+    G, d, d0, s0sq = 200_000, 4.0, 6.0, 0.5
+    sigma2 = s0sq * d0 / rng.chisquare(d0, size=G)  # scaled inverse chi^2 prior
+    s2 = sigma2 * rng.chisquare(d, size=G) / d
+    scale, df2 = de.fit_f_dist(s2, d)
+    assert df2 == pytest.approx(d0, rel=0.05)
+    assert scale == pytest.approx(s0sq, rel=0.02)
+
+
+def test_ebayes_recovers_prior_from_simulated_log_expression():
+    rng = np.random.default_rng(12)
+    G, n1, n0, d0, s0sq = 20_000, 3, 4, 8.0, 0.2
+    sigma = np.sqrt(s0sq * d0 / rng.chisquare(d0, size=G))
+    y1 = 5 + rng.normal(size=(n1, G)) * sigma
+    y0 = 5 + rng.normal(size=(n0, G)) * sigma
+    eb = de.ebayes(de.lmfit_two_group(y1, y0))
+    assert eb.df_prior == pytest.approx(d0, rel=0.12)
+    assert eb.s2_prior == pytest.approx(s0sq, rel=0.03)
+    # null data: moderated p-values are uniform
+    assert np.mean(eb.p_value < 0.05) == pytest.approx(0.05, abs=0.006)
+
+
+def test_infinite_prior_df():
+    # identical variances: evar <= 0 -> d0 = inf, s0^2 = mean(x)
+    x = np.full(50, 0.3)
+    scale, df2 = de.fit_f_dist(x, 5)
+    assert math.isinf(df2) and scale == pytest.approx(0.3)
+    coef = np.linspace(-2, 2, 50)
+    fit = de.LmFit(coef, np.full(50, 0.5), np.sqrt(x), np.full(50, 5.0))
+    eb = de.ebayes(fit)
+    assert math.isinf(eb.df_prior)
+    np.testing.assert_allclose(eb.s2_post, 0.3)
+    np.testing.assert_allclose(eb.df_total, 250.0)  # capped at the pooled df
+    np.testing.assert_allclose(eb.t, coef / (0.5 * np.sqrt(0.3)))
+    np.testing.assert_allclose(eb.p_value, 2 * stats.t.sf(np.abs(eb.t), 250.0))
+    # B uses the normal limit of the kernel when d0 is infinite
+    r = (0.25 + eb.var_prior) / 0.25
+    expect = np.log(0.01 / 0.99) - np.log(r) / 2 + eb.t**2 * (1 - 1 / r) / 2
+    np.testing.assert_allclose(eb.lods, expect, rtol=1e-12)
+
+
+def test_zero_prior_df_equals_pooled_two_sample_t():
+    rng = np.random.default_rng(5)
+    y1 = rng.normal(1.0, 1.0, size=(4, 300))
+    y0 = rng.normal(0.0, 1.3, size=(6, 300))
+    eb = de.ebayes(de.lmfit_two_group(y1, y0), df_prior=0.0)
+    ref = stats.ttest_ind(y1, y0, axis=0, equal_var=True)
+    np.testing.assert_allclose(eb.t, ref.statistic, rtol=1e-12)
+    np.testing.assert_allclose(eb.p_value, ref.pvalue, rtol=1e-10)
+    np.testing.assert_allclose(eb.df_total, 8.0)
+
+
+def test_single_treated_replicate_uses_control_df():
+    rng = np.random.default_rng(6)
+    y1 = rng.normal(size=(1, 40))
+    y0 = rng.normal(size=(4, 40))
+    fit = de.lmfit_two_group(y1, y0)
+    np.testing.assert_allclose(fit.df_residual, 3.0)
+    np.testing.assert_allclose(fit.sigma, y0.std(axis=0, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(fit.stdev_unscaled, np.sqrt(1 + 1 / 4))
+    np.testing.assert_allclose(fit.coefficients, y1[0] - y0.mean(axis=0), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Independent, slow, per-gene re-implementation from limma's published formulas
+# (Smyth 2004, sections 3-6; tmixture as in limma's tmixture.vector)
+# --------------------------------------------------------------------------------------------
+
+
+def _reference_limma(y1: np.ndarray, y0: np.ndarray, proportion=0.01, lim=(0.1, 4.0)):
+    n1, G = y1.shape
+    n0 = y0.shape[0]
+    d = n1 + n0 - 2
+    v = 1.0 / n1 + 1.0 / n0
+    beta, s2, amean = [], [], []
+    for g in range(G):
+        a, b = list(y1[:, g]), list(y0[:, g])
+        ma, mb = sum(a) / n1, sum(b) / n0
+        rss = sum((u - ma) ** 2 for u in a) + sum((u - mb) ** 2 for u in b)
+        beta.append(ma - mb)
+        s2.append(rss / d)
+        amean.append((sum(a) + sum(b)) / (n1 + n0))
+    # fitFDist: moments of z = log s^2
+    e = [math.log(s) - special.digamma(d / 2) + math.log(d / 2) for s in s2]
+    emean = sum(e) / G
+    evar = sum((x - emean) ** 2 for x in e) / (G - 1) - special.polygamma(1, d / 2)
+    half_d0 = optimize.brentq(lambda y: special.polygamma(1, y) - evar, 1e-8, 1e8, xtol=1e-14)
+    d0 = 2 * half_d0
+    s0sq = math.exp(emean + special.digamma(d0 / 2) - math.log(d0 / 2))
+    t, pv, dft = [], [], d + d0
+    for g in range(G):
+        spost = (d0 * s0sq + d * s2[g]) / (d0 + d)
+        t.append(beta[g] / math.sqrt(spost * v))
+        pv.append(2 * stats.t.sf(abs(t[-1]), dft))
+    # tmixture: v0 from the top |t|
+    ntarget = math.ceil(proportion / 2 * G)
+    p = max(ntarget / G, proportion)
+    top = sorted((abs(x) for x in t), reverse=True)[:ntarget]
+    v0s = []
+    for r, tt in enumerate(top, start=1):
+        p0 = 2 * stats.t.sf(tt, dft)
+        ptarget = ((r - 0.5) / G - (1 - p) * p0) / p
+        v0 = 0.0
+        if ptarget > p0:
+            q = stats.t.isf(ptarget / 2, dft)
+            v0 = v * ((tt / q) ** 2 - 1)
+        v0s.append(min(max(v0, lim[0] ** 2 / s0sq), lim[1] ** 2 / s0sq))
+    v0 = sum(v0s) / len(v0s)
+    B = []
+    for g in range(G):
+        t2 = t[g] ** 2
+        shrink = v / (v + v0)
+        B.append(
+            math.log(proportion / (1 - proportion))
+            + 0.5 * math.log(shrink)
+            + (d0 + d + 1) / 2 * math.log((t2 + d0 + d) / (t2 * shrink + d0 + d))
+        )
+    return dict(beta=beta, amean=amean, t=t, p=pv, B=B, d0=d0, s0sq=s0sq, v0=v0)
+
+
+def test_ebayes_matches_slow_reference_implementation():
+    rng = np.random.default_rng(21)
+    G = 400
+    sigma = np.sqrt(0.3 * 6 / rng.chisquare(6, size=G))
+    y1 = 4 + rng.normal(size=(2, G)) * sigma
+    y0 = 4 + rng.normal(size=(3, G)) * sigma
+    y1[:, :20] += rng.choice([-3.0, 3.0], size=20)
+    fit = de.lmfit_two_group(y1, y0)
+    eb = de.ebayes(fit)
+    ref = _reference_limma(y1, y0)
+    assert eb.df_prior == pytest.approx(ref["d0"], rel=1e-9)
+    assert eb.s2_prior == pytest.approx(ref["s0sq"], rel=1e-9)
+    assert eb.var_prior == pytest.approx(ref["v0"], rel=1e-8)
+    np.testing.assert_allclose(fit.coefficients, ref["beta"], rtol=1e-12)
+    np.testing.assert_allclose(fit.amean, ref["amean"], rtol=1e-12)
+    np.testing.assert_allclose(eb.t, ref["t"], rtol=1e-9)
+    np.testing.assert_allclose(eb.p_value, ref["p"], rtol=1e-8)
+    np.testing.assert_allclose(eb.lods, ref["B"], rtol=1e-8, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# Welch t-test == scanpy rank_genes_groups(method="t-test")
+# --------------------------------------------------------------------------------------------
+
+
+def test_welch_de_equals_scanpy_rank_genes_groups():
+    import anndata as ad
+    import scanpy as sc
+
+    from tahoeflow.pp import log_normalize
+
+    rng = np.random.default_rng(8)
+    n_t, n_c, G = 60, 90, 200
+    mu = rng.gamma(0.6, 2.0, size=G)
+    fc = np.ones(G)
+    fc[:20] = 3.0
+    lam = np.vstack([np.tile(mu * fc, (n_t, 1)), np.tile(mu, (n_c, 1))])
+    counts = rng.poisson(lam * rng.uniform(0.5, 1.5, size=(n_t + n_c, 1)))
+    counts[:, 195:] = 0  # all-zero genes -> NaN statistics in scipy
+    counts[:, 190] = 3  # constant gene
+    X = log_normalize(sp.csr_matrix(counts.astype(np.float32)))
+    labels = np.array(["drug"] * n_t + ["DMSO_TF"] * n_c)
+    genes = [f"g{i}" for i in range(G)]
+    obs = pd.DataFrame({"grp": pd.Categorical(labels)}, index=[f"c{i}" for i in range(len(labels))])
+    adata = ad.AnnData(X=X.copy(), obs=obs)
+    adata.var_names = genes
+    sc.tl.rank_genes_groups(adata, "grp", groups=["drug"], reference="DMSO_TF", method="t-test")
+    r = adata.uns["rank_genes_groups"]
+    ref = pd.DataFrame(
+        {
+            "gene": np.asarray(r["names"]["drug"]),
+            "scores": np.asarray(r["scores"]["drug"], dtype=np.float64),
+            "pvals": np.asarray(r["pvals"]["drug"]),
+            "pvals_adj": np.asarray(r["pvals_adj"]["drug"]),
+            "lfc": np.asarray(r["logfoldchanges"]["drug"], dtype=np.float64),
+        }
+    ).set_index("gene")
+    ours = de.welch_de(X, labels == "drug", labels == "DMSO_TF", gene_ids=genes).set_index("gene")
+    ref = ref.loc[ours.index]
+    # scanpy stores scores as float32
+    np.testing.assert_allclose(ours["scores"], ref["scores"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours["pvals"], ref["pvals"], rtol=1e-6)
+    np.testing.assert_allclose(ours["pvals_adj"], ref["pvals_adj"], rtol=1e-6)
+    np.testing.assert_allclose(ours["logfoldchanges"], ref["lfc"], rtol=1e-5, atol=1e-5)
+    assert (ours.loc[genes[196], ["scores", "pvals"]] == [0.0, 1.0]).all()
+    # dense input gives the same answer
+    dense = de.welch_de(X.toarray(), labels == "drug", labels == "DMSO_TF", gene_ids=genes)
+    np.testing.assert_allclose(dense["scores"], ours["scores"].to_numpy(), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# Contrasts, the pseudobulk driver, and FDR / power on simulated data
+# --------------------------------------------------------------------------------------------
+
+
+def _groups(rows):
+    return pd.DataFrame(rows, columns=list(de.GROUP_COLUMNS))
+
+
+def test_contrasts_pairs_plate_matched_controls_and_reports_skips():
+    g = _groups(
+        [
+            ("s1", "CL1", "p1", "DMSO_TF", 0.0, 300),
+            ("s2", "CL1", "p1", "DMSO_TF", 0.0, 250),
+            ("s3", "CL1", "p1", "DMSO_TF", 0.0, 5),  # too small to serve as control
+            ("s4", "CL1", "p2", "DMSO_TF", 0.0, 400),  # other plate
+            ("s5", "CL1", "p1", "drugA", 0.5, 120),
+            ("s6", "CL1", "p1", "drugA", 5.0, 10),  # too few cells
+            ("s5", "CL2", "p1", "drugA", 0.5, 130),  # CL2 has no controls
+            ("s7", "CL1", "p2", "drugA", 0.5, 150),  # only one control well on p2
+        ]
+    )
+    cons, skipped = de.contrasts(g, min_cells=50)
+    assert len(cons) == 1
+    c = cons[0]
+    assert (c.drug, c.dose_uM, c.cell_line_id, c.plate) == ("drugA", 0.5, "CL1", "p1")
+    assert c.treated.tolist() == [4] and c.control.tolist() == [0, 1]
+    drug, dose, cl, plate, trt, ctl = c  # plain tuple unpacking works
+    assert len(skipped) == 3
+    reasons = dict(zip(zip(skipped.dose_uM, skipped.cell_line_id, skipped.plate), skipped.reason, strict=True))
+    assert "min_cells=50" in reasons[(5.0, "CL1", "p1")]
+    assert "min_control_wells=2" in reasons[(0.5, "CL2", "p1")]
+    assert "min_control_wells=2" in reasons[(0.5, "CL1", "p2")]
+    # one control well + one treated well leaves no residual df: still skipped, other reason
+    cons1, skipped1 = de.contrasts(g, min_cells=50, min_control_wells=1)
+    assert len(cons1) == 1
+    assert skipped1.reason.str.contains("no residual degrees of freedom").sum() == 1
+    with pytest.raises(ConfigError):
+        de.contrasts(g, min_cells=-1)
+    with pytest.raises(InputError, match="n_cells"):
+        de.contrasts(g.drop(columns="n_cells"), min_cells=1)
+
+
+def _simulate_pseudobulk(seed: int, G: int = 2000, frac_de: float = 0.1, lfc: float = 1.5):
+    """Pseudobulk NB counts: 2 cell lines x (4 DMSO + 3 drugs, 1 well each) on one plate."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(0.7, 1.0, size=G)
+    base /= base.sum()
+    rows, lam, truth = [], [], []
+    gene_ids = np.arange(10, 10 + G)
+    for cl in ("CL1", "CL2"):
+        cl_eff = np.exp(rng.normal(0, 0.3, size=G))
+        for k in range(4):
+            rows.append((f"c{k}", cl, "plate1", "DMSO_TF", 0.0, 300))
+            lam.append(base * cl_eff)
+        for drug in ("drugA", "drugB", "drugC"):
+            eff = np.ones(G)
+            de_idx = rng.choice(G, size=int(frac_de * G), replace=False)
+            eff[de_idx] = 2.0 ** rng.choice([-lfc, lfc], size=de_idx.size)
+            truth += [(drug, 1.0, cl, int(gene_ids[i])) for i in de_idx]
+            rows.append((f"s_{drug}", cl, "plate1", drug, 1.0, 280))
+            lam.append(base * cl_eff * eff)
+    lam = np.array(lam)
+    lam = lam / lam.sum(axis=1, keepdims=True) * rng.uniform(1.5e6, 2.5e6, size=(len(rows), 1))
+    disp = 0.04  # biological coefficient of variation 0.2
+    shape = 1.0 / disp
+    counts = rng.poisson(rng.gamma(shape, lam / shape))
+    truth_df = pd.DataFrame(truth, columns=["drug", "dose_uM", "cell_line_id", "token_id"])
+    return sp.csr_matrix(counts.astype(np.float64)), _groups(rows), gene_ids, truth_df
+
+
+def test_pseudobulk_de_controls_fdr_and_has_power():
+    counts, groups, gene_ids, truth = _simulate_pseudobulk(seed=2024)
+    res, skipped = de.pseudobulk_de(counts, groups, gene_ids, min_cells=50, return_skipped=True)
+    assert skipped.empty
+    assert list(res.columns) == de.DE_COLUMNS
+    for col in ("logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B", "dose_uM"):
+        assert res[col].dtype == np.float64
+    keys = res[["drug", "dose_uM", "cell_line_id", "plate", "gene"]]
+    assert keys.equals(keys.sort_values(list(keys.columns)).reset_index(drop=True))
+    assert res.groupby(["drug", "cell_line_id"]).ngroups == 6
+    assert (res["n_treated_cells"] == 280).all() and (res["n_control_cells"] == 1200).all()
+    score = de.score_calls(res, truth, alpha=0.05)
+    assert score["n_calls"] > 0
+    assert score["fdr"] <= 0.1, score
+    assert score["power"] > 0.5, score
+    # direction of the calls follows the simulated fold changes
+    merged = res.merge(
+        truth.rename(columns={"token_id": "gene"}), on=["drug", "dose_uM", "cell_line_id", "gene"]
+    )
+    assert (merged["logFC"].abs() > 0.5).mean() > 0.9
+
+
+def test_pseudobulk_de_null_data_makes_few_calls():
+    counts, groups, gene_ids, _ = _simulate_pseudobulk(seed=7, frac_de=0.0)
+    res = de.pseudobulk_de(counts, groups, gene_ids, min_cells=50)
+    assert (res["adj.P.Val"] < 0.05).mean() < 0.002
+    assert np.mean(res["P.Value"] < 0.05) < 0.08
+
+
+def test_pseudobulk_de_matches_per_contrast_pipeline_and_dense_input():
+    counts, groups, gene_ids, _ = _simulate_pseudobulk(seed=3, G=300)
+    res = de.pseudobulk_de(counts, groups, gene_ids, min_cells=50)
+    dense = de.pseudobulk_de(counts.toarray(), groups, gene_ids, min_cells=50)
+    pd.testing.assert_frame_equal(res, dense)
+    cons, _ = de.contrasts(groups, 50)
+    c = cons[0]
+    sub = counts.toarray()[np.r_[c.treated, c.control]]
+    keep = sub.sum(axis=0) >= 1
+    y = de.log_cpm(sub[:, keep], sub.sum(axis=1))
+    fit = de.lmfit_two_group(y[:1], y[1:])
+    eb = de.ebayes(fit)
+    one = res[(res.drug == c.drug) & (res.cell_line_id == c.cell_line_id)]
+    np.testing.assert_allclose(one["t"], eb.t, rtol=1e-12)
+    np.testing.assert_allclose(one["B"], eb.lods, rtol=1e-12)
+    np.testing.assert_allclose(one["adj.P.Val"], stats.false_discovery_control(eb.p_value), rtol=1e-10)
+
+
+def test_score_calls_counts_by_hand():
+    de_df = pd.DataFrame(
+        {
+            "drug": ["A"] * 4 + ["B"] * 2,
+            "dose_uM": [1.0] * 6,
+            "cell_line_id": ["CL1"] * 6,
+            "plate": ["p1"] * 6,
+            "gene": [1, 2, 3, 4, 1, 2],
+            "adj.P.Val": [0.01, 0.02, 0.5, 0.01, 0.9, 0.001],
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "drug": ["A", "A", "A", "B", "C"],
+            "dose_uM": [1.0] * 5,
+            "cell_line_id": ["CL1"] * 5,
+            "token_id": [1, 3, 7, 1, 1],  # gene 7 of A was not tested; condition C absent
+        }
+    )
+    s = de.score_calls(de_df, truth, alpha=0.05)
+    # calls: A1 (true), A2 (false), A4 (false), B2 (false)
+    assert s["n_calls"] == 4 and s["n_true_calls"] == 1 and s["n_false_calls"] == 3
+    assert s["fdr"] == pytest.approx(0.75)
+    assert s["n_truly_changed"] == 4  # A: 1, 3, 7; B: 1 (C not in de_df)
+    assert s["power"] == pytest.approx(0.25)

@@ -1,0 +1,30 @@
+"""Plot helpers of tahoeflow.pergene (UMAP / t-SNE validation figure, R^2 histograms).
+
+Kept apart from test_pergene.py because importing and JIT-compiling umap-learn takes ~20 s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tahoeflow import pergene
+
+
+def _png(path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_plot_validation_and_r2_hist(tmp_path):
+    rng = np.random.default_rng(0)
+    n, p, G = 120, 5, 25
+    X = rng.normal(size=(n, p))
+    Y = X @ rng.normal(size=(p, G)) + rng.normal(size=(n, G))
+    genes = [f"g{i}" for i in range(G)]
+    res = pergene.fit_pergene(X, Y, genes, cv=3, n_alphas=8, seed=0)
+    pred = pergene.predict_table(res, rng.normal(size=(40, p)))
+    obs = pd.DataFrame(rng.normal(size=(50, G + 3)), columns=genes + ["x1", "x2", "x3"])
+    pergene.plot_validation(pred, obs, tmp_path / "val.png", seed=0)
+    pergene.plot_r2_hist(res, tmp_path / "r2.png")
+    assert _png(tmp_path / "val.png") and _png(tmp_path / "r2.png")

@@ -1,0 +1,23 @@
+"""Seed 000's next steps: logistic regression and a linear SVM beside the forest, same split and CV."""
+
+import pandas as pd
+
+from tahoeflow import io as tio
+from tahoeflow.logs import run
+from tahoeflow.models import fit_classifier_baselines
+
+
+def main(smk, log):
+    cells = pd.read_parquet(smk.input.cells)
+    split = pd.read_parquet(smk.input.split)
+    emb = pd.read_parquet(smk.input.embeddings[0]) if smk.input.embeddings else None
+    p = smk.params
+    table = fit_classifier_baselines(
+        cells, split, seed=p.seed, cv_folds=p.cv_folds, n_jobs=smk.threads, n_estimators=p.n_estimators,
+        max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
+    )  # fmt: skip
+    tio.write_csv(table, smk.output[0])
+    log("baselines:\n" + table.to_string(index=False))
+
+
+run(main, snakemake)  # noqa: F821

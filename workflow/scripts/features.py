@@ -1,0 +1,21 @@
+"""Seed 000/001 feature transform: fit on the training split, persist, write the matrices."""
+
+import pandas as pd
+
+from tahoeflow.features import fit_transform_features, save_matrix, save_transformer, split_frames
+from tahoeflow.logs import run
+
+
+def main(smk, log):
+    cells = pd.read_parquet(smk.input.cells)
+    split = pd.read_parquet(smk.input.split)
+    p = smk.params
+    tr, X_train, X_test, names = fit_transform_features(cells, split, p.numeric, p.categorical, p.poly_degree)
+    train, test = split_frames(cells, split)
+    save_transformer(tr, smk.output.transformer)
+    save_matrix(smk.output.train, X_train, names, train["cell_id"])
+    save_matrix(smk.output.test, X_test, names, test["cell_id"])
+    log(f"features: {len(names)} columns; train {X_train.shape}, test {X_test.shape}")
+
+
+run(main, snakemake)  # noqa: F821

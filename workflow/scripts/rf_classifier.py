@@ -1,0 +1,30 @@
+"""Model 2 (seed 000): Random Forest classification of cell_line_id."""
+
+import pandas as pd
+import pyarrow as pa
+
+from tahoeflow import io as tio
+from tahoeflow.logs import run
+from tahoeflow.models import fit_rf_classifier, save_model
+
+
+def main(smk, log):
+    cells = pd.read_parquet(smk.input.cells)
+    split = pd.read_parquet(smk.input.split)
+    emb = pd.read_parquet(smk.input.embeddings[0]) if smk.input.embeddings else None
+    p = smk.params
+    res = fit_rf_classifier(
+        cells, split, n_estimators=p.n_estimators, max_depth=p.max_depth, seed=p.seed, cv_folds=p.cv_folds,
+        n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
+    )  # fmt: skip
+    save_model(res["model"], smk.output.model)
+    tio.write_json(res["metrics"], smk.output.metrics)
+    tio.write_csv(res["report"], smk.output.report, index=True)
+    tio.write_csv(res["confusion"], smk.output.confusion, index=True)
+    tio.write_csv(res["importances"], smk.output.importances)
+    tio.write_parquet(pa.Table.from_pandas(res["predictions"], preserve_index=False), smk.output.predictions)
+    m = res["metrics"]
+    log(f"rf: train acc {m['train_accuracy']:.4f}, test acc {m['test_accuracy']:.4f}")
+
+
+run(main, snakemake)  # noqa: F821
