@@ -8,15 +8,19 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/source.smk"
 include: "rules/summarize.smk"
 include: "rules/merge.smk"
 include: "rules/embed.smk"
 include: "rules/models.smk"
+include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -50,15 +50,32 @@ def write_manifest(path: Path, rows: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("-o", "--output", type=Path, required=True, help="manifest TSV to write")
-    ap.add_argument("--n-files", type=int, default=N_FILES, help=f"number of files (default {N_FILES})")
-    ap.add_argument("--n-cells", type=int, default=N_CELLS, help=f"total rows for nominal counts (default {N_CELLS:,})")
-    ap.add_argument("--from-files", type=Path, help="read exact row counts from the Parquet footers under DIR/data")
+    ap.add_argument(
+        "--n-files", type=int, default=N_FILES, help=f"number of files (default {N_FILES})"
+    )
+    ap.add_argument(
+        "--n-cells",
+        type=int,
+        default=N_CELLS,
+        help=f"total rows for nominal counts (default {N_CELLS:,})",
+    )
+    ap.add_argument(
+        "--from-files",
+        type=Path,
+        help="read exact row counts from the Parquet footers under DIR/data",
+    )
     args = ap.parse_args(argv)
     if args.n_files < 1 or args.n_cells < args.n_files:
         ap.error("need --n-files >= 1 and --n-cells >= --n-files")
-    rows = rows_from_files(args.from_files, args.n_files) if args.from_files else nominal_rows(args.n_files, args.n_cells)
+    rows = (
+        rows_from_files(args.from_files, args.n_files)
+        if args.from_files
+        else nominal_rows(args.n_files, args.n_cells)
+    )
     write_manifest(args.output, rows)
     print(f"{args.output}: {len(rows)} files, {sum(rows):,} rows", file=sys.stderr)
     return 0

@@ -9,9 +9,11 @@ from snakemake.exceptions import WorkflowError
 _SRC = str(Path(workflow.basedir) / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
-# scripts run in their own Python processes: let them import the same package
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
+# Scripts run in their own Python processes (locally, in conda envs, on cluster nodes): let
+# them import the same package from this checkout. The workflow sets this variable itself; it
+# is not a setting the user has to provide.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")]))
 )
 
 from tahoeflow.config import METADATA_KINDS, make_plan, validate_config
@@ -48,10 +50,18 @@ def shard_outputs(name):
 def shard_size_mb(wildcards, input):
     """Size of the shard's share of its input file (row-range shards read a fraction)."""
     shard = SHARDS[wildcards.shard]
-    size = input.size_mb if not hasattr(input, "data") else Path(input.data).stat().st_size / 2**20
+    size = (
+        input.size_mb
+        if not hasattr(input, "data")
+        else Path(input.data).stat().st_size / 2**20
+    )
     if shard.row_stop is None and shard.row_start == 0:
         return size
-    rows = config["demo"]["cells_per_file"] if PLAN.kind == "demo" else config["source"]["rows_per_file"]
+    rows = (
+        config["demo"]["cells_per_file"]
+        if PLAN.kind == "demo"
+        else config["source"]["rows_per_file"]
+    )
     return size * min(1.0, config["source"]["cells_per_shard"] / max(rows, 1))
 
 
@@ -75,4 +85,17 @@ def final_outputs():
         f"{R}/models/baselines.csv",
         f"{R}/models/rf_regressor/metrics.json",
         f"{R}/models/split_comparison.csv",
+        f"{R}/report/metrics_summary.csv",
     ]
+
+
+def rf_embeddings(wildcards):
+    """The embeddings table, only when the forests use PCs (models.rf.use_pcs)."""
+    return (
+        [f"{R}/embed/embeddings.parquet"] if config["models"]["rf"]["use_pcs"] else []
+    )
+
+
+def first_shard():
+    """The shard whose raw values feed the expression histogram of the report."""
+    return SHARDS[sorted(SHARDS)[0]]

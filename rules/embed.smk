@@ -7,15 +7,17 @@ rule hvg:
         f"{R}/merged/gene_stats.parquet",
     output:
         f"{R}/embed/hvg.parquet",
-    params:
-        n_top=config["embed"]["hvg"]["n_top"],
-        flavor=config["embed"]["hvg"]["flavor"],
     log:
         f"{R}/logs/embed/hvg.log",
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        n_top=config["embed"]["hvg"]["n_top"],
+        flavor=config["embed"]["hvg"]["flavor"],
     script:
         "../workflow/scripts/hvg.py"
 
@@ -28,19 +30,21 @@ rule gram_shard:
         hvg=rules.hvg.output[0],
     output:
         temp(f"{R}/embed/gram/{{shard}}.npz"),
+    log:
+        f"{R}/logs/embed/gram_{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/embed/gram_{{shard}}.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input, attempt: shard_mem_mb(wc, input, attempt) + 200,
+        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
     params:
         shard=lambda wc: SHARDS[wc.shard],
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],
-    log:
-        f"{R}/logs/embed/gram_{{shard}}.log",
-    benchmark:
-        f"{R}/benchmarks/embed/gram_{{shard}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=lambda wc, input, attempt: shard_mem_mb(wc, input, attempt) + 200,
-        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
     script:
         "../workflow/scripts/gram_shard.py"
 
@@ -53,17 +57,19 @@ rule pca:
         model=f"{R}/embed/pca.npz",
         variance=f"{R}/embed/pca_variance.csv",
         components=f"{R}/embed/components.parquet",
-    params:
-        n_components=config["embed"]["n_components"],
-        center=config["embed"]["center"],
     log:
         f"{R}/logs/embed/pca.log",
     benchmark:
         f"{R}/benchmarks/embed/pca.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 1500 * attempt,
         runtime=20,
+    params:
+        n_components=config["embed"]["n_components"],
+        center=config["embed"]["center"],
     script:
         "../workflow/scripts/pca.py"
 
@@ -77,19 +83,21 @@ rule project_shard:
         model=rules.pca.output.model,
     output:
         temp(f"{R}/embed/proj/{{shard}}.parquet"),
+    log:
+        f"{R}/logs/embed/project_{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/embed/project_{{shard}}.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb,
+        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
     params:
         shard=lambda wc: SHARDS[wc.shard],
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],
-    log:
-        f"{R}/logs/embed/project_{{shard}}.log",
-    benchmark:
-        f"{R}/benchmarks/embed/project_{{shard}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=shard_mem_mb,
-        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
     script:
         "../workflow/scripts/project_shard.py"
 
@@ -102,17 +110,19 @@ rule embeddings:
         parquet=f"{R}/embed/embeddings.parquet",
         csv=f"{R}/embed/embeddings.csv",
         kmeans=f"{R}/embed/kmeans.json",
-    params:
-        n_clusters=config["embed"]["kmeans"]["n_clusters"],
-        minibatch_threshold=config["embed"]["kmeans"]["minibatch_threshold"],
-        seed=config["embed"]["kmeans"]["seed"],
     log:
         f"{R}/logs/embed/embeddings.log",
     benchmark:
         f"{R}/benchmarks/embed/embeddings.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, input, attempt: int((1000 + 6 * input.size_mb) * attempt),
         runtime=30,
+    params:
+        n_clusters=config["embed"]["kmeans"]["n_clusters"],
+        minibatch_threshold=config["embed"]["kmeans"]["minibatch_threshold"],
+        seed=config["embed"]["kmeans"]["seed"],
     script:
         "../workflow/scripts/embeddings.py"

@@ -9,16 +9,18 @@ rule merge_cells:
         cells=f"{R}/merged/cells.parquet",
         control_qc=f"{R}/merged/control_qc.csv",
         filter_qc=f"{R}/merged/filter_qc.csv",
-    params:
-        filters=config["filters"],
     log:
         f"{R}/logs/merge/cells.log",
     benchmark:
         f"{R}/benchmarks/merge/cells.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=30,
+    params:
+        filters=config["filters"],
     script:
         "../workflow/scripts/merge_cells.py"
 
@@ -32,6 +34,8 @@ rule merge_gene_stats:
         f"{R}/merged/gene_stats.parquet",
     log:
         f"{R}/logs/merge/gene_stats.log",
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
@@ -51,6 +55,8 @@ rule merge_pseudobulk:
         f"{R}/logs/merge/pseudobulk.log",
     benchmark:
         f"{R}/benchmarks/merge/pseudobulk.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 3000 * attempt,

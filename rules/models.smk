@@ -7,16 +7,18 @@ rule split:
         cells=rules.merge_cells.output.cells,
     output:
         f"{R}/features/split.parquet",
-    params:
-        by=config["split"]["by"],
-        test_size=config["split"]["test_size"],
-        seed=config["split"]["seed"],
     log:
         f"{R}/logs/features/split.log",
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((500 + 4 * input.size_mb) * attempt),
         runtime=10,
+    params:
+        by=config["split"]["by"],
+        test_size=config["split"]["test_size"],
+        seed=config["split"]["seed"],
     script:
         "../workflow/scripts/split.py"
 
@@ -31,18 +33,20 @@ rule features:
         train_names=f"{R}/features/X_train.names.json",
         test=f"{R}/features/X_test.npz",
         test_names=f"{R}/features/X_test.names.json",
-    params:
-        numeric=config["features"]["numeric"],
-        categorical=config["features"]["categorical"],
-        poly_degree=config["features"]["poly_degree"],
     log:
         f"{R}/logs/features/features.log",
     benchmark:
         f"{R}/benchmarks/features/features.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: int((800 + 10 * input.size_mb) * attempt),
         runtime=20,
+    params:
+        numeric=config["features"]["numeric"],
+        categorical=config["features"]["categorical"],
+        poly_degree=config["features"]["poly_degree"],
     script:
         "../workflow/scripts/features.py"
 
@@ -58,25 +62,23 @@ rule ridge:
         model=f"{R}/models/ridge/model.joblib",
         predictions=f"{R}/models/ridge/predictions.parquet",
         metrics=f"{R}/models/ridge/metrics.json",
+    log:
+        f"{R}/logs/models/ridge.log",
+    benchmark:
+        f"{R}/benchmarks/models/ridge.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input, attempt: int((800 + 10 * input.size_mb) * attempt),
+        runtime=30,
     params:
         alpha=MODELS["ridge"]["alpha"],
         features=MODELS["ridge"]["features"],
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
-    log:
-        f"{R}/logs/models/ridge.log",
-    benchmark:
-        f"{R}/benchmarks/models/ridge.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, input, attempt: int((800 + 10 * input.size_mb) * attempt),
-        runtime=30,
     script:
         "../workflow/scripts/ridge.py"
-
-
-def rf_embeddings(wildcards):
-    return [rules.embeddings.output.parquet] if MODELS["rf"]["use_pcs"] else []
 
 
 rule rf_classifier:
@@ -91,6 +93,16 @@ rule rf_classifier:
         confusion=f"{R}/models/rf/confusion.csv",
         importances=f"{R}/models/rf/importances.csv",
         predictions=f"{R}/models/rf/predictions.parquet",
+    log:
+        f"{R}/logs/models/rf_classifier.log",
+    benchmark:
+        f"{R}/benchmarks/models/rf_classifier.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        runtime=60,
     params:
         n_estimators=MODELS["rf"]["n_estimators"],
         max_depth=MODELS["rf"]["max_depth"],
@@ -98,14 +110,6 @@ rule rf_classifier:
         n_pcs=MODELS["rf"]["n_pcs"] if MODELS["rf"]["use_pcs"] else None,
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
-    log:
-        f"{R}/logs/models/rf_classifier.log",
-    benchmark:
-        f"{R}/benchmarks/models/rf_classifier.tsv"
-    threads: 2
-    resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
-        runtime=60,
     script:
         "../workflow/scripts/rf_classifier.py"
 
@@ -115,8 +119,23 @@ rule baselines:
         cells=rules.merge_cells.output.cells,
         split=rules.split.output[0],
         embeddings=rf_embeddings,
+        rf_metrics=rules.rf_classifier.output.metrics,
     output:
-        f"{R}/models/baselines.csv",
+        report(
+            f"{R}/models/baselines.csv",
+            caption="../workflow/report/table.rst",
+            category="Models",
+        ),
+    log:
+        f"{R}/logs/models/baselines.log",
+    benchmark:
+        f"{R}/benchmarks/models/baselines.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        runtime=60,
     params:
         n_estimators=MODELS["rf"]["n_estimators"],
         max_depth=MODELS["rf"]["max_depth"],
@@ -124,14 +143,6 @@ rule baselines:
         n_pcs=MODELS["rf"]["n_pcs"] if MODELS["rf"]["use_pcs"] else None,
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
-    log:
-        f"{R}/logs/models/baselines.log",
-    benchmark:
-        f"{R}/benchmarks/models/baselines.tsv"
-    threads: 2
-    resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
-        runtime=60,
     script:
         "../workflow/scripts/baselines.py"
 
@@ -143,19 +154,21 @@ rule rf_regressor:
     output:
         metrics=f"{R}/models/rf_regressor/metrics.json",
         cv_results=f"{R}/models/rf_regressor/cv_results.csv",
+    log:
+        f"{R}/logs/models/rf_regressor.log",
+    benchmark:
+        f"{R}/benchmarks/models/rf_regressor.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        runtime=120,
     params:
         features=MODELS["rf_regressor"]["features"],
         grid=MODELS["rf_regressor"]["grid"],
         cv_folds=MODELS["rf_regressor"]["cv_folds"],
         seed=MODELS["seed"],
-    log:
-        f"{R}/logs/models/rf_regressor.log",
-    benchmark:
-        f"{R}/benchmarks/models/rf_regressor.tsv"
-    threads: 2
-    resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
-        runtime=120,
     script:
         "../workflow/scripts/rf_regressor.py"
 
@@ -165,7 +178,19 @@ rule split_comparison:
         cells=rules.merge_cells.output.cells,
         split=rules.split.output[0],
     output:
-        f"{R}/models/split_comparison.csv",
+        report(
+            f"{R}/models/split_comparison.csv",
+            caption="../workflow/report/table.rst",
+            category="Models",
+        ),
+    log:
+        f"{R}/logs/models/split_comparison.log",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        runtime=60,
     params:
         group_by=MODELS["grouped_split_by"],
         test_size=config["split"]["test_size"],
@@ -175,11 +200,5 @@ rule split_comparison:
         n_estimators=MODELS["rf"]["n_estimators"],
         max_depth=MODELS["rf"]["max_depth"],
         max_samples=MODELS["rf"]["max_samples"],
-    log:
-        f"{R}/logs/models/split_comparison.log",
-    threads: 2
-    resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
-        runtime=60,
     script:
         "../workflow/scripts/split_comparison.py"

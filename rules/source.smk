@@ -12,14 +12,16 @@ rule demo_metadata:
         cell_line=f"{DEMO_ROOT}/metadata/cell_line_metadata.parquet",
         effects=f"{DEMO_ROOT}/truth/effects.parquet",
         params=f"{DEMO_ROOT}/truth/params.json",
-    params:
-        demo=config["demo"],
     log:
         f"{R}/logs/demo/metadata.log",
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
+    params:
+        demo=config["demo"],
     script:
         "../workflow/scripts/demo_metadata.py"
 
@@ -27,19 +29,21 @@ rule demo_metadata:
 rule demo_file:
     output:
         f"{DEMO_ROOT}/data/train-{{file}}-of-{{total}}.parquet",
-    params:
-        demo=config["demo"],
-        file_index=lambda wc: int(wc.file),
     log:
         f"{R}/logs/demo/file_{{file}}-of-{{total}}.log",
     benchmark:
         f"{R}/benchmarks/demo/file_{{file}}-of-{{total}}.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: int(
             (800 + config["demo"]["cells_per_file"] * 0.15) * (1 + 0.5 * (attempt - 1))
         ),
         runtime=lambda wc: 5 + config["demo"]["cells_per_file"] // 5000,
+    params:
+        demo=config["demo"],
+        file_index=lambda wc: int(wc.file),
     script:
         "../workflow/scripts/demo_file.py"
 
@@ -50,6 +54,14 @@ HUB = config["source"]["hub"]
 rule download_data:
     output:
         f"{HUB['download_dir']}/{HUB['revision']}/data/train-{{file}}-of-{{total}}.parquet",
+    log:
+        f"{R}/logs/download/train-{{file}}-of-{{total}}.log",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
     params:
         repo_id=HUB["repo_id"],
         revision=HUB["revision"],
@@ -57,12 +69,6 @@ rule download_data:
         cache_dir=HUB["cache_dir"],
         max_retries=HUB["max_retries"],
         timeout_s=HUB["timeout_s"],
-    log:
-        f"{R}/logs/download/train-{{file}}-of-{{total}}.log",
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=30,
     script:
         "../workflow/scripts/download.py"
 
@@ -70,6 +76,14 @@ rule download_data:
 rule download_metadata:
     output:
         f"{HUB['download_dir']}/{HUB['revision']}/metadata/{{kind}}_metadata.parquet",
+    log:
+        f"{R}/logs/download/{{kind}}_metadata.log",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
     params:
         repo_id=HUB["repo_id"],
         revision=HUB["revision"],
@@ -77,11 +91,5 @@ rule download_metadata:
         cache_dir=HUB["cache_dir"],
         max_retries=HUB["max_retries"],
         timeout_s=HUB["timeout_s"],
-    log:
-        f"{R}/logs/download/{{kind}}_metadata.log",
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=30,
     script:
         "../workflow/scripts/download.py"

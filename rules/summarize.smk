@@ -12,18 +12,20 @@ rule summarize_shard:
         genes=f"{R}/shards/{{shard}}/gene_stats.parquet",
         pseudobulk=f"{R}/shards/{{shard}}/pseudobulk.parquet",
         qc=f"{R}/shards/{{shard}}/qc.json",
+    log:
+        f"{R}/logs/summarize/{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/summarize/{{shard}}.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=shard_mem_mb,
+        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 20),
     params:
         shard=lambda wc: SHARDS[wc.shard],
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],
-    log:
-        f"{R}/logs/summarize/{{shard}}.log",
-    benchmark:
-        f"{R}/benchmarks/summarize/{{shard}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=shard_mem_mb,
-        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 20),
     script:
         "../workflow/scripts/summarize_shard.py"

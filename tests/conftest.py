@@ -15,14 +15,28 @@ import yaml
 from tahoeflow.demo import DemoParams, Design, write_file, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(seed=3, n_files=2, cells_per_file=600, n_cell_lines=4, n_drugs=6, n_plates=1, control_wells_per_plate=3)
+SMALL = dict(
+    seed=3,
+    n_files=2,
+    cells_per_file=600,
+    n_cell_lines=4,
+    n_drugs=6,
+    n_plates=1,
+    control_wells_per_plate=3,
+)
 
 
 def write_demo(root: Path, params: DemoParams) -> Design:
     """A demo dataset in the hub layout under ``root`` (data/, metadata/, truth/)."""
     design = Design(params)
-    meta = {k: root / "metadata" / f"{k}_metadata.parquet" for k in ("gene", "sample", "drug", "cell_line")}
-    write_metadata(design, {**meta, "effects": root / "truth/effects.parquet", "params": root / "truth/params.json"})
+    meta = {
+        k: root / "metadata" / f"{k}_metadata.parquet"
+        for k in ("gene", "sample", "drug", "cell_line")
+    }
+    write_metadata(
+        design,
+        {**meta, "effects": root / "truth/effects.parquet", "params": root / "truth/params.json"},
+    )
     for i in range(params.n_files):
         write_file(design, i, root / "data" / f"train-{i:05d}-of-{params.n_files:05d}.parquet")
     return design
@@ -40,7 +54,9 @@ def small_table(small_demo):
     return pq.read_table(root / "data/train-00000-of-00002.parquet")
 
 
-def run_smk(workdir: Path, config: dict, *args: str, cores: int = 1, check: bool = False, timeout: int = 600):
+def run_smk(
+    workdir: Path, config: dict, *args: str, cores: int = 1, check: bool = False, timeout: int = 600
+):
     """Run the real workflow in ``workdir`` with ``config`` (merged over config/config.yaml)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "test_config.yaml"
@@ -48,13 +64,19 @@ def run_smk(workdir: Path, config: dict, *args: str, cores: int = 1, check: bool
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--configfile", str(cfg), "--cores", str(cores), *args]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
-def local_mirror(tmp: Path, demo_root: Path, tables: dict[int, object] | None = None, n_files: int = 2) -> Path:
+def local_mirror(
+    tmp: Path, demo_root: Path, tables: dict[int, object] | None = None, n_files: int = 2
+) -> Path:
     """A copy of a demo dataset where some data files are replaced (for bad-input tests)."""
     mirror = tmp / "mirror"
     shutil.copytree(demo_root / "metadata", mirror / "metadata")

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, run_smk
 
 from tahoeflow.config import make_plan, validate_config
 from tahoeflow.errors import ConfigError
 from tahoeflow.shards import parse_file_selection, plan_shards
-
-from conftest import REPO, run_smk
 
 SCHEMA = REPO / "config/schema.yaml"
 BASE = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -62,7 +61,10 @@ def test_bad_values_name_the_key(path, value, key, words):
     assert f"config key '{key}'" in str(err.value) and words in str(err.value)
 
 
-@pytest.mark.parametrize(("spec", "problem"), [("5:5", "empty"), ("0:99", "outside"), ("x", "not a file index"), ([], "selects no files")])
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [("5:5", "empty"), ("0:99", "outside"), ("x", "not a file index"), ([], "selects no files")],
+)
 def test_bad_file_selection(spec, problem):
     with pytest.raises(ConfigError, match=problem):
         parse_file_selection(spec, 10)
@@ -71,15 +73,26 @@ def test_bad_file_selection(spec, problem):
 def test_file_selection_and_shard_plan():
     assert parse_file_selection(["0:3", 7, "5"], 10) == [0, 1, 2, 5, 7]
     shards = plan_shards([0, 4], 10_000, 28_225)
-    assert [s.name for s in shards] == ["00000-0000", "00000-0001", "00000-0002", "00004-0000", "00004-0001", "00004-0002"]
-    assert shards[2].row_start == 20_000 and shards[2].row_stop is None  # the last range reads to the end
+    assert [s.name for s in shards] == [
+        "00000-0000",
+        "00000-0001",
+        "00000-0002",
+        "00004-0000",
+        "00004-0001",
+        "00004-0002",
+    ]
+    assert (
+        shards[2].row_start == 20_000 and shards[2].row_stop is None
+    )  # the last range reads to the end
 
 
 def test_plan_for_the_full_hub_layout_needs_no_data():
     cfg = validate_config(_with("source.kind", "hub") | {}, SCHEMA)
     cfg["source"]["files"] = "0:3388"
     plan = make_plan(cfg)
-    assert len(plan.shards) == 3388 and plan.data_path(12).endswith("data/train-00012-of-03388.parquet")
+    assert len(plan.shards) == 3388 and plan.data_path(12).endswith(
+        "data/train-00012-of-03388.parquet"
+    )
 
 
 @pytest.mark.workflow

@@ -340,7 +340,8 @@ def test_contrasts_pairs_plate_matched_controls_and_reports_skips():
     assert c.treated.tolist() == [4] and c.control.tolist() == [0, 1]
     drug, dose, cl, plate, trt, ctl = c  # plain tuple unpacking works
     assert len(skipped) == 3
-    reasons = dict(zip(zip(skipped.dose_uM, skipped.cell_line_id, skipped.plate), skipped.reason, strict=True))
+    keys = zip(skipped.dose_uM, skipped.cell_line_id, skipped.plate, strict=True)
+    reasons = dict(zip(keys, skipped.reason, strict=True))
     assert "min_cells=50" in reasons[(5.0, "CL1", "p1")]
     assert "min_control_wells=2" in reasons[(0.5, "CL2", "p1")]
     assert "min_control_wells=2" in reasons[(0.5, "CL1", "p2")]
@@ -426,7 +427,9 @@ def test_pseudobulk_de_matches_per_contrast_pipeline_and_dense_input():
     one = res[(res.drug == c.drug) & (res.cell_line_id == c.cell_line_id)]
     np.testing.assert_allclose(one["t"], eb.t, rtol=1e-12)
     np.testing.assert_allclose(one["B"], eb.lods, rtol=1e-12)
-    np.testing.assert_allclose(one["adj.P.Val"], stats.false_discovery_control(eb.p_value), rtol=1e-10)
+    np.testing.assert_allclose(
+        one["adj.P.Val"], stats.false_discovery_control(eb.p_value), rtol=1e-10
+    )
 
 
 def test_score_calls_counts_by_hand():

@@ -34,7 +34,9 @@ def test_rows_look_like_tahoe(small_table):
     assert len(set(ids)) == len(ids) and all(len(i) == 19 for i in ids)
     assert "DMSO_TF" in set(small_table.column("drug").to_pylist())
     assert all(c.startswith("CVCL_") for c in set(small_table.column("cell_line_id").to_pylist()))
-    assert len(set(small_table.column("plate").to_pylist())) == 1  # one plate per file, as on the hub
+    assert (
+        len(set(small_table.column("plate").to_pylist())) == 1
+    )  # one plate per file, as on the hub
 
 
 def test_metadata_tables(small_demo):
@@ -77,7 +79,11 @@ def test_effects_are_visible_in_the_counts():
     genes = t.column("genes").combine_chunks()
     expr = t.column("expressions").combine_chunks()
     sm = design.sample_metadata.to_pandas().set_index("sample")
-    dose = sm.loc[df["sample"], "drugname_drugconc"].map(lambda s: ast.literal_eval(s)[0][1]).to_numpy()
+    dose = (
+        sm.loc[df["sample"], "drugname_drugconc"]
+        .map(lambda s: ast.literal_eval(s)[0][1])
+        .to_numpy()
+    )
 
     def share(mask):
         rows = np.flatnonzero(mask)
@@ -98,11 +104,15 @@ def test_files_are_deterministic_and_independent(tmp_path):
     design = Design(p)
     write_file(design, 1, tmp_path / "a.parquet")
     write_file(Design(p), 1, tmp_path / "b.parquet")
-    digest = [hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("a.parquet", "b.parquet")]
+    digest = [
+        hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("a.parquet", "b.parquet")
+    ]
     assert digest[0] == digest[1]
     t0 = generate_file(design, 0)
     t1 = pq.read_table(tmp_path / "a.parquet")
-    assert set(t0.column("BARCODE_SUB_LIB_ID").to_pylist()).isdisjoint(t1.column("BARCODE_SUB_LIB_ID").to_pylist())
+    assert set(t0.column("BARCODE_SUB_LIB_ID").to_pylist()).isdisjoint(
+        t1.column("BARCODE_SUB_LIB_ID").to_pylist()
+    )
 
 
 def test_bad_demo_params_name_the_key():
@@ -113,4 +123,9 @@ def test_bad_demo_params_name_the_key():
 
 
 def test_lengths_per_row_are_consistent(small_table):
-    assert pc.all(pc.equal(pc.list_value_length(small_table["genes"]), pc.list_value_length(small_table["expressions"]))).as_py()
+    assert pc.all(
+        pc.equal(
+            pc.list_value_length(small_table["genes"]),
+            pc.list_value_length(small_table["expressions"]),
+        )
+    ).as_py()

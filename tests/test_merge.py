@@ -27,7 +27,13 @@ def merged(small_demo, tmp_path_factory):
     paths = {"cells": [], "genes": [], "pb": []}
     Xs = []
     for s in shards:
-        ls = load_shard(root / f"data/train-{s.file_index:05d}-of-00002.parquet", s, vocab, doses, Filters(min_genes=10))
+        ls = load_shard(
+            root / f"data/train-{s.file_index:05d}-of-00002.parquet",
+            s,
+            vocab,
+            doses,
+            Filters(min_genes=10),
+        )
         Xs.append(ls.X)
         c, g, p = summarize(ls, vocab)
         for key, table in zip(("cells", "genes", "pb"), (c, g, p), strict=True):
@@ -38,7 +44,15 @@ def merged(small_demo, tmp_path_factory):
     genes = merge_gene_stats(paths["genes"], gm, n).to_pandas()
     merge_cells(paths["cells"], out / "cells.parquet", out / "qc.csv")
     counts, groups = merge_pseudobulk(paths["pb"], out / "cells.parquet")
-    return vocab, sp.vstack(Xs).tocsr(), genes, pd.read_parquet(out / "cells.parquet"), counts.to_pandas(), groups.to_pandas(), paths
+    return (
+        vocab,
+        sp.vstack(Xs).tocsr(),
+        genes,
+        pd.read_parquet(out / "cells.parquet"),
+        counts.to_pandas(),
+        groups.to_pandas(),
+        paths,
+    )
 
 
 def test_gene_stats_merge_exactly(merged):
@@ -57,7 +71,10 @@ def test_cells_keep_order_and_delta_mean_matches_pandas(merged):
     *_, cells, _, _, _ = merged
     assert cells["cell_id"].is_unique
     ctrl = cells[cells["is_control"]].groupby(["cell_line_id", "plate"])["mean_log_norm"].mean()
-    expected = cells["mean_log_norm"] - ctrl.reindex(pd.MultiIndex.from_frame(cells[["cell_line_id", "plate"]])).to_numpy()
+    expected = (
+        cells["mean_log_norm"]
+        - ctrl.reindex(pd.MultiIndex.from_frame(cells[["cell_line_id", "plate"]])).to_numpy()
+    )
     has = cells["control_level"] == "plate"
     np.testing.assert_allclose(cells.loc[has, "delta_mean"], expected[has], rtol=1e-12)
     assert has.all()  # every line has controls on the plate in this demo
@@ -72,16 +89,24 @@ def test_pseudobulk_equals_dense_group_sums(merged):
         sub = counts[(counts["sample"] == s) & (counts["cell_line_id"] == line)]
         np.testing.assert_allclose(sub["count"], dense[vocab.lookup[sub["token_id"]]])
         row = groups[(groups["sample"] == s) & (groups["cell_line_id"] == line)].iloc[0]
-        assert row["n_cells"] == (key == g).sum() and row["total_counts"] == pytest.approx(dense.sum())
+        assert row["n_cells"] == (key == g).sum() and row["total_counts"] == pytest.approx(
+            dense.sum()
+        )
 
 
 def test_delta_mean_falls_back_to_the_cell_line_then_null(tmp_path):
     from tahoeflow.merge import add_delta_mean, control_means
 
     cells = pd.DataFrame(
-        {"cell_line_id": ["A", "A", "B", "C"], "plate": ["p1", "p2", "p1", "p1"], "mean_log_norm": [1.0, 2.0, 3.0, 4.0]}
+        {
+            "cell_line_id": ["A", "A", "B", "C"],
+            "plate": ["p1", "p2", "p1", "p1"],
+            "mean_log_norm": [1.0, 2.0, 3.0, 4.0],
+        }
     )
-    sums = pd.DataFrame({"cell_line_id": ["A", "B"], "plate": ["p1", "p2"], "sum": [1.0, 6.0], "count": [2, 3]})
+    sums = pd.DataFrame(
+        {"cell_line_id": ["A", "B"], "plate": ["p1", "p2"], "sum": [1.0, 6.0], "count": [2, 3]}
+    )
     out = add_delta_mean(cells, *control_means(sums))
     assert out["control_level"].tolist() == ["plate", "cell_line", "cell_line", "none"]
     np.testing.assert_allclose(out["delta_mean"].to_numpy()[:3], [0.5, 1.5, 1.0])

@@ -74,7 +74,9 @@ def test_alpha_grid_is_sklearns(fitted):
 
     grid = pergene.alpha_grid(X, Y, n_alphas=7, eps=1e-2)
     for g in range(3):
-        np.testing.assert_allclose(grid[g], _alpha_grid(X, Y[:, g], n_alphas=7, eps=1e-2), rtol=1e-12)
+        np.testing.assert_allclose(
+            grid[g], _alpha_grid(X, Y[:, g], n_alphas=7, eps=1e-2), rtol=1e-12
+        )
 
 
 def test_linear_regression_equals_sklearn(fitted):

@@ -12,7 +12,14 @@ import scipy.stats as st
 
 from tahoeflow import pp
 from tahoeflow.shards import Shard, to_csr, vocab_from_gene_metadata
-from tahoeflow.summarize import Filters, load_shard, parse_drugconc, sample_doses, shard_stats, summarize
+from tahoeflow.summarize import (
+    Filters,
+    load_shard,
+    parse_drugconc,
+    sample_doses,
+    shard_stats,
+    summarize,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +28,11 @@ def loaded(small_demo):
     vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
     doses = sample_doses(pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas(), "s")
     path = root / "data/train-00000-of-00002.parquet"
-    return vocab, load_shard(path, Shard("00000", 0, 0, None), vocab, doses, Filters(min_genes=0)), path
+    return (
+        vocab,
+        load_shard(path, Shard("00000", 0, 0, None), vocab, doses, Filters(min_genes=0)),
+        path,
+    )
 
 
 def test_csr_matches_the_lists_with_the_marker_stripped(small_table, loaded):
@@ -95,14 +106,18 @@ def test_summary_tables_and_pseudobulk(loaded):
     dense = np.asarray(ls.X[np.flatnonzero(key == g0)].sum(axis=0)).ravel()
     s, line = g0.split("|")
     sub = df[(df["sample"] == s) & (df["cell_line_id"] == line)]
-    np.testing.assert_allclose(sub["count"].to_numpy(), dense[vocab.lookup[sub["token_id"].to_numpy()]])
+    np.testing.assert_allclose(
+        sub["count"].to_numpy(), dense[vocab.lookup[sub["token_id"].to_numpy()]]
+    )
     assert sub["count"].sum() == pytest.approx(dense.sum())
 
 
 def test_dose_parsing():
     assert parse_drugconc("[('Drug A', 0.5, 'uM')]") == ("Drug A", 0.5, "uM")
     assert parse_drugconc("[('DMSO_TF', 0.0, 'uM')]")[1] == 0.0
-    meta = pd.DataFrame({"sample": ["a", "b"], "drugname_drugconc": ["[('X', 5, 'uM')]", "[('Y', 50.0, 'nM')]"]})
+    meta = pd.DataFrame(
+        {"sample": ["a", "b"], "drugname_drugconc": ["[('X', 5, 'uM')]", "[('Y', 50.0, 'nM')]"]}
+    )
     np.testing.assert_allclose(sample_doses(meta, "m").to_numpy(), [5.0, 0.05])
 
 
@@ -112,7 +127,9 @@ def test_filters_count_what_they_remove(small_demo):
     doses = sample_doses(pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas(), "s")
     path = root / "data/train-00000-of-00002.parquet"
     keep_line = design.line_ids[0]
-    ls = load_shard(path, Shard("x", 0, 0, None), vocab, doses, Filters(cell_lines=[keep_line], min_genes=1000))
+    ls = load_shard(
+        path, Shard("x", 0, 0, None), vocab, doses, Filters(cell_lines=[keep_line], min_genes=1000)
+    )
     t = pq.read_table(path, columns=["cell_line_id", "genes"]).to_pandas()
     n_line = (t["cell_line_id"] == keep_line).sum()
     n_both = ((t["cell_line_id"] == keep_line) & (t["genes"].map(len) - 1 >= 1000)).sum()
@@ -128,8 +145,13 @@ def test_row_range_shard_reads_exactly_its_rows(small_demo, small_table):
     from tahoeflow.shards import read_rows
 
     path = root / "data/train-00000-of-00002.parquet"
-    part = read_rows(path, 150, 420)  # crosses row groups of 1000? demo uses 1000: use small groups below
+    part = read_rows(
+        path, 150, 420
+    )  # crosses row groups of 1000? demo uses 1000: use small groups below
     assert part.num_rows == 270
-    assert part.column("BARCODE_SUB_LIB_ID").to_pylist() == small_table.column("BARCODE_SUB_LIB_ID").to_pylist()[150:420]
+    assert (
+        part.column("BARCODE_SUB_LIB_ID").to_pylist()
+        == small_table.column("BARCODE_SUB_LIB_ID").to_pylist()[150:420]
+    )
     X = to_csr(part, vocab, path, row_offset=150)
     assert X.shape[0] == 270

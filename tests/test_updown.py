@@ -108,7 +108,10 @@ def test_csv_tsv_parquet_and_sniffed_files_load_identically(tmp_path):
     df.to_csv(tmp_path / "tt.txt", sep="\t", index=False)  # sniffed
     df.to_csv(tmp_path / "tt.dat", index=False)  # sniffed
     df.to_parquet(tmp_path / "tt.parquet")
-    loaded = [updown.load_toptable(tmp_path / f"tt.{ext}") for ext in ("csv", "tsv", "txt", "dat", "parquet")]
+    loaded = [
+        updown.load_toptable(tmp_path / f"tt.{ext}")
+        for ext in ("csv", "tsv", "txt", "dat", "parquet")
+    ]
     ref, n_dropped = loaded[0]
     assert n_dropped == 1 and len(ref) == 49
     for other, n in loaded[1:]:

@@ -63,7 +63,10 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(config),
+        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+    )
     if errors:
         e = errors[0]
         raise ConfigError(_key_of(e), _message(e))
@@ -120,7 +123,10 @@ def read_manifest(path: str | Path) -> dict[int, int]:
                 idx = int(f) if f.isdigit() else int(Path(f).name.split("-")[1])
                 rows[idx] = int(rec["n_rows"])
             except (ValueError, IndexError):
-                raise ConfigError("source.manifest", f"{path}, row {i}: cannot read file {f!r} / n_rows {rec['n_rows']!r}") from None
+                raise ConfigError(
+                    "source.manifest",
+                    f"{path}, row {i}: cannot read file {f!r} / n_rows {rec['n_rows']!r}",
+                ) from None
     return rows
 
 

@@ -520,7 +520,11 @@ def pseudobulk_de(
         sub = np.asarray(sub, dtype=np.float64)
         lib = sub.sum(axis=1)
         if np.any(lib <= 0):
-            raise InputError("pseudobulk counts", "a well has zero total counts", row=int(rows[np.argmax(lib <= 0)]))
+            raise InputError(
+                "pseudobulk counts",
+                "a well has zero total counts",
+                row=int(rows[np.argmax(lib <= 0)]),
+            )
         keep = sub.sum(axis=0) >= min_total_count
         if not keep.any():
             continue

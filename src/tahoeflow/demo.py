@@ -131,8 +131,12 @@ class Design:
         self.base = base
         # cell lines: Zipf-like abundances (seed 000 saw one line 4x the next)
         L = p.n_cell_lines
-        self.line_ids = [GBM_LINES[i][0] if i < len(GBM_LINES) else f"CVCL_X{i:03d}" for i in range(L)]
-        self.line_names = [GBM_LINES[i][1] if i < len(GBM_LINES) else f"LINE-{i:03d}" for i in range(L)]
+        self.line_ids = [
+            GBM_LINES[i][0] if i < len(GBM_LINES) else f"CVCL_X{i:03d}" for i in range(L)
+        ]
+        self.line_names = [
+            GBM_LINES[i][1] if i < len(GBM_LINES) else f"LINE-{i:03d}" for i in range(L)
+        ]
         w = 1.0 / np.arange(1, L + 1) ** 1.1
         self.line_weights = w / w.sum()
         self.line_prog_genes = np.stack(
@@ -148,7 +152,9 @@ class Design:
         self.plate_lib = rng.normal(0.0, 0.1, P)
         # drugs
         D = p.n_drugs
-        self.drug_names = [SEED_DRUGS[i] if i < len(SEED_DRUGS) else f"Compound-{i:03d}" for i in range(D)]
+        self.drug_names = [
+            SEED_DRUGS[i] if i < len(SEED_DRUGS) else f"Compound-{i:03d}" for i in range(D)
+        ]
         moa_idx = rng.choice(len(MOAS), size=D, p=MOA_WEIGHTS)
         self.drug_moa_fine = [MOAS[k][0] for k in moa_idx]
         self.drug_moa_broad = [MOAS[k][1] for k in moa_idx]
@@ -193,11 +199,15 @@ class Design:
         lw[self.line_prog_genes[line]] += self.line_prog[line]
         lw[self.mt_idx] += self.line_mt[line]
         plate = self.well_plate[well]
-        noise = np.random.default_rng([p.seed, 3, well, line]).normal(0, p.well_sd, self.expressed.size)
+        noise = np.random.default_rng([p.seed, 3, well, line]).normal(
+            0, p.well_sd, self.expressed.size
+        )
         lw[self.expressed] += self.plate_shift[plate] + noise
         d = self.well_drug[well]
         if d >= 0 and self.sens[d, line] > 0:
-            lw[self.effect_genes[d]] += self.effect_beta[d] * DOSE_SCALE[self.well_dose[well]] * self.sens[d, line]
+            lw[self.effect_genes[d]] += (
+                self.effect_beta[d] * DOSE_SCALE[self.well_dose[well]] * self.sens[d, line]
+            )
         return lw
 
     def log_libsize_mean(self, well: int, line: int) -> float:
@@ -205,7 +215,12 @@ class Design:
         # a drug's effect on library size (e.g. cytotoxic stress) is the same in every line, so
         # the per-cell summaries carry a condition signal that a drug x dose model can learn
         drug = 0.0 if d < 0 else self.drug_lib[d] * DOSE_SCALE[self.well_dose[well]]
-        return self.p.libsize_log_mean + self.line_lib[line] + self.plate_lib[self.well_plate[well]] + drug
+        return (
+            self.p.libsize_log_mean
+            + self.line_lib[line]
+            + self.plate_lib[self.well_plate[well]]
+            + drug
+        )
 
     def file_plate(self, file_index: int) -> int:
         """Files are contiguous per plate, as on the hub (each file holds one plate)."""
@@ -233,17 +248,23 @@ class Design:
 
     @cached_property
     def sample_metadata(self) -> pa.Table:
-        drugs, concs = zip(*(self.drug_label(w) for w in range(len(self.sample_names))), strict=True)
+        drugs, concs = zip(
+            *(self.drug_label(w) for w in range(len(self.sample_names))), strict=True
+        )
         return pa.table(
             {
                 "sample": self.sample_names,
                 "plate": [self.plate_names[p] for p in self.well_plate],
                 "mean_gene_count": np.full(len(drugs), 1250.0),
                 "mean_tscp_count": np.full(len(drugs), float(np.exp(self.p.libsize_log_mean))),
-                "mean_mread_count": np.full(len(drugs), float(np.exp(self.p.libsize_log_mean)) * 1.6),
+                "mean_mread_count": np.full(
+                    len(drugs), float(np.exp(self.p.libsize_log_mean)) * 1.6
+                ),
                 "mean_pcnt_mito": np.full(len(drugs), 3.0),
                 "drug": list(drugs),
-                "drugname_drugconc": [f"[({d!r}, {c}, 'uM')]" for d, c in zip(drugs, concs, strict=True)],
+                "drugname_drugconc": [
+                    f"[({d!r}, {c}, 'uM')]" for d, c in zip(drugs, concs, strict=True)
+                ],
             }
         )
 
@@ -251,7 +272,9 @@ class Design:
     def drug_metadata(self) -> pa.Table:
         # DMSO_TF is not in drug_metadata, as on the hub: joins must be left joins
         D = self.p.n_drugs
-        targets = [",".join(DRIVERS[(d + j) % len(DRIVERS)] for j in range(1 + d % 3)) for d in range(D)]
+        targets = [
+            ",".join(DRIVERS[(d + j) % len(DRIVERS)] for j in range(1 + d % 3)) for d in range(D)
+        ]
         return pa.table(
             {
                 "drug": self.drug_names,
@@ -324,7 +347,14 @@ class Design:
                     )
         cols = ["drug", "dose_uM", "cell_line_id", "plate", "token_id", "effect_ln", "log2fc_share"]
         if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, ["str", "f8", "str", "str", "i8", "f8", "f8"], strict=True)})
+            return pd.DataFrame(
+                {
+                    c: pd.Series(dtype=t)
+                    for c, t in zip(
+                        cols, ["str", "f8", "str", "str", "i8", "f8", "f8"], strict=True
+                    )
+                }
+            )
         return pd.concat(frames, ignore_index=True)[cols]
 
     def truth_params(self) -> dict:
@@ -430,14 +460,23 @@ def generate_file(design: Design, file_index: int) -> pa.Table:
 
     gidx = file_index * p.cells_per_file + np.arange(n)
     barcodes = [
-        f"{(g // 1_000_000) % 100:02d}_{(g // 1000) % 1000:03d}_{g % 1000:03d}-lib_{1000 + plate + 1}" for g in gidx
+        f"{(g // 1_000_000) % 100:02d}_{(g // 1000) % 1000:03d}_{g % 1000:03d}-lib_{1000 + plate + 1}"
+        for g in gidx
     ]
     drug_of_well = {w: design.drug_label(w)[0] for w in wells}
     dmask = design.well_drug[cell_well]
     drugs = [drug_of_well[w] for w in cell_well]
-    moa = np.where(dmask >= 0, np.array(design.drug_moa_fine + ["unclear"], dtype=object)[dmask], "unclear")
-    smi = np.where(dmask >= 0, np.array([smiles(d) for d in range(p.n_drugs)] + [""], dtype=object)[dmask], "")
-    cid = np.where(dmask >= 0, np.array([f"{1000.0 + 7 * d:.1f}" for d in range(p.n_drugs)] + [""], dtype=object)[dmask], "")
+    moa = np.where(
+        dmask >= 0, np.array(design.drug_moa_fine + ["unclear"], dtype=object)[dmask], "unclear"
+    )
+    smi = np.where(
+        dmask >= 0, np.array([smiles(d) for d in range(p.n_drugs)] + [""], dtype=object)[dmask], ""
+    )
+    cid = np.where(
+        dmask >= 0,
+        np.array([f"{1000.0 + 7 * d:.1f}" for d in range(p.n_drugs)] + [""], dtype=object)[dmask],
+        "",
+    )
     offsets32 = pa.array(offsets.astype(np.int32))
     return pa.table(
         [
@@ -472,5 +511,9 @@ def write_metadata(design: Design, out: dict[str, str | Path]) -> None:
     tio.write_parquet(design.sample_metadata, out["sample"])
     tio.write_parquet(design.drug_metadata, out["drug"])
     tio.write_parquet(design.cell_line_metadata, out["cell_line"])
-    tio.write_parquet(pa.Table.from_pandas(design.truth_effects(), preserve_index=False), out["effects"])
-    tio.write_text(json.dumps(design.truth_params(), indent=2, sort_keys=True) + "\n", out["params"])
+    tio.write_parquet(
+        pa.Table.from_pandas(design.truth_effects(), preserve_index=False), out["effects"]
+    )
+    tio.write_text(
+        json.dumps(design.truth_params(), indent=2, sort_keys=True) + "\n", out["params"]
+    )

@@ -69,16 +69,24 @@ def control_sums(cells_paths: Sequence[str | Path]) -> pd.DataFrame:
     """
     parts, hashes, owners = [], [], []
     for i, p in enumerate(cells_paths):
-        t = pq.read_table(p, columns=["cell_id", "cell_line_id", "plate", "is_control", "mean_log_norm"])
+        t = pq.read_table(
+            p, columns=["cell_id", "cell_line_id", "plate", "is_control", "mean_log_norm"]
+        )
         ids = t.column("cell_id").to_pandas()
         hashes.append(pd.util.hash_pandas_object(ids, index=False).to_numpy())
         owners.append(np.full(len(ids), i, dtype=np.int32))
         t = t.filter(pc.field("is_control"))
         if t.num_rows:
             parts.append(
-                t.group_by(["cell_line_id", "plate"]).aggregate([("mean_log_norm", "sum"), ("mean_log_norm", "count")])
+                t.group_by(["cell_line_id", "plate"]).aggregate(
+                    [("mean_log_norm", "sum"), ("mean_log_norm", "count")]
+                )
             )
-    _check_unique(cells_paths, np.concatenate(hashes) if hashes else np.array([], np.uint64), np.concatenate(owners) if owners else np.array([], np.int32))
+    _check_unique(
+        cells_paths,
+        np.concatenate(hashes) if hashes else np.array([], np.uint64),
+        np.concatenate(owners) if owners else np.array([], np.int32),
+    )
     if not parts:
         return pd.DataFrame(columns=["cell_line_id", "plate", "sum", "count"])
     df = pa.concat_tables(parts).to_pandas()
@@ -96,8 +104,14 @@ def _check_unique(paths: Sequence[str | Path], hashes: np.ndarray, owners: np.nd
     for j in dup[:100]:
         a, b = owners[order[j]], owners[order[j + 1]]
         ids_a = pq.read_table(paths[a], columns=["cell_id"]).column("cell_id").to_pandas()
-        ids_b = ids_a if a == b else pq.read_table(paths[b], columns=["cell_id"]).column("cell_id").to_pandas()
-        common = pd.Index(ids_a).intersection(pd.Index(ids_b)) if a != b else ids_a[ids_a.duplicated()]
+        ids_b = (
+            ids_a
+            if a == b
+            else pq.read_table(paths[b], columns=["cell_id"]).column("cell_id").to_pandas()
+        )
+        common = (
+            pd.Index(ids_a).intersection(pd.Index(ids_b)) if a != b else ids_a[ids_a.duplicated()]
+        )
         if len(common):
             where = f"also appears in {paths[b]}" if a != b else "appears twice in this shard"
             raise InputError(paths[a], f"cell id {list(common)[0]!r} {where}")
@@ -105,7 +119,9 @@ def _check_unique(paths: Sequence[str | Path], hashes: np.ndarray, owners: np.nd
 
 def control_means(sums: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """(mean by (cell line, plate), mean by cell line across plates) of control mean_log_norm."""
-    by_plate = (sums["sum"] / sums["count"]).set_axis(pd.MultiIndex.from_frame(sums[["cell_line_id", "plate"]]))
+    by_plate = (sums["sum"] / sums["count"]).set_axis(
+        pd.MultiIndex.from_frame(sums[["cell_line_id", "plate"]])
+    )
     per_line = sums.groupby("cell_line_id")[["sum", "count"]].sum()
     by_line = per_line["sum"] / per_line["count"]
     return by_plate, by_line
@@ -151,7 +167,12 @@ def merge_cells(
                 for lvl, c in df["control_level"].value_counts().items():
                     counts[lvl] += int(c)
                 if len(df):
-                    qc_rows.append(df.groupby(["cell_line_id", "plate", "control_level"]).size().rename("n_cells").reset_index())
+                    qc_rows.append(
+                        df.groupby(["cell_line_id", "plate", "control_level"])
+                        .size()
+                        .rename("n_cells")
+                        .reset_index()
+                    )
                 t = pa.Table.from_pandas(df, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, t.schema, compression="zstd")
@@ -162,7 +183,9 @@ def merge_cells(
         if writer is None:
             raise InputError("merge", "no shards to merge")
     qc = (
-        pd.concat(qc_rows).groupby(["cell_line_id", "plate", "control_level"], as_index=False)["n_cells"].sum()
+        pd.concat(qc_rows)
+        .groupby(["cell_line_id", "plate", "control_level"], as_index=False)["n_cells"]
+        .sum()
         if qc_rows
         else pd.DataFrame(columns=["cell_line_id", "plate", "control_level", "n_cells"])
     )
@@ -170,7 +193,9 @@ def merge_cells(
     return counts
 
 
-def merge_pseudobulk(pb_paths: Sequence[str | Path], cells_path: str | Path) -> tuple[pa.Table, pa.Table]:
+def merge_pseudobulk(
+    pb_paths: Sequence[str | Path], cells_path: str | Path
+) -> tuple[pa.Table, pa.Table]:
     """(long counts per (sample, cell line, gene), one row per (sample, cell line) with its design).
 
     Each shard holds one plate's cells on the hub, so in practice the group-by sums only the
@@ -179,20 +204,29 @@ def merge_pseudobulk(pb_paths: Sequence[str | Path], cells_path: str | Path) -> 
     counts = pa.concat_tables([pq.read_table(p) for p in pb_paths])
     counts = counts.group_by(["sample", "cell_line_id", "token_id"]).aggregate([("count", "sum")])
     counts = counts.rename_columns(["sample", "cell_line_id", "token_id", "count"])
-    counts = counts.sort_by([("sample", "ascending"), ("cell_line_id", "ascending"), ("token_id", "ascending")])
+    counts = counts.sort_by(
+        [("sample", "ascending"), ("cell_line_id", "ascending"), ("token_id", "ascending")]
+    )
     cells = pq.read_table(
-        cells_path, columns=["sample", "cell_line_id", "plate", "drug", "dose_uM", "moa_fine", "is_control", "total_counts"]
+        cells_path,
+        columns=[
+            "sample",
+            "cell_line_id",
+            "plate",
+            "drug",
+            "dose_uM",
+            "moa_fine",
+            "is_control",
+            "total_counts",
+        ],
     ).to_pandas()
-    groups = (
-        cells.groupby(["sample", "cell_line_id"], as_index=False, sort=True)
-        .agg(
-            plate=("plate", "first"),
-            drug=("drug", "first"),
-            dose_uM=("dose_uM", "first"),
-            moa_fine=("moa_fine", "first"),
-            is_control=("is_control", "first"),
-            n_cells=("total_counts", "size"),
-            total_counts=("total_counts", "sum"),
-        )
+    groups = cells.groupby(["sample", "cell_line_id"], as_index=False, sort=True).agg(
+        plate=("plate", "first"),
+        drug=("drug", "first"),
+        dose_uM=("dose_uM", "first"),
+        moa_fine=("moa_fine", "first"),
+        is_control=("is_control", "first"),
+        n_cells=("total_counts", "size"),
+        total_counts=("total_counts", "sum"),
     )
     return counts, pa.Table.from_pandas(groups, preserve_index=False)

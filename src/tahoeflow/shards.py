@@ -121,7 +121,9 @@ def vocab_from_gene_metadata(table: pa.Table, path: object = "gene_metadata") ->
         raise InputError(path, "token_id must be non-negative")
     if np.any(tokens[1:] == tokens[:-1]):
         dup = int(order[1:][tokens[1:] == tokens[:-1]][0])
-        raise InputError(path, f"duplicated token_id {int(tokens[1:][tokens[1:] == tokens[:-1]][0])}", row=dup)
+        raise InputError(
+            path, f"duplicated token_id {int(tokens[1:][tokens[1:] == tokens[:-1]][0])}", row=dup
+        )
     lookup = np.full(int(tokens[-1]) + 1, -1, dtype=np.int32)
     lookup[tokens] = np.arange(tokens.size, dtype=np.int32)
     symbols = np.asarray(table.column("gene_symbol").fill_null("").to_pylist(), dtype=object)[order]
@@ -138,14 +140,18 @@ def _open(path: str | Path, columns: Sequence[str]) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path, pre_buffer=True)
     except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(path, f"not a readable Parquet file (truncated or corrupt?): {e}") from None
+        raise InputError(
+            path, f"not a readable Parquet file (truncated or corrupt?): {e}"
+        ) from None
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}")
     return pf
 
 
-def _plan_rows(md: pq.FileMetaData, row_start: int, row_stop: int | None) -> tuple[list[int], int, int, int]:
+def _plan_rows(
+    md: pq.FileMetaData, row_start: int, row_stop: int | None
+) -> tuple[list[int], int, int, int]:
     """(row groups holding rows [start, stop), first row of the first group, start, stop)."""
     stop = md.num_rows if row_stop is None else min(row_stop, md.num_rows)
     start = min(row_start, stop)
@@ -165,7 +171,10 @@ def _decode_error(path: object, e: Exception) -> InputError:
 
 
 def read_rows(
-    path: str | Path, row_start: int = 0, row_stop: int | None = None, columns: Sequence[str] = READ_COLUMNS
+    path: str | Path,
+    row_start: int = 0,
+    row_stop: int | None = None,
+    columns: Sequence[str] = READ_COLUMNS,
 ) -> pa.Table:
     """Read rows [row_start, row_stop) of a Parquet file, touching only the row groups needed."""
     pf = _open(path, columns)
@@ -186,6 +195,7 @@ def iter_row_batches(
     row_stop: int | None = None,
     columns: Sequence[str] = READ_COLUMNS,
     batch_rows: int = BATCH_ROWS,
+    use_threads: bool = True,
 ) -> Iterator[pa.RecordBatch]:
     """Rows [row_start, row_stop) of an open file as record batches of at most ``batch_rows`` rows.
 
@@ -195,11 +205,15 @@ def iter_row_batches(
     groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
     if not groups:
         schema = pf.schema_arrow
-        yield pa.RecordBatch.from_arrays([pa.array([], schema.field(c).type) for c in columns], names=list(columns))
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([], schema.field(c).type) for c in columns], names=list(columns)
+        )
         return
     pos = first_row
     try:
-        batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=list(columns))
+        batches = pf.iter_batches(
+            batch_size=batch_rows, row_groups=groups, columns=list(columns), use_threads=use_threads
+        )
     except (pa.ArrowInvalid, OSError) as e:
         raise _decode_error(path, e) from None
     while pos < stop:
@@ -240,7 +254,16 @@ class Problems:
 # ranks: metadata columns (0, column, 0 type | 1 null) come before the lists (1, check)
 _R_OBS = 0
 _R_LIST = 1
-(_GENES_TYPE, _GENES_NULL, _GENES_VNULL, _EXPR_TYPE, _EXPR_NULL, _EXPR_VNULL, _GENES_VTYPE, _EXPR_VTYPE) = range(8)
+(
+    _GENES_TYPE,
+    _GENES_NULL,
+    _GENES_VNULL,
+    _EXPR_TYPE,
+    _EXPR_NULL,
+    _EXPR_VNULL,
+    _GENES_VTYPE,
+    _EXPR_VTYPE,
+) = range(8)
 _KERNEL = 8  # kernel codes follow, in this order:
 K_LENGTH, K_EMPTY, K_MARKER, K_VOCAB, K_NONFINITE, K_NEGATIVE, K_NONINTEGER = range(7)
 N_CODES = 7
@@ -249,7 +272,9 @@ N_CODES = 7
 class ObsCollector:
     """String metadata columns, batch by batch; nulls and non-string types are problems."""
 
-    def __init__(self, columns: Sequence[str], path: object, problems: Problems, row_offset: int = 0) -> None:
+    def __init__(
+        self, columns: Sequence[str], path: object, problems: Problems, row_offset: int = 0
+    ) -> None:
         self.columns = list(columns)
         self.path, self.problems, self.row_offset = path, problems, row_offset
         self.parts: dict[str, list[pa.Array]] = {c: [] for c in self.columns}
@@ -262,12 +287,16 @@ class ObsCollector:
                 try:
                     arr = pc.cast(arr, pa.string())
                 except pa.ArrowInvalid:
-                    err = InputError(self.path, f"column '{col}' has type {arr.type}, expected string")
+                    err = InputError(
+                        self.path, f"column '{col}' has type {arr.type}, expected string"
+                    )
                     self.problems.add((_R_OBS, j, 0), err)
                     continue
             if arr.null_count:
                 row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-                err = InputError(self.path, f"column '{col}' is null", row=self.row_offset + self.n_rows + row)
+                err = InputError(
+                    self.path, f"column '{col}' is null", row=self.row_offset + self.n_rows + row
+                )
                 self.problems.add((_R_OBS, j, 1), err)
             self.parts[col].append(arr)
         self.n_rows += batch.num_rows
@@ -276,7 +305,9 @@ class ObsCollector:
         """Each column as a numpy object array (call after ``Problems.check``)."""
         out = {}
         for col, parts in self.parts.items():
-            chunks = [c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])]
+            chunks = [
+                c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])
+            ]
             arr = pa.chunked_array(chunks, chunks[0].type if chunks else pa.string())
             out[col] = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
         return out
@@ -315,7 +346,9 @@ def _sort_row(idx, dat, lo, hi):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
-def _csr_kernel(g_off, g_val, e_off, e_val, lookup, marker, indptr, out_idx, out_dat, w, err):  # pragma: no cover
+def _csr_kernel(
+    g_off, g_val, e_off, e_val, lookup, marker, indptr, out_idx, out_dat, w, err
+):  # pragma: no cover
     """One pass over a batch of ``genes``/``expressions`` lists: check, strip the marker, map.
 
     Row i's values ``g_val[g_off[i]:g_off[i+1]]`` (token ids) and ``e_val[e_off[i]:...]``
@@ -415,9 +448,14 @@ class CsrBuilder:
         if not self.genes_ok:
             self._problem(_GENES_TYPE, f"column 'genes' has type {genes_type}, expected a list")
         elif not pa.types.is_integer(genes_type.value_type):
-            self._problem(_GENES_VTYPE, f"column 'genes' holds {genes_type.value_type}, expected integer token ids")
+            self._problem(
+                _GENES_VTYPE,
+                f"column 'genes' holds {genes_type.value_type}, expected integer token ids",
+            )
         if not self.expr_ok:
-            self._problem(_EXPR_TYPE, f"column 'expressions' has type {expressions_type}, expected a list")
+            self._problem(
+                _EXPR_TYPE, f"column 'expressions' has type {expressions_type}, expected a list"
+            )
         else:
             vt = expressions_type.value_type
             if not (pa.types.is_floating(vt) or pa.types.is_integer(vt)):
@@ -426,7 +464,9 @@ class CsrBuilder:
     def _problem(self, check: int, text: str, row: int | None = None) -> None:
         self.problems.add((_R_LIST, check), InputError(self.path, text, row=row))
 
-    def _flat(self, arr: pa.Array, col: str, null_check: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _flat(
+        self, arr: pa.Array, col: str, null_check: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """(offsets from 0, values) of one list chunk; None after recording a null."""
         if arr.null_count:
             row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
@@ -438,7 +478,11 @@ class CsrBuilder:
         values = arr.values.slice(o0, int(offsets[-1]))
         if values.null_count:
             vpos = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-            self._problem(null_check + 1, f"column '{col}' holds a null value", row=self.n_rows + _row_of(offsets, vpos))
+            self._problem(
+                null_check + 1,
+                f"column '{col}' holds a null value",
+                row=self.n_rows + _row_of(offsets, vpos),
+            )
             return None
         return offsets, values.to_numpy(zero_copy_only=False)
 
@@ -472,13 +516,32 @@ class CsrBuilder:
         indptr = np.empty(n + 1, dtype=np.int64)
         err = np.full((N_CODES, 2), -1, dtype=np.int64)
         self.nnz = _csr_kernel(
-            g_off, g_val, e_off, e_val, self.lookup, CLS_TOKEN, indptr, self.indices, self.data, self.nnz, err
+            g_off,
+            g_val,
+            e_off,
+            e_val,
+            self.lookup,
+            CLS_TOKEN,
+            indptr,
+            self.indices,
+            self.data,
+            self.nnz,
+            err,
         )
         self.indptr_parts.append(indptr[1:])
         for code in np.flatnonzero(err[:, 0] >= 0):
             if code not in self.kernel_errors:
                 self.kernel_errors.add(int(code))
-                self._kernel_problem(int(code), int(err[code, 0]), int(err[code, 1]), g_off, g_raw, e_off, e_raw, e_val)
+                self._kernel_problem(
+                    int(code),
+                    int(err[code, 0]),
+                    int(err[code, 1]),
+                    g_off,
+                    g_raw,
+                    e_off,
+                    e_raw,
+                    e_val,
+                )
         self.n_rows += n
 
     def _kernel_problem(self, code, r, pos, g_off, g_raw, e_off, e_raw, e_val) -> None:
@@ -503,7 +566,9 @@ class CsrBuilder:
             return
         self._problem(_KERNEL + code, text, row=row)
 
-    def finish(self, allow_non_integer: bool = False, warn: Callable[[str], None] | None = None) -> sp.csr_matrix:
+    def finish(
+        self, allow_non_integer: bool = False, warn: Callable[[str], None] | None = None
+    ) -> sp.csr_matrix:
         """Raise the best-ranked problem, warn about non-integer counts if allowed; the matrix."""
         if self.non_integer is not None and not allow_non_integer:
             self._problem(_KERNEL + K_NONINTEGER, self.non_integer[1], row=self.non_integer[0])
@@ -548,7 +613,9 @@ def to_csr(
         for c in lists.column("genes").chunks:
             if len(c):
                 capacity += c.offsets[len(c)].as_py() - c.offsets[0].as_py()
-    builder = CsrBuilder(vocab, path, problems, g_type, e_type, row_offset=row_offset, capacity=capacity)
+    builder = CsrBuilder(
+        vocab, path, problems, g_type, e_type, row_offset=row_offset, capacity=capacity
+    )
     for batch in lists.to_batches():
         builder.add(batch.column(0), batch.column(1))
     return builder.finish(allow_non_integer, warn)
@@ -573,6 +640,7 @@ def read_shard(
     allow_non_integer: bool = False,
     warn: Callable[[str], None] | None = None,
     batch_rows: int = BATCH_ROWS,
+    use_threads: bool = True,
 ) -> tuple[dict[str, np.ndarray], sp.csr_matrix]:
     """``obs_arrays`` and ``to_csr`` of ``read_rows(path, row_start, row_stop)``, streamed.
 
@@ -595,7 +663,9 @@ def read_shard(
             vocab, path, problems, schema.field("genes").type, schema.field("expressions").type,
             row_offset=row_start, capacity=capacity,
         )  # fmt: skip
-        for batch in iter_row_batches(pf, path, row_start, row_stop, columns, batch_rows):
+        for batch in iter_row_batches(
+            pf, path, row_start, row_stop, columns, batch_rows, use_threads
+        ):
             obs.add(batch)
             builder.add(batch.column("genes"), batch.column("expressions"))
             del batch

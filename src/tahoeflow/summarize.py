@@ -94,7 +94,9 @@ _LOG_TABLE = 64
 
 
 @nb.njit(cache=True, nogil=True)
-def _stats_kernel(indptr, indices, data, is_mito, target_sum, cell, gene, gene_n):  # pragma: no cover
+def _stats_kernel(
+    indptr, indices, data, is_mito, target_sum, cell, gene, gene_n
+):  # pragma: no cover
     """One pass over each CSR row: per-cell sums into ``cell`` (n, 5), per-gene into ``gene``.
 
     cell[i] = (sum x, sum x^2, sum x^3, sum of MT x, sum log1p(CP10k)) over row i's stored
@@ -178,7 +180,16 @@ def shard_stats(
     cell = np.empty((n, 5), dtype=np.float64)
     gene = np.zeros((G, 4), dtype=np.float64)
     gene_n = np.zeros(G, dtype=np.int64)
-    _stats_kernel(indptr, indices, data, np.ascontiguousarray(is_mito, dtype=np.bool_), float(target_sum), cell, gene, gene_n)
+    _stats_kernel(
+        indptr,
+        indices,
+        data,
+        np.ascontiguousarray(is_mito, dtype=np.bool_),
+        float(target_sum),
+        cell,
+        gene,
+        gene_n,
+    )
     s1, s2, s3, mito, sum_log = (np.ascontiguousarray(cell[:, j]) for j in range(5))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / k
@@ -209,39 +220,42 @@ def shard_stats(
 def _group_sums_kernel(indptr, indices, data, order, bounds, n_cols):  # pragma: no cover
     """Per group of rows (``order[bounds[g]:bounds[g+1]]``), the sum of the rows (float64).
 
-    Returns CSR parts (indptr over groups, sorted columns, sums), leaving out columns whose sum
-    is 0 (as a sparse product does). Rows add in ``order``, values in row order.
+    Returns (indptr over groups, sorted columns, sums, used length of the two buffers),
+    leaving out columns whose sum is 0 (as a sparse product does). Rows add in ``order``,
+    values in row order. A dense accumulator is read back in column order, or, for a group with
+    few stored values, only at the columns it touched (sorted).
     """
     n_groups = bounds.size - 1
     acc = np.zeros(n_cols, dtype=np.float64)
-    stamp = np.full(n_cols, -1, dtype=np.int64)
-    touched = np.empty(n_cols, dtype=np.int64)
-    cap = max(1024, (indptr[-1] - indptr[0]) // 4)
+    small = n_cols // 8
+    touched = np.empty(max(small, 1), dtype=np.int64)
+    cap = 1024 + (indptr[-1] - indptr[0]) // 8
     out_idx = np.empty(cap, dtype=np.int32)
     out_val = np.empty(cap, dtype=np.float64)
     out_ptr = np.zeros(n_groups + 1, dtype=np.int64)
     w = 0
     for g in range(n_groups):
-        nt = 0
+        n_vals = 0
         for t in range(bounds[g], bounds[g + 1]):
-            i = order[t]
-            for j in range(indptr[i], indptr[i + 1]):
-                c = indices[j]
-                if stamp[c] != g:
-                    stamp[c] = g
-                    acc[c] = 0.0
-                    touched[nt] = c
-                    nt += 1
-                acc[c] += data[j]
-        if w + nt > cap:
-            cap = max(w + nt, cap + cap // 2)
+            n_vals += indptr[order[t] + 1] - indptr[order[t]]
+        if w + min(n_vals, n_cols) > cap:
+            cap = max(w + min(n_vals, n_cols), cap + cap // 2)
             new_idx = np.empty(cap, dtype=np.int32)
             new_val = np.empty(cap, dtype=np.float64)
             new_idx[:w] = out_idx[:w]
             new_val[:w] = out_val[:w]
             out_idx = new_idx
             out_val = new_val
-        if nt * 64 < n_cols:  # few columns: sort them
+        if n_vals < small:  # note each column as it becomes non-zero (maybe twice)
+            nt = 0
+            for t in range(bounds[g], bounds[g + 1]):
+                i = order[t]
+                for j in range(indptr[i], indptr[i + 1]):
+                    c = indices[j]
+                    if acc[c] == 0.0:
+                        touched[nt] = c
+                        nt += 1
+                    acc[c] += data[j]
             cols = np.sort(touched[:nt])
             for t in range(nt):
                 c = cols[t]
@@ -249,14 +263,25 @@ def _group_sums_kernel(indptr, indices, data, order, bounds, n_cols):  # pragma:
                     out_idx[w] = c
                     out_val[w] = acc[c]
                     w += 1
-        else:  # many: one scan in column order
+                    acc[c] = 0.0  # also skips a repeat of c
+        else:
+            for t in range(bounds[g], bounds[g + 1]):
+                i = order[t]
+                for j in range(indptr[i], indptr[i + 1]):
+                    acc[indices[j]] += data[j]
             for c in range(n_cols):
-                if stamp[c] == g and acc[c] != 0.0:
+                if acc[c] != 0.0:
                     out_idx[w] = c
                     out_val[w] = acc[c]
                     w += 1
+                    acc[c] = 0.0
         out_ptr[g + 1] = w
-    return out_ptr, out_idx[:w].copy(), out_val[:w].copy()
+    return out_ptr, out_idx, out_val, w
+
+
+def _trim(a: np.ndarray, n: int) -> np.ndarray:
+    """``a[:n]``, copied when that frees much memory."""
+    return a[:n].copy() if a.size - n > max(1 << 16, n // 8) else a[:n]
 
 
 def pseudobulk(X: sp.csr_matrix, group_codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
@@ -269,8 +294,10 @@ def pseudobulk(X: sp.csr_matrix, group_codes: np.ndarray, n_groups: int) -> sp.c
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(n_groups + 1))
     indptr, indices, data = _csr_parts(X)
-    ptr, cols, sums = _group_sums_kernel(indptr, indices, data, order, bounds, X.shape[1])
-    out = sp.csr_matrix((sums, cols, ptr), shape=(n_groups, X.shape[1]), copy=False)
+    ptr, cols, sums, nnz = _group_sums_kernel(indptr, indices, data, order, bounds, X.shape[1])
+    out = sp.csr_matrix(
+        (_trim(sums, nnz), _trim(cols, nnz), ptr), shape=(n_groups, X.shape[1]), copy=False
+    )
     out.has_canonical_format = True
     return out
 
@@ -297,9 +324,13 @@ def _keep_rows_kernel(indptr, indices, data, keep):  # pragma: no cover
 
 def keep_rows_inplace(X: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
     """``X[keep]`` for a boolean mask, reusing X's buffers (X must not be used afterwards)."""
-    indptr = _keep_rows_kernel(X.indptr, X.indices, X.data, np.ascontiguousarray(keep, dtype=np.bool_))
+    indptr = _keep_rows_kernel(
+        X.indptr, X.indices, X.data, np.ascontiguousarray(keep, dtype=np.bool_)
+    )
     nnz = int(indptr[-1])
-    out = sp.csr_matrix((X.data[:nnz], X.indices[:nnz], indptr), shape=(indptr.size - 1, X.shape[1]), copy=False)
+    out = sp.csr_matrix(
+        (X.data[:nnz], X.indices[:nnz], indptr), shape=(indptr.size - 1, X.shape[1]), copy=False
+    )
     out.has_canonical_format = X.has_canonical_format
     return out
 
@@ -317,7 +348,9 @@ class Filters:
 class LoadedShard:
     obs: pd.DataFrame  # cells kept, in file order
     X: sp.csr_matrix  # counts of those cells
-    filter_counts: dict[str, int] = field(default_factory=dict)  # cells removed by each filter, in order
+    filter_counts: dict[str, int] = field(
+        default_factory=dict
+    )  # cells removed by each filter, in order
 
 
 def load_shard(
@@ -343,7 +376,9 @@ def load_shard(
     known = pd.Index(doses.index).get_indexer(sample)
     if (known < 0).any():
         r = int(np.flatnonzero(known < 0)[0])
-        raise InputError(path, f"sample {sample[r]!r} is not in sample_metadata", row=int(file_row[r]))
+        raise InputError(
+            path, f"sample {sample[r]!r} is not in sample_metadata", row=int(file_row[r])
+        )
     keep = np.ones(n, dtype=bool)
     counts = {"input": n}
     for name, col, allowed in (
@@ -386,7 +421,9 @@ def summarize(loaded: LoadedShard, vocab: Vocab) -> tuple[pa.Table, pa.Table, pa
     X, obs = loaded.X, loaded.obs
     cs, gs = shard_stats(X, vocab.is_mito)
     cells = obs.assign(**cs)
-    cells_t = pa.Table.from_pandas(cells, schema=pa.schema(list(CELL_COLUMNS.items())), preserve_index=False)
+    cells_t = pa.Table.from_pandas(
+        cells, schema=pa.schema(list(CELL_COLUMNS.items())), preserve_index=False
+    )
     genes_t = pa.table({"token_id": vocab.token_ids, **gs})
     # groups sorted by (sample, cell line): sorted codes of each column, combined
     s_codes, s_uniq = pd.factorize(obs["sample"].to_numpy(), sort=True)

@@ -106,7 +106,9 @@ def load_toptable(
             bad = np.flatnonzero(conv.isna().to_numpy() & df[c].notna().to_numpy())
             if bad.size:
                 raise InputError(
-                    path, f"column {c!r} has a non-numeric value {df[c].iloc[bad[0]]!r}", row=int(bad[0])
+                    path,
+                    f"column {c!r} has a non-numeric value {df[c].iloc[bad[0]]!r}",
+                    row=int(bad[0]),
                 )
             df[c] = conv
     ok = df[list(columns)].notna().all(axis=1).to_numpy()
@@ -162,7 +164,11 @@ def detect_deterministic_target(df: pd.DataFrame, features: Sequence[str]) -> di
             others = ", ".join(separating[1:])
             parts.append(
                 f"The same holds for {others}"
-                + (" (the moderated t always has the sign of logFC)." if "t" in separating[1:] else ".")
+                + (
+                    " (the moderated t always has the sign of logFC)."
+                    if "t" in separating[1:]
+                    else "."
+                )
             )
         nonsep = [f for f in features if f not in separating]
         if nonsep:

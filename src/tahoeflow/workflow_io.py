@@ -27,7 +27,9 @@ def load_filtered_shard(smk: Any, log: Any):
         allow_non_integer=smk.params.normalised,
         warn=log,
     )
-    log(f"shard {shard.name}: {loaded.filter_counts['kept']} of {loaded.filter_counts['input']} rows kept")
+    log(
+        f"shard {shard.name}: {loaded.filter_counts['kept']} of {loaded.filter_counts['input']} rows kept"
+    )
     return loaded, vocab
 
 

@@ -7,7 +7,9 @@ from tahoeflow.logs import run
 def main(smk, log):
     design = Design(DemoParams.from_dict(smk.params.demo))
     write_metadata(design, dict(smk.output.items()))
-    log(f"demo design: {design.p.n_cell_lines} cell lines, {design.p.n_drugs} drugs, {len(design.sample_names)} wells")
+    log(
+        f"demo design: {design.p.n_cell_lines} cell lines, {design.p.n_drugs} drugs, {len(design.sample_names)} wells"
+    )
 
 
 run(main, snakemake)  # noqa: F821

@@ -10,7 +10,9 @@ def main(smk, log):
     cells = pd.read_parquet(smk.input.cells)
     split = pd.read_parquet(smk.input.split)
     p = smk.params
-    tr, X_train, X_test, names = fit_transform_features(cells, split, p.numeric, p.categorical, p.poly_degree)
+    tr, X_train, X_test, names = fit_transform_features(
+        cells, split, p.numeric, p.categorical, p.poly_degree
+    )
     train, test = split_frames(cells, split)
     save_transformer(tr, smk.output.transformer)
     save_matrix(smk.output.train, X_train, names, train["cell_id"])

@@ -23,7 +23,12 @@ def main(smk, log):
     pca_result_to_npz(smk.output.model, pca)
     k = pca.n_components
     tio.write_csv(
-        pd.DataFrame({"pc": [f"pc{i + 1}" for i in range(k)], "explained_variance_ratio": pca.explained_variance_ratio}),
+        pd.DataFrame(
+            {
+                "pc": [f"pc{i + 1}" for i in range(k)],
+                "explained_variance_ratio": pca.explained_variance_ratio,
+            }
+        ),
         smk.output.variance,
     )
     hvg = pq.read_table(smk.input.hvg).to_pandas()
@@ -33,7 +38,9 @@ def main(smk, log):
     for c in ("gene_symbol", "ensembl_id", "token_id"):
         comp.insert(0, c, hvg[c])
     tio.write_parquet(pa.Table.from_pandas(comp, preserve_index=False), smk.output.components)
-    log(f"{k} components; variance ratio of the first five: {np.round(pca.explained_variance_ratio[:5], 4).tolist()}")
+    log(
+        f"{k} components; variance ratio of the first five: {np.round(pca.explained_variance_ratio[:5], 4).tolist()}"
+    )
 
 
 run(main, snakemake)  # noqa: F821

@@ -22,7 +22,9 @@ def main(smk, log):
     tio.write_csv(res["report"], smk.output.report, index=True)
     tio.write_csv(res["confusion"], smk.output.confusion, index=True)
     tio.write_csv(res["importances"], smk.output.importances)
-    tio.write_parquet(pa.Table.from_pandas(res["predictions"], preserve_index=False), smk.output.predictions)
+    tio.write_parquet(
+        pa.Table.from_pandas(res["predictions"], preserve_index=False), smk.output.predictions
+    )
     m = res["metrics"]
     log(f"rf: train acc {m['train_accuracy']:.4f}, test acc {m['test_accuracy']:.4f}")
 

@@ -12,12 +12,20 @@ def main(smk, log):
     split = pd.read_parquet(smk.input.split)
     p = smk.params
     res = fit_rf_regressor_grid(
-        cells, split, features=p.features, grid=p.grid, cv_folds=p.cv_folds, seed=p.seed, n_jobs=smk.threads
+        cells,
+        split,
+        features=p.features,
+        grid=p.grid,
+        cv_folds=p.cv_folds,
+        seed=p.seed,
+        n_jobs=smk.threads,
     )
     tio.write_json(res["metrics"], smk.output.metrics)
     tio.write_csv(res["cv_results"], smk.output.cv_results)
     m = res["metrics"]
-    log(f"rf regressor best {res['best_params']}: train RMSE {m['train_rmse']:.4f}, test RMSE {m['test_rmse']:.4f}")
+    log(
+        f"rf regressor best {res['best_params']}: train RMSE {m['train_rmse']:.4f}, test RMSE {m['test_rmse']:.4f}"
+    )
 
 
 run(main, snakemake)  # noqa: F821

@@ -10,7 +10,9 @@ from tahoeflow.logs import run
 
 def main(smk, log):
     cells = pd.read_parquet(smk.input.cells, columns=["cell_id", "sample", "plate"])
-    split = make_split(cells, by=smk.params.by, test_size=smk.params.test_size, seed=smk.params.seed)
+    split = make_split(
+        cells, by=smk.params.by, test_size=smk.params.test_size, seed=smk.params.seed
+    )
     tio.write_parquet(pa.Table.from_pandas(split, preserve_index=False), smk.output[0])
     log(f"split by {smk.params.by}: {split['split'].value_counts().to_dict()}")
 

@@ -23,7 +23,9 @@ def main(smk, log):
         allow_non_integer=smk.params.normalised,
         warn=log,
     )
-    log(f"read and validated {loaded.filter_counts['input']} rows; kept {loaded.filter_counts['kept']} cells")
+    log(
+        f"read and validated {loaded.filter_counts['input']} rows; kept {loaded.filter_counts['kept']} cells"
+    )
     cells, genes, pb = summarize(loaded, vocab)
     log(f"summarised {cells.num_rows} cells, {int(loaded.X.nnz)} stored values")
     tio.write_parquet(cells, smk.output.cells)

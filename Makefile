@@ -1,0 +1,34 @@
+# `make demo`: install into .venv and run the whole workflow on the embedded demo.
+# `make test`: install into .venv and run the checks CI runs (lint, format, tests).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo report test lint bench
+
+$(STAMP): requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/snakemake --cores 8
+
+report: demo
+	$(BIN)/snakemake --report report.html
+
+lint: install
+	$(BIN)/ruff check src tests workflow benchmarks
+	$(BIN)/ruff format --check src tests workflow benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --cores 1
+
+test: lint
+	$(BIN)/python -m pytest -q --timeout 900
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py

@@ -1,0 +1,117 @@
+"""Report figures (matplotlib, Agg): seed 000's exploration figures, the models, the embeddings.
+
+Each function takes plain arrays or DataFrames and a path, and writes one PNG atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import io as tio  # noqa: E402
+
+DPI = 110
+MAX_POINTS = 20_000
+
+
+def _save(fig, path: str | os.PathLike[str]) -> None:
+    fig.tight_layout()
+    with tio.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, dpi=DPI, format="png")
+    plt.close(fig)
+
+
+def value_histogram(values: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Seed 000 figure 1: positive expression values on a logarithmic x axis."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[v > 0]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if v.size:
+        bins = np.logspace(0, np.log10(max(v.max(), 2.0)) + 0.05, 50)
+        ax.hist(v, bins=bins, color="#4C72B0")
+    ax.set_xscale("log")
+    ax.set_xlabel("expression value (UMI count, log scale)")
+    ax.set_ylabel("number of values")
+    ax.set_title(f"Positive expression values ({v.size:,} values)")
+    _save(fig, path)
+
+
+def genes_per_cell(n_genes: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Seed 000 figure 2: expressed genes per cell."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.hist(np.asarray(n_genes), bins=60, color="#55A868")
+    ax.set_xlabel("expressed genes per cell")
+    ax.set_ylabel("cells")
+    ax.set_title(f"Expressed genes per cell (median {np.median(n_genes):,.0f})")
+    _save(fig, path)
+
+
+def top_counts(
+    labels: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str,
+    top: int = 10,
+    xlabel: str = "cells",
+) -> None:
+    """Horizontal bar chart of the ``top`` most frequent labels (seed 000 figure 3 and friends)."""
+    counts = pd.Series(labels).value_counts().head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(counts) + 1.4))
+    ax.barh([str(i) for i in counts.index], counts.to_numpy(), color="#8172B2")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def scree(ratio: np.ndarray, path: str | os.PathLike[str]) -> None:
+    r = np.asarray(ratio)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    k = np.arange(1, r.size + 1)
+    ax.bar(k, r, color="#4C72B0", label="per component")
+    ax2 = ax.twinx()
+    ax2.plot(k, np.cumsum(r), color="#C44E52", marker=".", label="cumulative")
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("explained variance ratio")
+    ax2.set_ylabel("cumulative", color="#C44E52")
+    ax.set_title("Scree plot")
+    _save(fig, path)
+
+
+def pc_scatter(
+    pc1: np.ndarray,
+    pc2: np.ndarray,
+    labels: Sequence,
+    path: str | os.PathLike[str],
+    title: str,
+    seed: int = 0,
+) -> None:
+    """PC1 vs PC2 coloured by a label (at most 20 shown in the legend; points subsampled)."""
+    pc1, pc2, lab = np.asarray(pc1), np.asarray(pc2), pd.Series(labels).astype(str).to_numpy()
+    if pc1.size > MAX_POINTS:
+        keep = np.random.default_rng(seed).choice(pc1.size, MAX_POINTS, replace=False)
+        pc1, pc2, lab = pc1[keep], pc2[keep], lab[keep]
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    cats = pd.Series(lab).value_counts().index.tolist()
+    cmap = plt.get_cmap("tab20")
+    for i, c in enumerate(cats):
+        m = lab == c
+        ax.scatter(
+            pc1[m],
+            pc2[m],
+            s=3,
+            alpha=0.6,
+            color=cmap(i % 20),
+            label=c if i < 20 else None,
+            rasterized=True,
+        )
+    ax.set_xlabel("PC1")
+    ax.set_ylabel("PC2")
+    ax.set_title(title)
+    ax.legend(markerscale=4, fontsize=7, loc="best", frameon=False, ncol=1 + len(cats[:20]) // 10)
+    _save(fig, path)

@@ -1,0 +1,423 @@
+"""Orchestration tests: real Snakemake in temporary folders.
+
+One tiny demo run is completed once (module fixture); every rerun case is then a dry run on
+that folder and asserts, from Snakemake's own "Job stats" table, exactly which jobs would run.
+The expected job sets are derived from the workflow's rule graph (``--rulegraph``) and the full
+job counts (``--forceall -n``) of the same config, so they follow the DAG as stages are added;
+what is hard-coded is only *where* each change enters the DAG (the rules whose ``params:`` use
+the changed key, or the edited script's rule).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, run_smk
+
+pytestmark = pytest.mark.workflow
+
+SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+# The source has 4 demo files from the start; the base run uses the first 2. Growing the
+# selection to 0:4 is then "two new source files" (changing demo.n_files would change the demo
+# design itself and rightly regenerate everything).
+BASE_CONFIG = {
+    "source": {"kind": "demo", "files": "0:2", "cells_per_shard": None},
+    "demo": {"n_files": 4, "cells_per_file": 400},
+}
+# Small sizes for the analysis stages, applied only where the schema has the key.
+SMALL_STAGES = {
+    ("embed", "hvg", "n_top"): 200,
+    ("embed", "n_components"): 10,
+    ("models", "rf", "n_estimators"): 10,
+    ("models", "rf_regressor", "grid"): {
+        "n_estimators": [10],
+        "max_depth": [4],
+        "min_samples_leaf": [1],
+    },
+}
+
+
+# --------------------------------------------------------------------------- config helpers
+def schema_has(path: tuple[str, ...]) -> bool:
+    node = SCHEMA
+    for key in path:
+        props = node.get("properties", {})
+        if key not in props:
+            return False
+        node = props[key]
+    return True
+
+
+def set_key(cfg: dict, path: tuple[str, ...], value) -> dict:
+    node = cfg
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return cfg
+
+
+def small_config(**changes) -> dict:
+    """BASE_CONFIG + small analysis sizes; ``changes`` maps 'a.b.c' to a value."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    for path, value in SMALL_STAGES.items():
+        if schema_has(path):
+            set_key(cfg, path, copy.deepcopy(value))
+    for dotted, value in changes.items():
+        path = tuple(dotted.split("."))
+        assert schema_has(path), f"config key {dotted} is not in config/schema.yaml"
+        set_key(cfg, path, value)
+    return cfg
+
+
+# --------------------------------------------------------------------------- snakemake helpers
+def smk(
+    workdir: Path, config: dict, *args: str, cores: int = 1, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    proc = run_smk(workdir, config, *args, cores=cores, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+_STATS = re.compile(
+    r"^Job stats:\njob\s+count\n[-\s]+\n(?P<rows>.*?)^total\s+(?P<total>\d+)\s*$", re.M | re.S
+)
+
+
+def parse_job_stats(text: str) -> dict[str, int]:
+    """Snakemake's own "Job stats" table as {rule: jobs}; {} for "Nothing to be done"."""
+    m = _STATS.search(text)
+    if m is None:
+        if "Nothing to be done" in text:
+            return {}
+        raise AssertionError(f"no 'Job stats' table in the Snakemake output:\n{text[-3000:]}")
+    counts = {}
+    for line in m.group("rows").splitlines():
+        if line.strip():
+            rule, n = line.split()
+            counts[rule] = int(n)
+    assert sum(counts.values()) == int(m.group("total")), text
+    return counts
+
+
+def planned(workdir: Path, config: dict, *args: str) -> dict[str, int]:
+    """Jobs a dry run would execute, by rule (``-n --quiet rules`` prints only the table)."""
+    proc = smk(workdir, config, *args, "--dry-run", "--quiet", "rules")
+    return parse_job_stats(proc.stdout + proc.stderr)
+
+
+def list_rules(workdir: Path, config: dict) -> set[str]:
+    return set(smk(workdir, config, "--list-rules").stdout.split())
+
+
+def rule_graph(workdir: Path, config: dict) -> dict[str, set[str]]:
+    """{rule: rules that consume its output} from ``--rulegraph`` (dot)."""
+    dot = smk(workdir, config, "--forceall", "--rulegraph").stdout
+    names = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dot, re.M))
+    graph = {name: set() for name in names.values()}
+    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M):
+        graph[names[a]].add(names[b])
+    assert graph, dot
+    return graph
+
+
+def descendants(graph: dict[str, set[str]], roots: set[str]) -> set[str]:
+    seen, todo = set(), [r for r in roots if r in graph]
+    while todo:
+        r = todo.pop()
+        if r not in seen:
+            seen.add(r)
+            todo.extend(graph[r])
+    return seen
+
+
+def expected_jobs(graph, full_counts, roots) -> dict[str, int]:
+    """Every job of every rule downstream of ``roots`` (inclusive)."""
+    return {r: full_counts[r] for r in descendants(graph, roots)}
+
+
+def copy_repo(dst: Path) -> Path:
+    """The workflow's files (tracked and untracked-but-not-ignored) copied to ``dst``, mtimes kept."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    return dst
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A completed tiny demo run (``--cores 2``), its rule graph and full job counts."""
+    root = tmp_path_factory.mktemp("orchestration")
+    wd = root / "base"
+    cfg = small_config()
+    t0 = time.perf_counter()
+    proc = smk(wd, cfg, cores=2)
+    elapsed = time.perf_counter() - t0
+    graph = rule_graph(wd, cfg)
+    full = planned(wd, cfg, "--forceall")
+    return {"root": root, "wd": wd, "cfg": cfg, "graph": graph, "full": full, "log": proc.stderr,
+            "elapsed": elapsed, "rules": list_rules(wd, cfg)}  # fmt: skip
+
+
+def shard_count(base) -> int:
+    return base["full"]["summarize_shard"]
+
+
+# --------------------------------------------------------------------------- rerun cases
+def test_nothing_changed_nothing_to_do(base):
+    assert base["full"]["summarize_shard"] == 2 and base["full"]["demo_file"] == 2
+    assert planned(base["wd"], base["cfg"]) == {}
+
+
+def test_filter_param_reruns_summaries_and_downstream_only(base):
+    # filters.* is a param of the shard summaries (and of the later per-shard passes and
+    # merges, which are all downstream of them); the demo inputs do not depend on it.
+    cfg = small_config(**{"filters.min_genes": 20})
+    got = planned(base["wd"], cfg)
+    want = expected_jobs(base["graph"], base["full"], {"summarize_shard"})
+    assert got == want
+    assert got["summarize_shard"] == shard_count(base)
+    assert {"merge_cells", "merge_gene_stats", "merge_pseudobulk"} <= set(got)
+    assert not {"demo_file", "demo_metadata"} & set(got)
+
+
+def test_new_source_files_run_only_new_shards_then_merges(base):
+    cfg = small_config(**{"source.files": "0:4"})
+    got = planned(base["wd"], cfg)
+    graph = rule_graph(base["wd"], cfg)
+    full4 = planned(base["wd"], cfg, "--forceall")
+    # Per-shard rules not downstream of any single-job (aggregate) rule run only for the new
+    # shards; everything downstream of an aggregate reruns completely.
+    per_file = descendants(graph, {"demo_file"})
+    aggregates = {r for r in per_file if full4[r] == 1}
+    after_aggregate = descendants(graph, aggregates)
+    want = {
+        r: (full4[r] - base["full"].get(r, 0) if r not in after_aggregate else full4[r])
+        for r in per_file
+    }
+    assert got == want
+    assert got["demo_file"] == 2 and got["summarize_shard"] == 2
+    assert "demo_metadata" not in got
+
+
+def test_script_edit_reruns_that_rule_and_downstream(base, tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    snakefile = repo / "Snakefile"
+    # the unmodified copy sees the completed run as up to date
+    assert planned(base["wd"], base["cfg"], "-s", str(snakefile)) == {}
+    script = repo / "workflow" / "scripts" / "merge_gene_stats.py"
+    script.write_text(script.read_text() + "\n# edited by test_orchestration\n")
+    got = planned(base["wd"], base["cfg"], "-s", str(snakefile))
+    want = expected_jobs(base["graph"], base["full"], {"merge_gene_stats"})
+    assert got == want
+    assert not {"summarize_shard", "merge_cells", "merge_pseudobulk", "demo_file"} & set(got)
+
+
+# key changed, new value, rules whose params use it (where the change enters the DAG), rules
+# that must exist, and rules that must NOT rerun (a sanity bound on top of the exact set).
+PARAM_CASES = {
+    "ridge_alpha": (
+        "models.ridge.alpha", 2.0, {"ridge", "split_comparison"}, {"ridge"},
+        {"rf_classifier", "rf_regressor", "baselines", "hvg", "pca", "summarize_shard", "split", "features"},
+    ),
+    "rf_n_estimators": (
+        "models.rf.n_estimators", 12, {"rf_classifier", "baselines", "split_comparison"}, {"rf_classifier"},
+        {"ridge", "rf_regressor", "hvg", "pca", "summarize_shard", "split", "features"},
+    ),
+    "hvg_n_top": (
+        "embed.hvg.n_top", 150, {"hvg"}, {"hvg", "gram_shard", "pca", "project_shard"},
+        {"ridge", "rf_regressor", "summarize_shard", "merge_cells", "merge_gene_stats", "split", "features"},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(PARAM_CASES))
+def test_analysis_param_reruns_only_its_stage(base, case):
+    key, value, roots, needed, never = PARAM_CASES[case]
+    missing = needed - base["rules"]
+    if missing:
+        pytest.skip(f"rules {sorted(missing)} are not in the workflow yet (snakemake --list-rules)")
+    if not schema_has(tuple(key.split("."))):
+        pytest.skip(f"config key {key} is not in config/schema.yaml yet")
+    got = planned(base["wd"], small_config(**{key: value}))
+    want = expected_jobs(base["graph"], base["full"], roots)
+    assert got == want
+    assert not never & set(got), f"{key} must not rerun {sorted(never & set(got))}"
+
+
+def test_expected_rule_names_are_reachable(base):
+    """Every rule of the workflow is in the demo DAG, except the hub-only download rules."""
+    hub_only = {"download_data", "download_metadata"}
+    assert base["rules"] - hub_only == set(base["graph"]), (base["rules"], set(base["graph"]))
+
+
+# --------------------------------------------------------------------------- parallel shards
+_TS = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+
+
+def job_intervals(log: str, rule: str) -> list[tuple[datetime, datetime]]:
+    """[start, end] of each job of ``rule`` from Snakemake's own timestamped log."""
+    ts, jobs, starts, current = None, {}, {}, None
+    for line in log.splitlines():
+        m = _TS.match(line.strip())
+        if m:
+            ts = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+            continue
+        s = line.strip()
+        if re.match(rf"^(local)?rule {rule}:$", s):
+            current = ts
+        elif current is not None and s.startswith("jobid:"):
+            starts[s.split()[1]] = current
+            current = None
+        else:
+            m = re.match(r"^Finished jobid: (\d+) \(Rule: (\w+)\)", s)
+            if m and m.group(2) == rule:
+                jobs[m.group(1)] = (starts[m.group(1)], ts)
+    return list(jobs.values())
+
+
+def parquet_digests(wd: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted((wd / "results").rglob("*.parquet")):
+        rel = p.relative_to(wd).as_posix()
+        if rel.startswith(("results/benchmarks/", "results/logs/")):
+            continue
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_two_cores_run_shards_concurrently(base, tmp_path):
+    par = tmp_path / "par"
+    shutil.copytree(base["wd"], par, symlinks=True)
+    targets = [f"results/shards/{s}/qc.json" for s in ("00000", "00001")]
+    proc = smk(par, base["cfg"], "--forcerun", "summarize_shard", "--", *targets, cores=2)
+    spans = job_intervals(proc.stderr + proc.stdout, "summarize_shard")
+    assert len(spans) == 2, proc.stderr[-3000:]
+    # two closed intervals overlap iff the later start is before the earlier end
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans
+    # the benchmark TSVs agree: each job ran for a while (not an instant no-op)
+    for shard in ("00000", "00001"):
+        rows = (par / f"results/benchmarks/summarize/{shard}.tsv").read_text().splitlines()
+        assert float(rows[-1].split("\t")[0]) > 0.1, rows
+    # same shard outputs as the base run
+    base_d, par_d = parquet_digests(base["wd"]), parquet_digests(par)
+    shard_files = [k for k in par_d if k.startswith("results/shards/")]
+    assert shard_files and all(par_d[k] == base_d[k] for k in shard_files)
+
+
+def test_one_core_and_two_cores_give_identical_parquet(base, tmp_path):
+    seq = tmp_path / "seq"
+    smk(seq, base["cfg"], cores=1)
+    two, one = parquet_digests(base["wd"]), parquet_digests(seq)
+    assert two and set(two) == set(one)
+    differ = sorted(k for k in two if two[k] != one[k])
+    assert not differ, f"--cores 1 and --cores 2 differ in {differ}"
+
+
+# --------------------------------------------------------------------------- resources, lint, format
+_RULE = re.compile(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", re.M)
+
+
+def rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for f in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        for m in _RULE.finditer(f.read_text() + "\n"):
+            blocks[m.group(1)] = m.group(2)
+    return blocks
+
+
+def test_every_rule_declares_log_threads_and_resources():
+    blocks = rule_blocks()
+    assert "summarize_shard" in blocks
+    problems = []
+    for name, body in blocks.items():
+        if not re.search(r"^\s+(script|shell|run|wrapper|notebook):", body, re.M):
+            continue  # rule all and other target-only rules
+        for directive in ("log", "threads", "resources"):
+            if not re.search(rf"^\s+{directive}:", body, re.M):
+                problems.append(f"{name}: no {directive}:")
+        res = re.search(r"^(\s+)resources:\n((?:\1\s+.*\n)+)", body, re.M)
+        for key in ("mem_mb", "runtime"):
+            if not res or not re.search(rf"^\s+{key}\s*=", res.group(2), re.M):
+                problems.append(f"{name}: resources without {key}")
+    assert not problems, problems
+
+
+def test_every_job_gets_log_and_resources_in_dry_run(base):
+    """Effective values: with no profile defaults, each job still shows log, mem_mb and runtime."""
+    proc = smk(base["wd"], base["cfg"], "--forceall", "--dry-run", "--workflow-profile", "none")
+    text = proc.stdout
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", text, re.M)
+    assert jobs
+    problems = []
+    for name, body in jobs:
+        if name == "all":
+            continue
+        if not re.search(r"^\s+log: \S", body, re.M):
+            problems.append(f"{name}: no log")
+        res = re.search(r"^\s+resources: (.*)$", body, re.M)
+        if not res or "mem_mb=" not in res.group(1) or "runtime=" not in res.group(1):
+            problems.append(f"{name}: resources {res.group(1) if res else None}")
+    assert not problems, sorted(set(problems))
+
+
+def test_snakemake_lint_is_clean(base):
+    proc = run_smk(base["root"] / "lint", base["cfg"], "--lint")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in out, out[-8000:]
+
+
+def test_snakefmt_check_passes():
+    snakefmt = shutil.which("snakefmt") or str(Path(sys.executable).with_name("snakefmt"))
+    if not Path(snakefmt).exists():
+        pytest.skip("snakefmt is not installed")
+    proc = subprocess.run(
+        [snakefmt, "--check", "--diff", "."], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]
+
+
+# --------------------------------------------------------------------------- DAG scale
+N_HUB_FILES = 3388
+
+
+def test_dry_run_scales_to_all_hub_files(tmp_path, monkeypatch):
+    manifest = tmp_path / "manifest.tsv"
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "make_manifest.py"), "-o", str(manifest)],
+        check=True,
+    )
+    rows = manifest.read_text().splitlines()
+    assert len(rows) == N_HUB_FILES + 1 and {r.split("\t")[1] for r in rows[1:]} == {
+        "28224",
+        "28225",
+    }
+    cfg = {"source": {"kind": "hub", "files": f"0:{N_HUB_FILES}", "manifest": str(manifest)}}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network: a dry run must not touch the hub
+    t0 = time.perf_counter()
+    got = planned(tmp_path / "wd", cfg)
+    elapsed = time.perf_counter() - t0
+    print(f"dry run over {N_HUB_FILES} hub files: {elapsed:.1f} s, {sum(got.values())} jobs")
+    assert got["summarize_shard"] == N_HUB_FILES
+    assert got["download_data"] == N_HUB_FILES
+    assert elapsed < 300
