@@ -38,9 +38,13 @@ from sklearn.model_selection import KFold, train_test_split
 from tahoeflow.errors import InputError
 
 KINDS = ("lasso", "linear")
-GENE_BLOCK = (
-    4096  # genes per coordinate-descent block (bounds the working arrays; larger gains nothing)
-)
+#: genes per coordinate-descent block (bounds the (p, block) working arrays)
+GENE_BLOCK = 4096
+#: the exact solve on the current support is tried after this many sweeps, then every
+#: SUPPORT_SOLVE_EVERY sweeps (and before the first sweep of a warm-started fit)
+SUPPORT_SOLVE_FIRST = 3
+SUPPORT_SOLVE_EVERY = 3
+SUPPORT_SOLVE_WARM = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,10 +120,12 @@ def _support_solve(
     (p, p) systems (inactive coordinates get an identity row).
     """
     mask = (B != 0).T  # (g, p)
+    mf = mask.astype(np.float64)
+    mats = np.einsum("gi,ij,gj->gij", mf, gram, mf)
+    diag_idx = np.arange(gram.shape[0])
+    mats[:, diag_idx, diag_idx] += 1.0 - mf
     sgn = np.sign(B)
-    mats = gram[None, :, :] * (mask[:, :, None] & mask[:, None, :])
-    mats += eye[None, :, :] * (~mask)[:, :, None]
-    rhs = (Q - l1 * sgn).T * mask
+    rhs = (Q - l1 * sgn).T * mf
     try:
         W = np.linalg.solve(mats, rhs[:, :, None])[:, :, 0].T
     except np.linalg.LinAlgError:  # singular support block: leave it to coordinate descent
@@ -191,7 +197,9 @@ def lasso_cd_gram(
     it = 0
     while act.size and it < max_iter:
         done = np.zeros(act.size, dtype=bool)
-        if (it == 0 and B0 is not None) or (it >= SUPPORT_SOLVE_FIRST and it % SUPPORT_SOLVE_EVERY == 0):
+        if (it == 0 and B0 is not None and SUPPORT_SOLVE_WARM) or (
+            it >= SUPPORT_SOLVE_FIRST and (it - SUPPORT_SOLVE_FIRST) % SUPPORT_SOLVE_EVERY == 0
+        ):
             W, ok = _support_solve(gram, Bs, Qs, ls, eye)
             if ok.any():
                 Bs[:, ok] = W[:, ok]

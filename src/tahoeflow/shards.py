@@ -195,12 +195,13 @@ def iter_row_batches(
     row_stop: int | None = None,
     columns: Sequence[str] = READ_COLUMNS,
     batch_rows: int = BATCH_ROWS,
-    use_threads: bool = True,
+    use_threads: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Rows [row_start, row_stop) of an open file as record batches of at most ``batch_rows`` rows.
 
-    Only the row groups needed are read, and only one batch is decoded at a time. An empty
-    range gives one empty batch (so the column types can still be checked).
+    Only the row groups needed are read, and only one batch is decoded at a time, on the
+    calling thread unless ``use_threads`` (a summary job declares one thread). An empty range
+    gives one empty batch (so the column types can still be checked).
     """
     groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
     if not groups:
@@ -248,7 +249,7 @@ class Problems:
 
     def check(self) -> None:
         if self.first:
-            raise self.first[min(self.first)]
+            raise self.first[max(self.first)]
 
 
 # ranks: metadata columns (0, column, 0 type | 1 null) come before the lists (1, check)
@@ -640,13 +641,14 @@ def read_shard(
     allow_non_integer: bool = False,
     warn: Callable[[str], None] | None = None,
     batch_rows: int = BATCH_ROWS,
-    use_threads: bool = True,
+    use_threads: bool = False,
 ) -> tuple[dict[str, np.ndarray], sp.csr_matrix]:
     """``obs_arrays`` and ``to_csr`` of ``read_rows(path, row_start, row_stop)``, streamed.
 
     Same checks, same errors and rows, same results; but the file is decoded ``batch_rows``
     rows at a time straight into the CSR arrays, so memory holds the shard's CSR plus one
-    batch instead of the decoded shard.
+    batch instead of the decoded shard. The CSR buffers are sized from the footer's value
+    counts (no regrowth when the shard is whole row groups).
     """
     columns = ["genes", "expressions", *obs_columns]
     pf = _open(path, columns)

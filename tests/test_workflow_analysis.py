@@ -1,0 +1,119 @@
+"""The whole DAG on a small demo: outputs against independent references on the same cells."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from sklearn.decomposition import PCA
+
+from conftest import run_smk
+from tahoeflow.pp import log_normalize
+from tahoeflow.shards import Shard, vocab_from_gene_metadata
+from tahoeflow.summarize import Filters, load_shard, sample_doses
+
+pytestmark = pytest.mark.workflow
+
+CONFIG = {
+    "demo": {"n_files": 4, "cells_per_file": 5000, "n_cell_lines": 3, "n_drugs": 6, "n_plates": 1, "seed": 1},
+    "source": {"files": "0:4"},
+    "embed": {"hvg": {"n_top": 400}, "n_components": 12, "kmeans": {"n_clusters": 4}},
+    "models": {
+        "cv_folds": 3,
+        "rf": {"n_estimators": 20},
+        "rf_regressor": {"grid": {"n_estimators": [10], "max_depth": [4, 8]}, "cv_folds": 2},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("wf")
+    run_smk(wd, CONFIG, cores=2, check=True, timeout=900)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def all_cells(run):
+    """Every kept cell's counts, read independently of the workflow's merged outputs."""
+    root = run / "results/demo"
+    vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
+    doses = sample_doses(pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas(), "s")
+    parts = [
+        load_shard(root / f"data/train-{i:05d}-of-00004.parquet", Shard(f"{i:05d}", i, 0, None), vocab, doses, Filters())
+        for i in range(4)
+    ]
+    return vocab, sp.vstack([p.X for p in parts]).tocsr(), pd.concat([p.obs for p in parts], ignore_index=True)
+
+
+def test_every_output_exists(run):
+    for rel in (
+        "merged/cells.parquet", "embed/embeddings.parquet", "embed/embeddings.csv", "embed/pca_variance.csv",
+        "embed/components.parquet", "features/transformer.joblib", "features/X_train.npz", "models/ridge/metrics.json",
+        "models/rf/confusion.csv", "models/baselines.csv", "models/rf_regressor/metrics.json",
+        "models/split_comparison.csv", "report/metrics_summary.csv",
+    ):  # fmt: skip
+        assert (run / "results" / rel).stat().st_size > 0, rel
+    assert not list((run / "results/embed").glob("gram/*.npz"))  # temporary Gram files are removed
+
+
+def test_hvgs_equal_scanpy_on_the_same_cells(run, all_cells):
+    vocab, X, _ = all_cells
+    a = ad.AnnData(log_normalize(X))
+    sc.pp.highly_variable_genes(a, flavor="seurat", n_top_genes=400)
+    hvg = pd.read_parquet(run / "results/embed/hvg.parquet")
+    np.testing.assert_array_equal(hvg["highly_variable"].to_numpy(), a.var["highly_variable"].to_numpy())
+
+
+def test_pca_equals_sklearn_on_the_dense_hvg_matrix(run, all_cells):
+    vocab, X, obs = all_cells
+    hvg = pd.read_parquet(run / "results/embed/hvg.parquet")
+    cols = np.sort(vocab.lookup[hvg.loc[hvg["highly_variable"], "token_id"].to_numpy()])
+    dense = log_normalize(X)[:, cols].toarray()
+    ref = PCA(n_components=12, svd_solver="full").fit(dense)
+    var = pd.read_csv(run / "results/embed/pca_variance.csv")
+    np.testing.assert_allclose(var["explained_variance_ratio"], ref.explained_variance_ratio_, rtol=1e-6)
+    emb = pd.read_parquet(run / "results/embed/embeddings.parquet")
+    assert emb["cell_id"].tolist() == obs["cell_id"].tolist()
+    Z = ref.transform(dense)
+    for k in range(3):
+        ours = emb[f"pc{k + 1}"].to_numpy(np.float64)
+        sign = np.sign(ours @ Z[:, k])
+        np.testing.assert_allclose(ours, sign * Z[:, k], rtol=1e-4, atol=1e-4)
+    assert emb["cluster"].nunique() == 4
+
+
+def test_ridge_reaches_the_ceiling_of_condition_models(run):
+    m = json.loads((run / "results/models/ridge/metrics.json").read_text())
+    c = m["ceiling"]
+    assert c["test_r2_ceiling_adjusted"] > 0.02  # the demo's drugs move delta_mean
+    assert c["test_fraction_of_adjusted_ceiling"] >= 0.9
+    assert m["test_r2"] <= c["test_r2_ceiling"] + 1e-12  # the raw in-sample ceiling bounds every condition model
+
+
+def test_classifiers_and_split_comparison(run):
+    base = pd.read_csv(run / "results/models/baselines.csv").set_index("model")
+    assert {"majority_class", "logistic_regression", "linear_svm", "random_forest"} <= set(base.index)
+    assert base.loc["random_forest", "test_acc"] > base.loc["majority_class", "test_acc"] + 0.2
+    comp = pd.read_csv(run / "results/models/split_comparison.csv")
+    assert set(comp["split"]) == {"random", "sample"} and set(comp["model"]) >= {"ridge", "rf_classifier"}
+
+
+def test_report_embeds_every_figure(run):
+    proc = run_smk(run, CONFIG, "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (run / "report.html").read_text()
+    figures = sorted(p.name for p in (run / "results/report/figures").glob("*.png"))
+    assert len(figures) == 11
+    for name in figures:
+        assert name in html, name
+    # self-contained: images are embedded as data, not linked from the machine
+    assert len(re.findall(r"data:image/png;base64", html)) + html.count("iVBORw0KGgo") >= len(figures)
+    assert str(run) not in html
