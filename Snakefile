@@ -18,6 +18,7 @@ include: "rules/merge.smk"
 include: "rules/embed.smk"
 include: "rules/models.smk"
 include: "rules/report.smk"
+include: "rules/de.smk"
 
 
 rule all:

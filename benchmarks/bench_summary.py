@@ -239,54 +239,68 @@ def main() -> None:
         for step in impls.values():  # warm-up: page cache, numba's cached kernels
             step(files[0])
         names = ["read_table", *impls]
-        times: dict[str, list[float]] = {k: [] for k in names}
+        wall: dict[str, list[float]] = {k: [] for k in names}
+        cpu: dict[str, list[float]] = {k: [] for k in names}
         parts: dict[str, dict[str, list[float]]] = {k: {} for k in impls}
+        load = []
         for r in range(args.repeats):
             order = names if r % 2 == 0 else names[::-1]
-            acc = dict.fromkeys(names, 0.0)
+            acc = {k: [0.0, 0.0] for k in names}
             for f in files:
                 for name in order:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     if name == "read_table":
                         table = pq.read_table(f)
-                        acc[name] += time.perf_counter() - t0
-                        del table
                     else:
                         impls[name](f)
-                        acc[name] += time.perf_counter() - t0
+                    acc[name][0] += time.perf_counter() - t0
+                    acc[name][1] += time.process_time() - c0
+                    if name == "read_table":
+                        del table
+                    else:
                         for k, v in impls[name].parts.items():
                             parts[name].setdefault(k, [0.0] * args.repeats)[r] += v
             for k in names:
-                times[k].append(acc[k])
+                wall[k].append(acc[k][0])
+                cpu[k].append(acc[k][1])
+            load.append(os.getloadavg()[0])
             print(
-                f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {acc[k]:.2f}s" for k in names),
+                f"repeat {r + 1}/{args.repeats}: "
+                + ", ".join(f"{k} {acc[k][0]:.2f}s (CPU {acc[k][1]:.2f}s)" for k in names),
                 file=sys.stderr,
                 flush=True,
             )
 
+        nf = len(files)
         lines = [
-            f"### Summary step vs `pq.read_table` ({len(files)} demo files x {args.cells:,} cells, "
-            f"{nnz / len(files) / 1e6:.1f}M stored values per file, {args.repeats} repeats)",
+            f"### Summary step vs `pq.read_table` ({nf} demo files x {args.cells:,} cells, "
+            f"{nnz / nf / 1e6:.1f}M stored values per file, {args.repeats} repeats, "
+            f"{os.cpu_count()} CPUs, load average {min(load):.1f}-{max(load):.1f})",
             "",
-            "| step | s per file (best) | cells/s (best) | cells/s (median) | ratio to read_table (best / median / per-repeat median) |",
-            "|---|---|---|---|---|",
+            "Ratio = summary cells/s / read_table cells/s (goal >= 0.5): from the best repeats, the "
+            "median repeats, and the median of the per-repeat ratios. CPU = process time (all threads).",
+            "",
+            "| step | s per file (best) | cells/s (best) | cells/s (median) | ratio best / median / per-repeat | CPU s per file (best) | CPU ratio (best) |",
+            "|---|---|---|---|---|---|---|",
         ]
-        rt = times["read_table"]
+        rt, rc = wall["read_table"], cpu["read_table"]
         for k in names:
-            t = times[k]
+            t, c = wall[k], cpu[k]
             best, med = min(t), statistics.median(t)
             if k == "read_table":
-                ratio = "1"
+                ratio, cratio = "1", "1"
             else:
                 paired = statistics.median(a / b for a, b in zip(rt, t, strict=True))
                 ratio = f"{min(rt) / best:.2f} / {statistics.median(rt) / med:.2f} / {paired:.2f}"
+                cratio = f"{min(rc) / min(c):.2f}"
             lines.append(
-                f"| {k} | {best / len(files):.3f} | {fmt_rate(n_cells, best)} | {fmt_rate(n_cells, med)} | {ratio} |"
+                f"| {k} | {best / nf:.3f} | {fmt_rate(n_cells, best)} | {fmt_rate(n_cells, med)} "
+                f"| {ratio} | {min(c) / nf:.3f} | {cratio} |"
             )
         lines += ["", "| step | part | s per file (best) |", "|---|---|---|"]
         for k, p in parts.items():
             for part, v in p.items():
-                lines.append(f"| {k} | {part} | {min(v) / len(files):.3f} |")
+                lines.append(f"| {k} | {part} | {min(v) / nf:.3f} |")
         if not args.no_memory:
             lines += [
                 "",

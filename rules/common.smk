@@ -86,6 +86,11 @@ def final_outputs():
         f"{R}/models/rf_regressor/metrics.json",
         f"{R}/models/split_comparison.csv",
         f"{R}/report/metrics_summary.csv",
+        f"{R}/de/toptable.parquet",
+        f"{R}/de/welch.parquet",
+        f"{R}/updown/scores.csv",
+        f"{R}/pergene/metrics.csv",
+        f"{R}/pergene/predictions.csv",
     ]
 
 
@@ -99,3 +104,29 @@ def rf_embeddings(wildcards):
 def first_shard():
     """The shard whose raw values feed the expression histogram of the report."""
     return SHARDS[sorted(SHARDS)[0]]
+
+
+def demo_truth(wildcards):
+    """The demo's ground truth (scores DE calls); nothing for real data."""
+    return [f"{R}/demo/truth/effects.parquet"] if PLAN.kind == "demo" else []
+
+
+def updown_input(wildcards):
+    """A topTable from elsewhere (updown.toptable) or the workflow's own."""
+    return config["updown"]["toptable"] or f"{R}/de/toptable.parquet"
+
+
+def pergene_inputs(wildcards):
+    if config["pergene"]["mode"] == "table":
+        return {"table": config["pergene"]["table"]["path"]}
+    return {
+        "counts": f"{R}/merged/pseudobulk.parquet",
+        "groups": f"{R}/merged/pseudobulk_groups.parquet",
+        "hvg": f"{R}/embed/hvg.parquet",
+        "drugs": raw_meta("drug"),
+    }
+
+
+def pergene_apply_input(wildcards):
+    """New feature table to predict (pergene.apply_table), default the fitted features."""
+    return config["pergene"]["apply_table"] or f"{R}/pergene/features.parquet"

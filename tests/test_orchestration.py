@@ -82,8 +82,16 @@ def small_config(**changes) -> dict:
 
 # --------------------------------------------------------------------------- snakemake helpers
 def smk(
-    workdir: Path, config: dict, *args: str, cores: int = 1, timeout: int = 600
+    workdir: Path,
+    config: dict,
+    *args: str,
+    snakefile: Path | None = None,
+    cores: int = 1,
+    timeout: int = 600,
 ) -> subprocess.CompletedProcess:
+    """``run_smk`` that must succeed; ``snakefile`` overrides its ``-s`` (the last ``-s`` wins)."""
+    if snakefile is not None:
+        args = ("-s", str(snakefile), *args)
     proc = run_smk(workdir, config, *args, cores=cores, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(
@@ -113,19 +121,21 @@ def parse_job_stats(text: str) -> dict[str, int]:
     return counts
 
 
-def planned(workdir: Path, config: dict, *args: str) -> dict[str, int]:
+def planned(
+    workdir: Path, config: dict, *args: str, snakefile: Path | None = None
+) -> dict[str, int]:
     """Jobs a dry run would execute, by rule (``-n --quiet rules`` prints only the table)."""
-    proc = smk(workdir, config, *args, "--dry-run", "--quiet", "rules")
+    proc = smk(workdir, config, *args, "--dry-run", "--quiet", "rules", snakefile=snakefile)
     return parse_job_stats(proc.stdout + proc.stderr)
 
 
-def list_rules(workdir: Path, config: dict) -> set[str]:
-    return set(smk(workdir, config, "--list-rules").stdout.split())
+def list_rules(workdir: Path, config: dict, snakefile: Path | None = None) -> set[str]:
+    return set(smk(workdir, config, "--list-rules", snakefile=snakefile).stdout.split())
 
 
-def rule_graph(workdir: Path, config: dict) -> dict[str, set[str]]:
+def rule_graph(workdir: Path, config: dict, snakefile: Path | None = None) -> dict[str, set[str]]:
     """{rule: rules that consume its output} from ``--rulegraph`` (dot)."""
-    dot = smk(workdir, config, "--forceall", "--rulegraph").stdout
+    dot = smk(workdir, config, "--forceall", "--rulegraph", snakefile=snakefile).stdout
     names = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dot, re.M))
     graph = {name: set() for name in names.values()}
     for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M):
@@ -166,17 +176,22 @@ def copy_repo(dst: Path) -> Path:
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """A completed tiny demo run (``--cores 2``), its rule graph and full job counts."""
+    """A completed tiny demo run (``--cores 2``), its rule graph and full job counts.
+
+    Everything in this module runs a snapshot of the workflow taken here, so that edits to the
+    working tree while the tests run (scripts are part of the rerun triggers) cannot leak in.
+    """
     root = tmp_path_factory.mktemp("orchestration")
+    sf = copy_repo(root / "repo") / "Snakefile"
     wd = root / "base"
     cfg = small_config()
     t0 = time.perf_counter()
-    proc = smk(wd, cfg, cores=2)
+    smk(wd, cfg, snakefile=sf, cores=2)
     elapsed = time.perf_counter() - t0
-    graph = rule_graph(wd, cfg)
-    full = planned(wd, cfg, "--forceall")
-    return {"root": root, "wd": wd, "cfg": cfg, "graph": graph, "full": full, "log": proc.stderr,
-            "elapsed": elapsed, "rules": list_rules(wd, cfg)}  # fmt: skip
+    graph = rule_graph(wd, cfg, sf)
+    full = planned(wd, cfg, "--forceall", snakefile=sf)
+    return {"root": root, "wd": wd, "cfg": cfg, "sf": sf, "graph": graph, "full": full,
+            "elapsed": elapsed, "rules": list_rules(wd, cfg, sf)}  # fmt: skip
 
 
 def shard_count(base) -> int:
@@ -186,14 +201,14 @@ def shard_count(base) -> int:
 # --------------------------------------------------------------------------- rerun cases
 def test_nothing_changed_nothing_to_do(base):
     assert base["full"]["summarize_shard"] == 2 and base["full"]["demo_file"] == 2
-    assert planned(base["wd"], base["cfg"]) == {}
+    assert planned(base["wd"], base["cfg"], snakefile=base["sf"]) == {}
 
 
 def test_filter_param_reruns_summaries_and_downstream_only(base):
     # filters.* is a param of the shard summaries (and of the later per-shard passes and
     # merges, which are all downstream of them); the demo inputs do not depend on it.
     cfg = small_config(**{"filters.min_genes": 20})
-    got = planned(base["wd"], cfg)
+    got = planned(base["wd"], cfg, snakefile=base["sf"])
     want = expected_jobs(base["graph"], base["full"], {"summarize_shard"})
     assert got == want
     assert got["summarize_shard"] == shard_count(base)
@@ -203,9 +218,9 @@ def test_filter_param_reruns_summaries_and_downstream_only(base):
 
 def test_new_source_files_run_only_new_shards_then_merges(base):
     cfg = small_config(**{"source.files": "0:4"})
-    got = planned(base["wd"], cfg)
-    graph = rule_graph(base["wd"], cfg)
-    full4 = planned(base["wd"], cfg, "--forceall")
+    got = planned(base["wd"], cfg, snakefile=base["sf"])
+    graph = rule_graph(base["wd"], cfg, base["sf"])
+    full4 = planned(base["wd"], cfg, "--forceall", snakefile=base["sf"])
     # Per-shard rules not downstream of any single-job (aggregate) rule run only for the new
     # shards; everything downstream of an aggregate reruns completely.
     per_file = descendants(graph, {"demo_file"})
@@ -221,13 +236,14 @@ def test_new_source_files_run_only_new_shards_then_merges(base):
 
 
 def test_script_edit_reruns_that_rule_and_downstream(base, tmp_path):
-    repo = copy_repo(tmp_path / "repo")
+    # a second copy of the snapshot (mtimes kept), so the edit stays in this test
+    repo = tmp_path / "repo"
+    shutil.copytree(base["sf"].parent, repo)
     snakefile = repo / "Snakefile"
-    # the unmodified copy sees the completed run as up to date
-    assert planned(base["wd"], base["cfg"], "-s", str(snakefile)) == {}
+    assert planned(base["wd"], base["cfg"], snakefile=snakefile) == {}
     script = repo / "workflow" / "scripts" / "merge_gene_stats.py"
     script.write_text(script.read_text() + "\n# edited by test_orchestration\n")
-    got = planned(base["wd"], base["cfg"], "-s", str(snakefile))
+    got = planned(base["wd"], base["cfg"], snakefile=snakefile)
     want = expected_jobs(base["graph"], base["full"], {"merge_gene_stats"})
     assert got == want
     assert not {"summarize_shard", "merge_cells", "merge_pseudobulk", "demo_file"} & set(got)
@@ -259,7 +275,7 @@ def test_analysis_param_reruns_only_its_stage(base, case):
         pytest.skip(f"rules {sorted(missing)} are not in the workflow yet (snakemake --list-rules)")
     if not schema_has(tuple(key.split("."))):
         pytest.skip(f"config key {key} is not in config/schema.yaml yet")
-    got = planned(base["wd"], small_config(**{key: value}))
+    got = planned(base["wd"], small_config(**{key: value}), snakefile=base["sf"])
     want = expected_jobs(base["graph"], base["full"], roots)
     assert got == want
     assert not never & set(got), f"{key} must not rerun {sorted(never & set(got))}"
@@ -310,7 +326,16 @@ def test_two_cores_run_shards_concurrently(base, tmp_path):
     par = tmp_path / "par"
     shutil.copytree(base["wd"], par, symlinks=True)
     targets = [f"results/shards/{s}/qc.json" for s in ("00000", "00001")]
-    proc = smk(par, base["cfg"], "--forcerun", "summarize_shard", "--", *targets, cores=2)
+    proc = smk(
+        par,
+        base["cfg"],
+        "--forcerun",
+        "summarize_shard",
+        "--",
+        *targets,
+        snakefile=base["sf"],
+        cores=2,
+    )
     spans = job_intervals(proc.stderr + proc.stdout, "summarize_shard")
     assert len(spans) == 2, proc.stderr[-3000:]
     # two closed intervals overlap iff the later start is before the earlier end
@@ -327,7 +352,7 @@ def test_two_cores_run_shards_concurrently(base, tmp_path):
 
 def test_one_core_and_two_cores_give_identical_parquet(base, tmp_path):
     seq = tmp_path / "seq"
-    smk(seq, base["cfg"], cores=1)
+    smk(seq, base["cfg"], snakefile=base["sf"], cores=1)
     two, one = parquet_digests(base["wd"]), parquet_digests(seq)
     assert two and set(two) == set(one)
     differ = sorted(k for k in two if two[k] != one[k])
@@ -365,7 +390,15 @@ def test_every_rule_declares_log_threads_and_resources():
 
 def test_every_job_gets_log_and_resources_in_dry_run(base):
     """Effective values: with no profile defaults, each job still shows log, mem_mb and runtime."""
-    proc = smk(base["wd"], base["cfg"], "--forceall", "--dry-run", "--workflow-profile", "none")
+    proc = smk(
+        base["wd"],
+        base["cfg"],
+        "--forceall",
+        "--dry-run",
+        "--workflow-profile",
+        "none",
+        snakefile=base["sf"],
+    )
     text = proc.stdout
     jobs = re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", text, re.M)
     assert jobs

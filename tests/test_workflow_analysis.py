@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+from conftest import run_smk
 from sklearn.decomposition import PCA
 
-from conftest import run_smk
 from tahoeflow.pp import log_normalize
 from tahoeflow.shards import Shard, vocab_from_gene_metadata
 from tahoeflow.summarize import Filters, load_shard, sample_doses
@@ -22,7 +22,14 @@ from tahoeflow.summarize import Filters, load_shard, sample_doses
 pytestmark = pytest.mark.workflow
 
 CONFIG = {
-    "demo": {"n_files": 4, "cells_per_file": 5000, "n_cell_lines": 3, "n_drugs": 6, "n_plates": 1, "seed": 1},
+    "demo": {
+        "n_files": 4,
+        "cells_per_file": 5000,
+        "n_cell_lines": 3,
+        "n_drugs": 6,
+        "n_plates": 1,
+        "seed": 1,
+    },
     "source": {"files": "0:4"},
     "embed": {"hvg": {"n_top": 400}, "n_components": 12, "kmeans": {"n_clusters": 4}},
     "models": {
@@ -47,10 +54,20 @@ def all_cells(run):
     vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
     doses = sample_doses(pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas(), "s")
     parts = [
-        load_shard(root / f"data/train-{i:05d}-of-00004.parquet", Shard(f"{i:05d}", i, 0, None), vocab, doses, Filters())
+        load_shard(
+            root / f"data/train-{i:05d}-of-00004.parquet",
+            Shard(f"{i:05d}", i, 0, None),
+            vocab,
+            doses,
+            Filters(),
+        )
         for i in range(4)
     ]
-    return vocab, sp.vstack([p.X for p in parts]).tocsr(), pd.concat([p.obs for p in parts], ignore_index=True)
+    return (
+        vocab,
+        sp.vstack([p.X for p in parts]).tocsr(),
+        pd.concat([p.obs for p in parts], ignore_index=True),
+    )
 
 
 def test_every_output_exists(run):
@@ -69,7 +86,9 @@ def test_hvgs_equal_scanpy_on_the_same_cells(run, all_cells):
     a = ad.AnnData(log_normalize(X))
     sc.pp.highly_variable_genes(a, flavor="seurat", n_top_genes=400)
     hvg = pd.read_parquet(run / "results/embed/hvg.parquet")
-    np.testing.assert_array_equal(hvg["highly_variable"].to_numpy(), a.var["highly_variable"].to_numpy())
+    np.testing.assert_array_equal(
+        hvg["highly_variable"].to_numpy(), a.var["highly_variable"].to_numpy()
+    )
 
 
 def test_pca_equals_sklearn_on_the_dense_hvg_matrix(run, all_cells):
@@ -79,7 +98,9 @@ def test_pca_equals_sklearn_on_the_dense_hvg_matrix(run, all_cells):
     dense = log_normalize(X)[:, cols].toarray()
     ref = PCA(n_components=12, svd_solver="full").fit(dense)
     var = pd.read_csv(run / "results/embed/pca_variance.csv")
-    np.testing.assert_allclose(var["explained_variance_ratio"], ref.explained_variance_ratio_, rtol=1e-6)
+    np.testing.assert_allclose(
+        var["explained_variance_ratio"], ref.explained_variance_ratio_, rtol=1e-6
+    )
     emb = pd.read_parquet(run / "results/embed/embeddings.parquet")
     assert emb["cell_id"].tolist() == obs["cell_id"].tolist()
     Z = ref.transform(dense)
@@ -95,15 +116,22 @@ def test_ridge_reaches_the_ceiling_of_condition_models(run):
     c = m["ceiling"]
     assert c["test_r2_ceiling_adjusted"] > 0.02  # the demo's drugs move delta_mean
     assert c["test_fraction_of_adjusted_ceiling"] >= 0.9
-    assert m["test_r2"] <= c["test_r2_ceiling"] + 1e-12  # the raw in-sample ceiling bounds every condition model
+    assert (
+        m["test_r2"] <= c["test_r2_ceiling"] + 1e-12
+    )  # the raw in-sample ceiling bounds every condition model
 
 
 def test_classifiers_and_split_comparison(run):
     base = pd.read_csv(run / "results/models/baselines.csv").set_index("model")
-    assert {"majority_class", "logistic_regression", "linear_svm", "random_forest"} <= set(base.index)
+    assert {"majority_class", "logistic_regression", "linear_svm", "random_forest"} <= set(
+        base.index
+    )
     assert base.loc["random_forest", "test_acc"] > base.loc["majority_class", "test_acc"] + 0.2
     comp = pd.read_csv(run / "results/models/split_comparison.csv")
-    assert set(comp["split"]) == {"random", "sample"} and set(comp["model"]) >= {"ridge", "rf_classifier"}
+    assert set(comp["split"]) == {"random", "sample"} and set(comp["model"]) >= {
+        "ridge",
+        "rf_classifier",
+    }
 
 
 def test_report_embeds_every_figure(run):
@@ -115,5 +143,7 @@ def test_report_embeds_every_figure(run):
     for name in figures:
         assert name in html, name
     # self-contained: images are embedded as data, not linked from the machine
-    assert len(re.findall(r"data:image/png;base64", html)) + html.count("iVBORw0KGgo") >= len(figures)
+    assert len(re.findall(r"data:image/png;base64", html)) + html.count("iVBORw0KGgo") >= len(
+        figures
+    )
     assert str(run) not in html

@@ -115,3 +115,56 @@ def pc_scatter(
     ax.set_title(title)
     ax.legend(markerscale=4, fontsize=7, loc="best", frameon=False, ncol=1 + len(cats[:20]) // 10)
     _save(fig, path)
+
+
+def volcano(
+    toptable: pd.DataFrame,
+    conditions: Sequence[tuple],
+    path: str | os.PathLike[str],
+    alpha: float = 0.05,
+) -> None:
+    """One volcano panel per condition (drug, dose_uM, cell_line_id); calls coloured."""
+    n = max(1, len(conditions))
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, cond in zip(axes.ravel(), conditions, strict=False):
+        drug, dose, line = cond
+        sub = toptable[
+            (toptable["drug"] == drug)
+            & (toptable["dose_uM"] == dose)
+            & (toptable["cell_line_id"] == line)
+        ]
+        y = -np.log10(np.clip(sub["P.Value"].to_numpy(), 1e-300, 1))
+        called = (sub["adj.P.Val"] < alpha).to_numpy()
+        up = called & (sub["logFC"].to_numpy() > 0)
+        down = called & ~up
+        ax.scatter(
+            sub["logFC"][~called],
+            y[~called],
+            s=4,
+            color="#999999",
+            alpha=0.5,
+            rasterized=True,
+            label="not called",
+        )
+        ax.scatter(
+            sub["logFC"][up], y[up], s=6, color="#C44E52", label=f"up ({up.sum()})", rasterized=True
+        )
+        ax.scatter(
+            sub["logFC"][down],
+            y[down],
+            s=6,
+            color="#4C72B0",
+            label=f"down ({down.sum()})",
+            rasterized=True,
+        )
+        ax.set_xlabel("logFC (log2)")
+        ax.set_ylabel("-log10 P.Value")
+        ax.set_title(f"{drug} {dose:g} uM in {line}", fontsize=10)
+        ax.legend(fontsize=7, frameon=False)
+    if not conditions:
+        axes[0, 0].text(0.5, 0.5, "no condition passed the DE filters", ha="center", va="center")
+    _save(fig, path)

@@ -249,7 +249,7 @@ class Problems:
 
     def check(self) -> None:
         if self.first:
-            raise self.first[max(self.first)]
+            raise self.first[min(self.first)]
 
 
 # ranks: metadata columns (0, column, 0 type | 1 null) come before the lists (1, check)

@@ -1,0 +1,182 @@
+# Differential expression against DMSO (seed 004's input), seed 004's up/down classification
+# benchmark, and seed 003's per-gene models.
+
+DE = config["de"]
+UPDOWN = config["updown"]
+PERGENE = config["pergene"]
+
+
+rule de_pseudobulk:
+    input:
+        counts=rules.merge_pseudobulk.output.counts,
+        groups=rules.merge_pseudobulk.output.groups,
+        genes=rules.merge_gene_stats.output[0],
+        truth=demo_truth,
+    output:
+        toptable=f"{R}/de/toptable.parquet",
+        skipped=f"{R}/de/skipped.csv",
+        counts=report(
+            f"{R}/de/up_down_counts.csv",
+            caption="../workflow/report/de_counts.rst",
+            category="Differential expression",
+        ),
+        metrics=f"{R}/de/metrics.json",
+        volcano=report(
+            f"{R}/report/figures/de_volcano.png",
+            caption="../workflow/report/volcano.rst",
+            category="Differential expression",
+        ),
+    log:
+        f"{R}/logs/de/pseudobulk.log",
+    benchmark:
+        f"{R}/benchmarks/de/pseudobulk.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input, attempt: int((1500 + 30 * input.size_mb) * attempt),
+        runtime=60,
+    params:
+        min_cells=DE["min_cells"],
+        min_control_wells=DE["min_control_wells"],
+        prior_count=DE["prior_count"],
+        alpha=DE["alpha"],
+        top_volcano=DE["top_volcano"],
+        control=config["control_drug"],
+    script:
+        "../workflow/scripts/de_pseudobulk.py"
+
+
+rule de_welch:
+    input:
+        data=[PLAN.data_path(f) for f in PLAN.files],
+        genes=raw_meta("gene"),
+        samples=raw_meta("sample"),
+        toptable=rules.de_pseudobulk.output.toptable,
+    output:
+        f"{R}/de/welch.parquet",
+    log:
+        f"{R}/logs/de/welch.log",
+    benchmark:
+        f"{R}/benchmarks/de/welch.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2500 * attempt,
+        runtime=60,
+    params:
+        shards=[SHARDS[s] for s in sorted(SHARDS)],
+        files=PLAN.files,
+        filters=config["filters"],
+        normalised=config["input"]["normalised"],
+        control_drug=config["control_drug"],
+        max_conditions=DE["welch"]["max_conditions"],
+    script:
+        "../workflow/scripts/de_welch.py"
+
+
+rule updown:
+    input:
+        toptable=updown_input,
+    output:
+        scores=report(
+            f"{R}/updown/scores.csv",
+            caption="../workflow/report/updown.rst",
+            category="Up/down benchmark",
+        ),
+        detection=f"{R}/updown/detection.json",
+        importances=f"{R}/updown/rf_importances.csv",
+        lasso=f"{R}/updown/lasso_coef.csv",
+        pca=report(
+            f"{R}/report/figures/updown_pca.png",
+            caption="../workflow/report/updown_pca.rst",
+            category="Up/down benchmark",
+        ),
+        importance_plot=report(
+            f"{R}/report/figures/updown_importances.png",
+            caption="../workflow/report/updown_importances.rst",
+            category="Up/down benchmark",
+        ),
+    log:
+        f"{R}/logs/updown/benchmark.log",
+    benchmark:
+        f"{R}/benchmarks/updown/benchmark.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=60,
+    params:
+        seed=UPDOWN["seed"],
+        cv_folds=UPDOWN["cv_folds"],
+        max_rows=UPDOWN["max_rows"],
+        rf_grid=UPDOWN["rf_grid"],
+    script:
+        "../workflow/scripts/updown.py"
+
+
+rule pergene_fit:
+    input:
+        unpack(pergene_inputs),
+    output:
+        models=f"{R}/pergene/models.joblib",
+        metrics=f"{R}/pergene/metrics.csv",
+        features=f"{R}/pergene/features.parquet",
+        targets=f"{R}/pergene/targets.parquet",
+        summary=f"{R}/pergene/summary.json",
+        r2_hist=report(
+            f"{R}/report/figures/pergene_r2_hist.png",
+            caption="../workflow/report/pergene_r2.rst",
+            category="Per-gene models",
+        ),
+        validation=report(
+            f"{R}/report/figures/pergene_validation.png",
+            caption="../workflow/report/pergene_validation.rst",
+            category="Per-gene models",
+        ),
+    log:
+        f"{R}/logs/pergene/fit.log",
+    benchmark:
+        f"{R}/benchmarks/pergene/fit.tsv"
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=60,
+    params:
+        mode=PERGENE["mode"],
+        n_top_genes=PERGENE["n_top_genes"],
+        cv_folds=PERGENE["cv_folds"],
+        n_alphas=PERGENE["n_alphas"],
+        test_size=PERGENE["test_size"],
+        seed=PERGENE["seed"],
+        min_cells=DE["min_cells"],
+        control=config["control_drug"],
+        feature_columns=PERGENE["table"]["feature_columns"],
+        gene_columns=PERGENE["table"]["gene_columns"],
+    script:
+        "../workflow/scripts/pergene_fit.py"
+
+
+rule pergene_apply:
+    input:
+        models=rules.pergene_fit.output.models,
+        table=pergene_apply_input,
+    output:
+        f"{R}/pergene/predictions.csv",
+    log:
+        f"{R}/logs/pergene/apply.log",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=20,
+    params:
+        feature_columns=PERGENE["table"]["feature_columns"],
+        kind="lasso",
+    script:
+        "../workflow/scripts/pergene_apply.py"

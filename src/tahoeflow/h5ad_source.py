@@ -1,0 +1,692 @@
+"""``source.kind: h5ad``: cells x genes raw-count .h5ad files read as row-range shards.
+
+Tahoe-100M's per-plate h5ad release, and any AnnData file of raw counts, has this shape. A
+shard is a row range ``[row_start, row_stop)`` of one file; it is read with h5py straight
+from the on-disk arrays, so a job holds only its rows:
+
+* sparse CSR ``X`` (the usual layout): ``indptr[start:stop+1]``, then exactly the slice
+  ``data[lo:hi]`` / ``indices[lo:hi]`` of the stored values of those rows;
+* dense ``X`` (a 2-D dataset): ``X[start:stop, :]``;
+* ``obs``: only the mapped columns, and only rows ``start..stop`` of each (categorical codes
+  are sliced; the categories, a few hundred strings, are read whole).
+
+(``anndata.read_h5ad(path, backed="r")`` would also read an X row slice only, but it loads the
+whole ``obs`` and ``var`` of the file when it opens it; on a plate of millions of cells that is
+most of a job's memory.) The result is a :class:`~tahoeflow.summarize.LoadedShard` with the
+same ``obs`` columns and ``filter_counts`` keys as the Tahoe reader's, so every later step is
+shared.
+
+Genes: column ``j`` of the file gets token id ``j + 3`` (``schema.FIRST_TOKEN``), so the gene
+table looks like Tahoe's ``gene_metadata`` (``token_id``, ``ensembl_id``, ``gene_symbol``) and
+the per-gene statistics, pseudobulk and merges work on token ids unchanged. All files of one
+run must have the same genes in the same order (:func:`check_same_genes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+
+from .errors import ConfigError, InputError
+from .schema import FIRST_TOKEN
+from .shards import Shard, Vocab, plan_shards
+from .summarize import Filters, LoadedShard, keep_rows_inplace
+
+CONFIG_KEY = "source.h5ad"
+OBS_MAP_KEYS = ("drug", "dose", "cell_line", "sample", "plate", "cell_id", "moa_fine")
+"""Keys of ``source.h5ad.obs_map`` (our name -> an obs column of the file); only drug is required."""
+DEFAULT_CELL_LINE = "NA"
+DEFAULT_MOA = "unclear"
+_UNIT_TO_UM = {"uM": 1.0, "µM": 1.0, "nM": 1e-3, "mM": 1e3, "M": 1e6}
+
+
+# --- settings ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class H5adSettings:
+    """The ``source.h5ad`` config section (see :func:`settings_from_config`)."""
+
+    paths: tuple[str, ...]
+    obs_map: Mapping[str, str]
+    control_value: str | None = None  # None: the top-level control_drug
+    layer: str | None = None
+    dose_unit: str = "uM"
+    gene_id_column: str | None = None
+    gene_symbol_column: str | None = None
+    mito_prefix: str = "MT-"
+    prepare_kind: str | None = None  # eccite | l1000: build paths[0] from the shared real data
+    prepare_input: str | None = None
+
+
+PREPARE_KINDS = ("eccite", "l1000")
+SETTINGS_KEYS = ("paths", "obs_map", "control_value", "layer", "dose_unit", "gene_id_column",
+                 "gene_symbol_column", "mito_prefix", "prepare")  # fmt: skip
+
+
+def settings_from_config(section: Mapping[str, Any], key: str = CONFIG_KEY) -> H5adSettings:
+    """Validate ``config["source"]["h5ad"]``; errors name the key (``source.h5ad.<key>``)."""
+    if not isinstance(section, Mapping):
+        raise ConfigError(key, "must be a mapping")
+    unknown = sorted(set(section) - set(SETTINGS_KEYS))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", f"unknown key (known: {', '.join(SETTINGS_KEYS)})")
+    paths = section.get("paths")
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths or not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError(f"{key}.paths", "must be a non-empty list of .h5ad paths")
+    obs_map = validate_obs_map(section.get("obs_map"), key=f"{key}.obs_map")
+    control = section.get("control_value")
+    if control is not None and (not isinstance(control, str) or not control):
+        raise ConfigError(f"{key}.control_value", "must be the drug value of control cells or null")
+    layer = section.get("layer")
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise ConfigError(f"{key}.layer", "must be null (X), 'raw' (raw/X) or a layer name")
+    unit = section.get("dose_unit", "uM")
+    if unit not in _UNIT_TO_UM:
+        raise ConfigError(f"{key}.dose_unit", f"{unit!r} is not one of {', '.join(_UNIT_TO_UM)}")
+    for k in ("gene_id_column", "gene_symbol_column"):
+        v = section.get(k)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(f"{key}.{k}", "must be null (the var index) or a var column")
+    prefix = section.get("mito_prefix", "MT-")
+    if not isinstance(prefix, str):
+        raise ConfigError(f"{key}.mito_prefix", "must be a string")
+    prepare = section.get("prepare") or {}
+    if not isinstance(prepare, Mapping) or set(prepare) - {"kind", "input"}:
+        raise ConfigError(f"{key}.prepare", "must be null or a mapping with kind and input")
+    kind = prepare.get("kind")
+    if kind is not None:
+        if kind not in PREPARE_KINDS:
+            raise ConfigError(f"{key}.prepare.kind", f"{kind!r} is not one of {PREPARE_KINDS}")
+        if not isinstance(prepare.get("input"), str) or not prepare["input"]:
+            raise ConfigError(f"{key}.prepare.input", "must name the real data folder or file")
+        if len(paths) != 1:
+            raise ConfigError(f"{key}.paths", "must be one path (the prepared file) with prepare")
+    return H5adSettings(
+        paths=tuple(paths),
+        obs_map=obs_map,
+        control_value=control,
+        layer=layer,
+        dose_unit=unit,
+        gene_id_column=section.get("gene_id_column"),
+        gene_symbol_column=section.get("gene_symbol_column"),
+        mito_prefix=prefix,
+        prepare_kind=kind,
+        prepare_input=prepare.get("input") if kind else None,
+    )
+
+
+def validate_obs_map(obs_map: object, key: str = f"{CONFIG_KEY}.obs_map") -> dict[str, str]:
+    """``obs_map`` as a dict; unknown names and a missing ``drug`` are errors naming the key."""
+    if not isinstance(obs_map, Mapping):
+        raise ConfigError(key, "must map our names (drug, dose, ...) to obs columns")
+    out = {}
+    for name, col in obs_map.items():
+        if name not in OBS_MAP_KEYS:
+            raise ConfigError(f"{key}.{name}", f"unknown name (known: {', '.join(OBS_MAP_KEYS)})")
+        if col is None:
+            continue
+        if not isinstance(col, str) or not col:
+            raise ConfigError(f"{key}.{name}", "must be an obs column name or null")
+        out[str(name)] = col
+    if "drug" not in out:
+        raise ConfigError(f"{key}.drug", "is required (the obs column holding the perturbation)")
+    return out
+
+
+# --- file structure ----------------------------------------------------------------------
+def _open(path: str | Path) -> h5py.File:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "file not found")
+    try:
+        return h5py.File(p, "r")
+    except OSError as e:
+        raise InputError(
+            p, f"not a readable HDF5/.h5ad file (truncated or corrupt?): {e}"
+        ) from None
+
+
+def _matrix_node(f: h5py.File, path: object, layer: str | None) -> h5py.Group | h5py.Dataset:
+    if layer is None:
+        name = "X"
+    elif layer == "raw":
+        name = "raw/X"
+    else:
+        name = f"layers/{layer}"
+    if name not in f:
+        raise InputError(path, f"no '{name}' in the file (source.h5ad.layer: {layer!r})")
+    return f[name]
+
+
+def _var_node(f: h5py.File, path: object, layer: str | None) -> h5py.Group:
+    name = "raw/var" if layer == "raw" else "var"
+    if name not in f:
+        raise InputError(path, f"no '{name}' group in the file")
+    return f[name]
+
+
+def _attr_str(node: h5py.HLObject, name: str, default: str = "") -> str:
+    v = node.attrs.get(name, default)
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _matrix_shape(node: h5py.Group | h5py.Dataset, path: object) -> tuple[int, int]:
+    if isinstance(node, h5py.Dataset):
+        if node.ndim != 2:
+            raise InputError(path, f"X has {node.ndim} dimensions, expected 2")
+        return int(node.shape[0]), int(node.shape[1])
+    if "shape" not in node.attrs:
+        raise InputError(path, f"sparse matrix group '{node.name}' has no 'shape' attribute")
+    shape = np.asarray(node.attrs["shape"]).astype(np.int64)
+    return int(shape[0]), int(shape[1])
+
+
+def h5ad_n_obs(path: str | Path, layer: str | None = None) -> int:
+    """Rows (cells) of the file, from the matrix header only."""
+    with _open(path) as f:
+        return _matrix_shape(_matrix_node(f, path, layer), path)[0]
+
+
+def h5ad_shape(path: str | Path, layer: str | None = None) -> tuple[int, int]:
+    """(cells, genes) of the matrix, from its header."""
+    with _open(path) as f:
+        return _matrix_shape(_matrix_node(f, path, layer), path)
+
+
+def h5ad_var(path: str | Path, layer: str | None = None) -> pd.DataFrame:
+    """The file's ``var`` table (``raw/var`` for ``layer='raw'``), indexed by the var names."""
+    import anndata as ad
+
+    with _open(path) as f:
+        node = _var_node(f, path, layer)
+        try:
+            var = ad.io.read_elem(node)
+        except Exception as e:  # noqa: BLE001 - anndata raises many types on odd files
+            raise InputError(path, f"cannot read '{node.name}': {e}") from None
+    var.index = var.index.astype(str)
+    return var
+
+
+def h5ad_obs_columns(path: str | Path) -> list[str]:
+    """Column names of the file's ``obs`` (without reading any rows)."""
+    with _open(path) as f:
+        if "obs" not in f:
+            raise InputError(path, "no 'obs' group in the file")
+        return [k for k in f["obs"] if k not in ("_index", "__categories")]
+
+
+# --- genes ---------------------------------------------------------------------------------
+def h5ad_gene_table(
+    path: str | Path,
+    *,
+    gene_id_column: str | None = None,
+    gene_symbol_column: str | None = None,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """``token_id`` (column + 3), ``ensembl_id``, ``gene_symbol``: one row per column, in order.
+
+    Ids and symbols come from the named var columns, or the var index when None.
+    """
+    var = h5ad_var(path, layer)
+    cols = {}
+    for what, key, col in (
+        ("ensembl_id", "gene_id_column", gene_id_column),
+        ("gene_symbol", "gene_symbol_column", gene_symbol_column),
+    ):
+        if col is None:
+            cols[what] = var.index.to_numpy(dtype=object)
+        elif col not in var.columns:
+            raise ConfigError(
+                f"{CONFIG_KEY}.{key}",
+                f"column {col!r} is not in var of {path} (columns: {', '.join(map(str, var.columns))})",
+            )
+        else:
+            cols[what] = var[col].astype(object).where(var[col].notna(), "").astype(str).to_numpy()
+    n = len(var)
+    return pd.DataFrame(
+        {
+            "token_id": np.arange(FIRST_TOKEN, FIRST_TOKEN + n, dtype=np.int64),
+            "ensembl_id": cols["ensembl_id"],
+            "gene_symbol": cols["gene_symbol"],
+        }
+    )
+
+
+def gene_metadata_table(genes: pd.DataFrame) -> pa.Table:
+    """The gene table as Tahoe's ``metadata/gene_metadata.parquet`` (same columns and types)."""
+    return pa.table(
+        {
+            "gene_symbol": pa.array(genes["gene_symbol"].astype(str).to_numpy(), pa.string()),
+            "ensembl_id": pa.array(genes["ensembl_id"].astype(str).to_numpy(), pa.string()),
+            "token_id": pa.array(genes["token_id"].to_numpy(np.int64), pa.int64()),
+        }
+    )
+
+
+def vocab_from_gene_table(genes: pd.DataFrame, mito_prefix: str = "MT-") -> Vocab:
+    """A :class:`~tahoeflow.shards.Vocab` whose columns are the file's columns, in order.
+
+    Mitochondrial genes: symbols starting with ``mito_prefix`` (case-sensitive; ``mt-`` for
+    mouse; empty flags none).
+    """
+    tokens = genes["token_id"].to_numpy(np.int64)
+    if tokens.size and not np.array_equal(
+        tokens, np.arange(FIRST_TOKEN, FIRST_TOKEN + tokens.size)
+    ):
+        raise ValueError("gene table token ids must be 3..G+2 in column order")
+    lookup = np.full(FIRST_TOKEN + tokens.size, -1, dtype=np.int32)
+    lookup[tokens] = np.arange(tokens.size, dtype=np.int32)
+    symbols = genes["gene_symbol"].astype(str).to_numpy()
+    is_mito = (
+        np.char.startswith(symbols.astype(str), mito_prefix)
+        if mito_prefix
+        else np.zeros(tokens.size, dtype=bool)
+    )
+    return Vocab(tokens, lookup, np.asarray(is_mito, dtype=bool))
+
+
+def h5ad_vocab(
+    path: str | Path,
+    *,
+    gene_id_column: str | None = None,
+    gene_symbol_column: str | None = None,
+    layer: str | None = None,
+    mito_prefix: str = "MT-",
+) -> tuple[Vocab, pd.DataFrame]:
+    """(Vocab, gene table) of one file."""
+    genes = h5ad_gene_table(
+        path, gene_id_column=gene_id_column, gene_symbol_column=gene_symbol_column, layer=layer
+    )
+    return vocab_from_gene_table(genes, mito_prefix), genes
+
+
+def check_same_genes(paths: Sequence[str | Path], layer: str | None = None) -> None:
+    """All files have the first file's var names in the same order; else an error naming one."""
+    first = None
+    for p in paths:
+        names = h5ad_var(p, layer).index
+        if first is None:
+            first = (p, names)
+            continue
+        if not names.equals(first[1]):
+            if len(names) != len(first[1]):
+                why = f"{len(names)} genes, but {first[0]} has {len(first[1])}"
+            else:
+                j = int(np.flatnonzero(names.to_numpy() != first[1].to_numpy())[0])
+                why = f"gene {j} is {names[j]!r}, but {first[1][j]!r} in {first[0]}"
+            raise InputError(p, f"genes differ from the first file: {why}")
+
+
+def plan_h5ad_shards(
+    paths: Sequence[str | Path],
+    cells_per_shard: int | None,
+    layer: str | None = None,
+    files: Sequence[int] | None = None,
+) -> list[Shard]:
+    """Shards of the files (file index = position in ``paths``; ``files`` selects some, e.g.
+    from ``parse_file_selection(config["source"]["files"], len(paths))``), sized from the
+    matrix headers, so the plan is exact and cheap (no data read)."""
+    chosen = list(range(len(paths))) if files is None else list(files)
+    rows = {i: h5ad_n_obs(paths[i], layer) for i in chosen}
+    return plan_shards(chosen, cells_per_shard, rows)
+
+
+# --- obs ------------------------------------------------------------------------------------
+def _decode(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "S":
+        return np.array([v.decode("utf-8") for v in values], dtype=object)
+    if values.dtype.kind == "O":
+        return np.array(
+            [v.decode("utf-8") if isinstance(v, bytes) else v for v in values], dtype=object
+        )
+    return values
+
+
+def _read_dataset(ds: h5py.Dataset, start: int, stop: int | None) -> np.ndarray:
+    sl = slice(start, stop)
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return np.asarray(ds.asstr()[sl], dtype=object)
+    return _decode(ds[sl])
+
+
+def read_obs_column(
+    f: h5py.File, column: str, start: int = 0, stop: int | None = None, path: object = ""
+) -> np.ndarray:
+    """Rows ``[start, stop)`` of one ``obs`` column (``_index`` for the names) as a numpy array.
+
+    Categorical columns become object arrays of their categories (None for a missing code);
+    nullable columns get None (strings) or NaN (numbers) where masked. Handles anndata's
+    encodings from 0.7 (``__categories``) on.
+    """
+    node = f["obs"][column]
+    enc = _attr_str(node, "encoding-type")
+    if isinstance(node, h5py.Dataset):
+        values = _read_dataset(node, start, stop)
+        ref = node.attrs.get("categories")
+        if isinstance(ref, h5py.Reference):  # anndata < 0.8: codes + a reference
+            cats = _read_dataset(f[ref], 0, None)
+            return _categorical(values, cats)
+        return values
+    if enc == "categorical":
+        cats = _read_dataset(node["categories"], 0, None)
+        return _categorical(_read_dataset(node["codes"], start, stop), cats)
+    if enc.startswith("nullable-"):
+        values = _read_dataset(node["values"], start, stop)
+        mask = np.asarray(node["mask"][start:stop], dtype=bool) if "mask" in node else None
+        if mask is not None and mask.any():
+            if values.dtype.kind in "biuf":
+                values = values.astype(np.float64)
+                values[mask] = np.nan
+            else:
+                values = values.astype(object)
+                values[mask] = None
+        return values
+    raise InputError(path, f"obs column '{column}' has unsupported encoding {enc!r}")
+
+
+def _categorical(codes: np.ndarray, categories: np.ndarray) -> np.ndarray:
+    codes = np.asarray(codes, dtype=np.int64)
+    cats = np.asarray(categories, dtype=object)
+    out = np.empty(codes.size, dtype=object)
+    ok = (codes >= 0) & (codes < cats.size)
+    out[ok] = cats[codes[ok]]
+    out[~ok] = None
+    return out
+
+
+def _show(value: object) -> str:
+    """A value for an error message: numpy scalars as plain Python values."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+# --- X rows -----------------------------------------------------------------------------------
+def _first_bad(data: np.ndarray, allow_non_integer: bool) -> list[tuple[str, int]]:
+    """(problem, first position) for each failing check, in check order."""
+    out = []
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
+        if bad.any():
+            out.append(("non-finite count", int(np.argmax(bad))))
+    if data.dtype.kind in "fi":
+        neg = data < 0
+        if neg.any():
+            out.append(("negative count", int(np.argmax(neg))))
+    if data.dtype.kind == "f" and not allow_non_integer:
+        with np.errstate(invalid="ignore"):
+            frac = np.isfinite(data) & (data != np.floor(data))
+        if frac.any():
+            out.append(("non-integer count", int(np.argmax(frac))))
+    if data.dtype.kind not in "biuf":
+        out.append((f"counts of type {data.dtype} (expected numbers)", 0))
+    return out
+
+
+def read_rows_csr(
+    path: str | Path,
+    row_start: int,
+    row_stop: int | None,
+    *,
+    layer: str | None = None,
+    allow_non_integer: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> sp.csr_matrix:
+    """Rows ``[row_start, row_stop)`` of the matrix as canonical CSR float32 counts.
+
+    Reads only those rows (see the module docstring). Checks: CSR structure, finite,
+    non-negative, integer counts (non-integers are a warning with ``allow_non_integer``);
+    each error names the file and the first bad row. Stored zeros are dropped, so a row's
+    stored count is its number of expressed genes.
+    """
+    with _open(path) as f:
+        node = _matrix_node(f, path, layer)
+        n_obs, n_vars = _matrix_shape(node, path)
+        stop = n_obs if row_stop is None else min(int(row_stop), n_obs)
+        start = min(int(row_start), stop)
+        if isinstance(node, h5py.Dataset):
+            dense = np.asarray(node[start:stop, :])
+            flat = dense.reshape(-1)
+            for problem, pos in _first_bad(flat, allow_non_integer):
+                raise InputError(
+                    path, f"X: {problem} {_show(flat[pos])}", row=start + pos // max(n_vars, 1)
+                )
+            _warn_non_integer(flat, allow_non_integer, warn, path, start, n_vars, dense=True)
+            X = sp.csr_matrix(dense.astype(np.float32, copy=False))
+            del dense, flat
+        else:
+            enc = _attr_str(node, "encoding-type")
+            if enc == "csc_matrix":
+                raise InputError(
+                    path,
+                    "X is stored column-major (CSC); row shards need CSR "
+                    "(convert once: adata.X = adata.X.tocsr(); adata.write_h5ad(...))",
+                )
+            if enc not in ("csr_matrix", "") or not {"data", "indices", "indptr"} <= set(node):
+                raise InputError(path, f"'{node.name}' is not a CSR matrix (encoding {enc!r})")
+            indptr = np.asarray(node["indptr"][start : stop + 1], dtype=np.int64)
+            if indptr.size != stop - start + 1 or np.any(np.diff(indptr) < 0):
+                raise InputError(path, "X/indptr is truncated or decreasing", row=start)
+            lo, hi = (int(indptr[0]), int(indptr[-1])) if indptr.size else (0, 0)
+            if hi > node["data"].shape[0] or hi > node["indices"].shape[0]:
+                raise InputError(path, "X/indptr points past the end of X/data", row=start)
+            data = np.asarray(node["data"][lo:hi])
+            indices = np.asarray(node["indices"][lo:hi])
+            indptr -= lo
+
+            def row_of(pos: int) -> int:
+                return start + int(np.searchsorted(indptr, pos, side="right")) - 1
+
+            if indices.size and (indices.min() < 0 or indices.max() >= n_vars):
+                pos = int(np.argmax((indices < 0) | (indices >= n_vars)))
+                raise InputError(
+                    path, f"X: column index {int(indices[pos])} outside 0..{n_vars - 1}",
+                    row=row_of(pos),
+                )  # fmt: skip
+            for problem, pos in _first_bad(data, allow_non_integer):
+                raise InputError(path, f"X: {problem} {_show(data[pos])}", row=row_of(pos))
+            _warn_non_integer(data, allow_non_integer, warn, path, start, n_vars, row_of=row_of)
+            X = sp.csr_matrix(
+                (data.astype(np.float32, copy=False), indices.astype(np.int32, copy=False), indptr),
+                shape=(stop - start, n_vars),
+                copy=False,
+            )
+    X.eliminate_zeros()
+    if not X.has_canonical_format:
+        X.sum_duplicates()
+    return X
+
+
+def _warn_non_integer(
+    data: np.ndarray,
+    allowed: bool,
+    warn: Callable[[str], None] | None,
+    path: object,
+    start: int,
+    n_vars: int,
+    *,
+    dense: bool = False,
+    row_of: Callable[[int], int] | None = None,
+) -> None:
+    if not (allowed and warn and data.dtype.kind == "f"):
+        return
+    frac = data != np.floor(data)
+    if frac.any():
+        pos = int(np.argmax(frac))
+        row = start + pos // max(n_vars, 1) if dense else row_of(pos)  # type: ignore[misc]
+        warn(f"{path}, row {row}: non-integer counts (normalised input?); kept as they are")
+
+
+# --- one shard ----------------------------------------------------------------------------------
+def _strings(values: np.ndarray, path: object, name: str, column: str, start: int) -> np.ndarray:
+    """Non-null values as strings; a null is an error naming the config key and the row."""
+    isnull = pd.isna(pd.Series(values, dtype=object)).to_numpy()
+    if isnull.any():
+        r = int(np.argmax(isnull))
+        raise InputError(
+            path,
+            f"obs column '{column}' (source.h5ad.obs_map.{name}) is missing a value",
+            row=start + r,
+        )
+    if values.dtype.kind == "f":  # numbers used as labels: 3.0 -> "3"
+        return np.array([f"{v:g}" for v in values], dtype=object)
+    return np.asarray(values.astype(str), dtype=object)
+
+
+def load_h5ad_shard(
+    path: str | Path,
+    row_start: int,
+    row_stop: int | None,
+    obs_map: Mapping[str, str],
+    control_value: str,
+    *,
+    filters: Filters | None = None,
+    allow_non_integer: bool = False,
+    shard_name: str = "00000",
+    layer: str | None = None,
+    dose_unit: str = "uM",
+    warn: Callable[[str], None] | None = None,
+) -> LoadedShard:
+    """Read, validate and filter rows ``[row_start, row_stop)`` of an h5ad file.
+
+    Returns the same :class:`~tahoeflow.summarize.LoadedShard` as ``load_shard``: ``obs`` with
+    cell_id, shard, file_row, sample, plate, drug, dose_uM, cell_line_id, moa_fine,
+    is_control; CSR float32 counts; ``filter_counts`` with ``input``, ``removed_by_<filter>``
+    (active filters only), ``removed_by_min_genes``, ``kept``.
+
+    ``obs_map`` names the obs column for each of our fields (see :data:`OBS_MAP_KEYS`). Unmapped
+    fields get: ``cell_id`` the obs names; ``dose_uM`` 0.0; ``cell_line_id`` "NA"; ``plate``
+    the file's stem; ``moa_fine`` "unclear"; ``sample`` ``"<plate>|<drug>|<dose>"`` (one
+    pseudobulk group per condition and plate, as Tahoe's wells are). Control cells (``drug ==
+    control_value``) get dose 0.0, as Tahoe's DMSO_TF does. A dose must otherwise be a finite,
+    non-negative number in ``dose_unit``.
+    """
+    filters = filters or Filters()
+    obs_map = validate_obs_map(obs_map)
+    if dose_unit not in _UNIT_TO_UM:
+        raise ConfigError(
+            f"{CONFIG_KEY}.dose_unit", f"{dose_unit!r} is not one of {', '.join(_UNIT_TO_UM)}"
+        )
+    p = Path(path)
+    with _open(p) as f:
+        if "obs" not in f:
+            raise InputError(p, "no 'obs' group in the file")
+        present = set(f["obs"].keys())
+        for name, col in obs_map.items():
+            if col not in present:
+                cols = ", ".join(sorted(present - {"_index", "__categories"}))
+                raise ConfigError(
+                    f"{CONFIG_KEY}.obs_map.{name}",
+                    f"obs column {col!r} is not in {p} (obs columns: {cols})",
+                )
+        n_obs = _matrix_shape(_matrix_node(f, p, layer), p)[0]
+        if "_index" in f["obs"].attrs:
+            index_col = _attr_str(f["obs"], "_index")
+        else:
+            index_col = "_index"
+        stop = n_obs if row_stop is None else min(int(row_stop), n_obs)
+        start = min(int(row_start), stop)
+        raw = {name: read_obs_column(f, col, start, stop, p) for name, col in obs_map.items()}
+        if "cell_id" not in raw:
+            if index_col not in f["obs"]:
+                raise InputError(p, "obs has no index column; map source.h5ad.obs_map.cell_id")
+            raw["cell_id"] = read_obs_column(f, index_col, start, stop, p)
+    for name, values in raw.items():
+        if len(values) != stop - start:
+            raise InputError(
+                p, f"obs column for '{name}' has {len(values)} rows in this range, expected "
+                f"{stop - start} (obs shorter than X?)", row=start,
+            )  # fmt: skip
+
+    n = stop - start
+    file_row = start + np.arange(n, dtype=np.int64)
+    drug = _strings(raw["drug"], p, "drug", obs_map["drug"], start)
+    is_control = drug == control_value
+    cell_id = _strings(raw["cell_id"], p, "cell_id", obs_map.get("cell_id", "_index"), start)
+    if "dose" in raw:
+        dose = _doses(raw["dose"], p, obs_map["dose"], start, is_control) * _UNIT_TO_UM[dose_unit]
+    else:
+        dose = np.zeros(n, dtype=np.float64)
+    dose[is_control] = 0.0
+    plate = (
+        _strings(raw["plate"], p, "plate", obs_map["plate"], start)
+        if "plate" in raw
+        else np.full(n, p.stem, dtype=object)
+    )
+    cell_line = (
+        _strings(raw["cell_line"], p, "cell_line", obs_map["cell_line"], start)
+        if "cell_line" in raw
+        else np.full(n, DEFAULT_CELL_LINE, dtype=object)
+    )
+    moa = (
+        _strings(raw["moa_fine"], p, "moa_fine", obs_map["moa_fine"], start)
+        if "moa_fine" in raw
+        else np.full(n, DEFAULT_MOA, dtype=object)
+    )
+    if "sample" in raw:
+        sample = _strings(raw["sample"], p, "sample", obs_map["sample"], start)
+    else:
+        sample = np.array(
+            [f"{pl}|{d}|{x:g}" for pl, d, x in zip(plate, drug, dose, strict=True)], dtype=object
+        )
+
+    X = read_rows_csr(p, start, stop, layer=layer, allow_non_integer=allow_non_integer, warn=warn)
+
+    keep = np.ones(n, dtype=bool)
+    counts = {"input": n}
+    for name, values, allowed in (
+        ("cell_lines", cell_line, filters.cell_lines),
+        ("drugs", drug, filters.drugs),
+        ("plates", plate, filters.plates),
+    ):
+        if allowed:
+            ok = np.isin(values, np.asarray(list(allowed), dtype=object))
+            counts[f"removed_by_{name}"] = int((keep & ~ok).sum())
+            keep &= ok
+    ok = np.diff(X.indptr) >= filters.min_genes
+    counts["removed_by_min_genes"] = int((keep & ~ok).sum())
+    keep &= ok
+    counts["kept"] = int(keep.sum())
+    idx = np.flatnonzero(keep)
+    obs = pd.DataFrame(
+        {
+            "cell_id": cell_id[idx],
+            "shard": shard_name,
+            "file_row": file_row[idx],
+            "sample": sample[idx],
+            "plate": plate[idx],
+            "drug": drug[idx],
+            "dose_uM": dose[idx],
+            "cell_line_id": cell_line[idx],
+            "moa_fine": moa[idx],
+            "is_control": is_control[idx],
+        }
+    )
+    return LoadedShard(obs, keep_rows_inplace(X, keep) if idx.size < n else X, counts)
+
+
+def _doses(
+    values: np.ndarray, path: object, column: str, start: int, is_control: np.ndarray
+) -> np.ndarray:
+    """Numeric doses; a non-number, NaN or negative dose of a treated cell is an error."""
+    if values.dtype.kind in "biuf":
+        dose = values.astype(np.float64)
+    else:
+        dose = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(np.float64)
+    bad = ~is_control & ~(np.isfinite(dose) & (dose >= 0))
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise InputError(
+            path,
+            f"obs column '{column}' (source.h5ad.obs_map.dose): dose {_show(values[r])} is not a "
+            "finite non-negative number",
+            row=start + r,
+        )
+    return dose

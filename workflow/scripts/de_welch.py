@@ -1,0 +1,63 @@
+"""Single-cell Welch t-tests (scanpy's rank_genes_groups t-test) for the top pseudobulk conditions."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from tahoeflow import io as tio
+from tahoeflow.de import welch_de
+from tahoeflow.logs import run
+from tahoeflow.pp import log_normalize
+from tahoeflow.shards import vocab_from_gene_metadata
+from tahoeflow.summarize import Filters, load_shard, sample_doses
+
+
+def main(smk, log):
+    p = smk.params
+    top = pd.read_parquet(
+        smk.input.toptable, columns=["drug", "dose_uM", "cell_line_id", "plate", "adj.P.Val"]
+    )
+    n_called = (
+        top[top["adj.P.Val"] < 0.05].groupby(["drug", "dose_uM", "cell_line_id", "plate"]).size()
+    )
+    conds = n_called.sort_values(ascending=False, kind="stable").index[: p.max_conditions].tolist()
+    log(f"Welch tests for {len(conds)} conditions: {conds}")
+    vocab = vocab_from_gene_metadata(pq.read_table(smk.input.genes), smk.input.genes)
+    doses = sample_doses(pq.read_table(smk.input.samples).to_pandas(), smk.input.samples)
+    wanted_lines = {(c[2], c[3]) for c in conds}
+    obs_parts, X_parts = [], []
+    path_of = dict(zip(p.files, smk.input.data, strict=True))
+    for shard in p.shards:
+        ls = load_shard(path_of[shard.file_index], shard, vocab, doses, Filters(**p.filters),
+                        control_drug=p.control_drug, allow_non_integer=p.normalised, warn=log)  # fmt: skip
+        keep = pd.MultiIndex.from_frame(ls.obs[["cell_line_id", "plate"]]).isin(list(wanted_lines))
+        if keep.any():
+            obs_parts.append(ls.obs[keep].reset_index(drop=True))
+            X_parts.append(log_normalize(ls.X[np.flatnonzero(keep)]))
+        log(f"shard {shard.name}: kept {int(keep.sum())} cells of the selected lines and plates")
+    frames = []
+    if obs_parts:
+        obs = pd.concat(obs_parts, ignore_index=True)
+        X = sp.vstack(X_parts).tocsr()
+        for drug, dose, line, plate in conds:
+            same = (obs["cell_line_id"] == line) & (obs["plate"] == plate)
+            treated = (same & (obs["drug"] == drug) & (obs["dose_uM"] == dose)).to_numpy()
+            control = (same & obs["is_control"]).to_numpy()
+            res = welch_de(X, treated, control, gene_ids=vocab.token_ids)
+            res.insert(0, "plate", plate)
+            res.insert(0, "cell_line_id", line)
+            res.insert(0, "dose_uM", dose)
+            res.insert(0, "drug", drug)
+            res["n_treated_cells"], res["n_control_cells"] = int(treated.sum()), int(control.sum())
+            frames.append(res)
+    out = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["drug", "dose_uM", "cell_line_id", "plate", "gene"])
+    )
+    tio.write_parquet(pa.Table.from_pandas(out, preserve_index=False), smk.output[0])
+
+
+run(main, snakemake)  # noqa: F821

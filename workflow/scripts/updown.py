@@ -1,0 +1,46 @@
+"""Seed 004's up/down classification benchmark, with and without the sign-carrying features."""
+
+import pandas as pd
+
+from tahoeflow import io as tio
+from tahoeflow.logs import run
+from tahoeflow.updown import load_toptable, plot_importances, plot_pca, run_both
+
+
+def main(smk, log):
+    p = smk.params
+    df, n_dropped = load_toptable(smk.input.toptable)
+    log(f"topTable {smk.input.toptable}: {len(df)} rows ({n_dropped} with missing values dropped)")
+    if p.max_rows and len(df) > p.max_rows:
+        df = df.sample(n=p.max_rows, random_state=p.seed).sort_index()
+        log(f"subsampled to {len(df)} rows (updown.max_rows)")
+    res = run_both(df, p.seed, cv=p.cv_folds, rf_grid=p.rf_grid, n_jobs=smk.threads)
+    tio.write_csv(res["comparison"], smk.output.scores)
+    det = dict(res["detection"])
+    det["per_feature"] = det["per_feature"].to_dict(orient="records")
+    tio.write_json(det, smk.output.detection)
+    imp = pd.concat(
+        [
+            res["full"]["rf_importances"].assign(features="all"),
+            res["reduced"]["rf_importances"].assign(features="without logFC, t, B"),
+        ]
+    )
+    tio.write_csv(imp, smk.output.importances)
+    lasso = pd.concat(
+        [
+            res["full"]["lasso_coef"].assign(features="all"),
+            res["reduced"]["lasso_coef"].assign(features="without logFC, t, B"),
+        ]
+    )
+    tio.write_csv(lasso, smk.output.lasso)
+    plot_pca(res["full"]["pca"], None, smk.output.pca)
+    plot_importances(
+        res["full"]["rf_importances"],
+        smk.output.importance_plot,
+        lasso_coef=res["full"]["lasso_coef"],
+    )
+    log(res["detection"].get("statement", ""))
+    log("scores:\n" + res["comparison"].to_string(index=False))
+
+
+run(main, snakemake)  # noqa: F821
