@@ -19,6 +19,7 @@ include: "rules/embed.smk"
 include: "rules/models.smk"
 include: "rules/report.smk"
 include: "rules/de.smk"
+include: "rules/export.smk"
 
 
 rule all:

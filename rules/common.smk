@@ -73,25 +73,49 @@ def shard_mem_mb(wildcards, input, attempt):
 
 
 def final_outputs():
-    return [
+    """What `rule all` builds: the merged tables, plus every stage switched on in `stages`."""
+    st = config["stages"]
+    out = [
         f"{R}/merged/cells.parquet",
         f"{R}/merged/gene_stats.parquet",
         f"{R}/merged/pseudobulk.parquet",
-        f"{R}/embed/embeddings.parquet",
-        f"{R}/embed/pca_variance.csv",
-        f"{R}/features/X_train.npz",
-        f"{R}/models/ridge/metrics.json",
-        f"{R}/models/rf/metrics.json",
-        f"{R}/models/baselines.csv",
-        f"{R}/models/rf_regressor/metrics.json",
-        f"{R}/models/split_comparison.csv",
-        f"{R}/report/metrics_summary.csv",
-        f"{R}/de/toptable.parquet",
-        f"{R}/de/welch.parquet",
-        f"{R}/updown/scores.csv",
-        f"{R}/pergene/metrics.csv",
-        f"{R}/pergene/predictions.csv",
     ]
+    if st["embed"]:
+        out += [f"{R}/embed/embeddings.parquet", f"{R}/embed/pca_variance.csv"]
+    if st["models"]:
+        out += [
+            f"{R}/features/X_train.npz",
+            f"{R}/models/ridge/metrics.json",
+            f"{R}/models/rf/metrics.json",
+            f"{R}/models/baselines.csv",
+            f"{R}/models/rf_regressor/metrics.json",
+            f"{R}/models/split_comparison.csv",
+        ]
+    if st["report"] and st["embed"] and st["models"]:
+        out.append(f"{R}/report/metrics_summary.csv")
+    if st["de"]:
+        out += [f"{R}/de/toptable.parquet", f"{R}/de/welch.parquet"]
+    if st["updown"]:
+        out.append(f"{R}/updown/scores.csv")
+    if st["pergene"]:
+        out += [f"{R}/pergene/metrics.csv", f"{R}/pergene/predictions.csv"]
+    if st["anndata"]:
+        out.append(f"{R}/anndata/pseudobulk.h5ad")
+        if st["embed"]:
+            out.append(f"{R}/anndata/embeddings.h5ad")
+    return out
+
+
+# What the per-shard scripts need to know about the source (tahoeflow.workflow_io reads it).
+SOURCE = {
+    "kind": PLAN.kind,
+    "h5ad": config["source"]["h5ad"] if PLAN.kind == "h5ad" else None,
+}
+
+
+def sample_meta(wildcards=None):
+    """sample_metadata.parquet (doses); h5ad files carry doses in obs instead."""
+    return [] if PLAN.kind == "h5ad" else [raw_meta("sample")]
 
 
 def rf_embeddings(wildcards):

@@ -51,7 +51,7 @@ rule de_welch:
     input:
         data=[PLAN.data_path(f) for f in PLAN.files],
         genes=raw_meta("gene"),
-        samples=raw_meta("sample"),
+        samples=sample_meta,
         toptable=rules.de_pseudobulk.output.toptable,
     output:
         f"{R}/de/welch.parquet",
@@ -68,6 +68,7 @@ rule de_welch:
     params:
         shards=[SHARDS[s] for s in sorted(SHARDS)],
         files=PLAN.files,
+        source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],

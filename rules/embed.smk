@@ -26,7 +26,7 @@ rule gram_shard:
     input:
         data=raw_data,
         genes=raw_meta("gene"),
-        samples=raw_meta("sample"),
+        samples=sample_meta,
         hvg=rules.hvg.output[0],
     output:
         temp(f"{R}/embed/gram/{{shard}}.npz"),
@@ -42,6 +42,7 @@ rule gram_shard:
         runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
     params:
         shard=lambda wc: SHARDS[wc.shard],
+        source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],
@@ -78,7 +79,7 @@ rule project_shard:
     input:
         data=raw_data,
         genes=raw_meta("gene"),
-        samples=raw_meta("sample"),
+        samples=sample_meta,
         hvg=rules.hvg.output[0],
         model=rules.pca.output.model,
     output:
@@ -95,6 +96,7 @@ rule project_shard:
         runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
     params:
         shard=lambda wc: SHARDS[wc.shard],
+        source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],

@@ -8,7 +8,7 @@ rule report_figures:
     input:
         data=PLAN.data_path(first_shard().file_index),
         genes=raw_meta("gene"),
-        samples=raw_meta("sample"),
+        samples=sample_meta,
         cells=rules.merge_cells.output.cells,
         embeddings=rules.embeddings.output.parquet,
         variance=rules.pca.output.variance,
@@ -86,6 +86,7 @@ rule report_figures:
         runtime=20,
     params:
         shard=first_shard(),
+        source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],

@@ -93,3 +93,47 @@ rule download_metadata:
         timeout_s=HUB["timeout_s"],
     script:
         "../workflow/scripts/download.py"
+
+
+H5AD = config["source"]["h5ad"]
+
+
+rule prepare_h5ad:
+    """Convert shared real data (ECCITE-seq .rda files or an L1000 .gct plate) into an h5ad."""
+    input:
+        (H5AD.get("prepare") or {}).get("input", []),
+    output:
+        (H5AD.get("paths") or ["results/h5ad/none.h5ad"])[0],
+    log:
+        f"{R}/logs/h5ad/prepare.log",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        kind=(H5AD.get("prepare") or {}).get("kind"),
+    script:
+        "../workflow/scripts/prepare_h5ad.py"
+
+
+rule h5ad_metadata:
+    """Gene, sample and drug tables of an h5ad source, in the hub's metadata layout."""
+    input:
+        [PLAN.data_path(f) for f in PLAN.files] if PLAN.kind == "h5ad" else [],
+    output:
+        gene="results/h5ad/metadata/gene_metadata.parquet",
+        drug="results/h5ad/metadata/drug_metadata.parquet",
+    log:
+        f"{R}/logs/h5ad/metadata.log",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        h5ad=H5AD,
+    script:
+        "../workflow/scripts/h5ad_metadata.py"

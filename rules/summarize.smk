@@ -6,7 +6,7 @@ rule summarize_shard:
     input:
         data=raw_data,
         genes=raw_meta("gene"),
-        samples=raw_meta("sample"),
+        samples=sample_meta,
     output:
         cells=f"{R}/shards/{{shard}}/cells.parquet",
         genes=f"{R}/shards/{{shard}}/gene_stats.parquet",
@@ -24,6 +24,7 @@ rule summarize_shard:
         runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 20),
     params:
         shard=lambda wc: SHARDS[wc.shard],
+        source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],

@@ -523,3 +523,72 @@ def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, vocab, t
         assert (
             "row 40: column 'sample' is null" if name == "obs first" else "row 32: token id 1000000"
         ) in got
+
+
+def test_threads_give_the_same_shard_tables_and_errors(small_demo, tmp_path):
+    """threads=2 (parallel, prefetching decoder) changes nothing."""
+    from tahoeflow.shards import Shard, vocab_from_gene_metadata
+    from tahoeflow.summarize import Filters, load_shard, sample_doses, summarize
+
+    root, _ = small_demo
+    vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
+    doses = sample_doses(pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas(), "s")
+    path = root / "data/train-00000-of-00002.parquet"
+    shard = Shard("s", 0, 100, 550)
+    out = []
+    for threads in (1, 2):
+        ls = load_shard(path, shard, vocab, doses, Filters(min_genes=900), threads=threads)
+        out.append((ls.filter_counts, summarize(ls, vocab)))
+    assert out[0][0] == out[1][0] and out[0][0]["removed_by_min_genes"] > 0
+    for a, b in zip(out[0][1], out[1][1], strict=True):
+        assert a.equals(b)
+    table = pq.read_table(path)
+    exprs = table.column("expressions").to_pylist()
+    exprs[333][2] = -1.0
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(
+        table.set_column(1, "expressions", pa.array(exprs, pa.list_(pa.float32()))),
+        bad,
+        row_group_size=64,
+    )
+    errors = {
+        _error_of(lambda t=t: load_shard(bad, shard, vocab, doses, Filters(), threads=t))
+        for t in (1, 2)
+    }
+    assert len(errors) == 1 and "row 333: negative count -1.0" in errors.pop()
+
+
+def test_summarize_fused_pass_equals_shard_stats_and_pseudobulk(vocab):
+    """summarize's single pass (cells visited group by group) against the separate functions."""
+    import pandas as pd
+
+    from tahoeflow.summarize import CELL_COLUMNS, LoadedShard, summarize
+
+    rng = np.random.default_rng(21)
+    n = 90
+    X = random_csr(rng, n=n)
+    samples = np.array([f"s{i}" for i in rng.integers(0, 7, size=n)], dtype=object)
+    lines = np.array([f"L{i}" for i in rng.integers(0, 3, size=n)], dtype=object)
+    obs = pd.DataFrame(
+        {
+            c: np.array(["x"] * n, dtype=object)
+            for c in CELL_COLUMNS
+            if c in ("cell_id", "shard", "plate", "drug", "moa_fine")
+        }
+    )
+    obs = obs.assign(
+        file_row=np.arange(n), sample=samples, dose_uM=1.0, cell_line_id=lines, is_control=False
+    )
+    cells_t, genes_t, pb_t = summarize(LoadedShard(obs, X), vocab)
+    cells, genes = shard_stats(X, vocab.is_mito)
+    for key, ref in cells.items():
+        np.testing.assert_allclose(cells_t.column(key).to_numpy(), ref, rtol=1e-12, err_msg=key)
+    for key, ref in genes.items():
+        np.testing.assert_allclose(genes_t.column(key).to_numpy(), ref, rtol=1e-12, err_msg=key)
+    key = pd.MultiIndex.from_arrays([samples, lines])
+    codes, uniq = pd.factorize(key, sort=True)
+    ref = indicator_product(X, codes, len(uniq)).tocoo()
+    assert pb_t.column("sample").to_pylist() == list(uniq.get_level_values(0)[ref.row])
+    assert pb_t.column("cell_line_id").to_pylist() == list(uniq.get_level_values(1)[ref.row])
+    np.testing.assert_array_equal(pb_t.column("token_id").to_numpy(), vocab.token_ids[ref.col])
+    np.testing.assert_array_equal(pb_t.column("count").to_numpy(), ref.data)

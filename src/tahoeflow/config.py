@@ -102,8 +102,11 @@ class Plan:
     files: list[int]
     shards: dict[str, Shard]
     root: str  # directory holding data/ and metadata/
+    paths: tuple[str, ...] = ()  # source.kind h5ad: the .h5ad files
 
     def data_path(self, file_index: int) -> str:
+        if self.kind == "h5ad":
+            return self.paths[file_index]
         return f"{self.root}/{data_filename(file_index, self.n_files_total)}"
 
     def metadata_path(self, kind: str) -> str:
@@ -141,6 +144,20 @@ def make_plan(config: dict) -> Plan:
         n_total = src["hub"]["n_files_total"]
         root = f"{src['hub']['download_dir']}/{src['hub']['revision']}"
         rows = src["rows_per_file"]
+    elif kind == "h5ad":
+        from .h5ad_source import h5ad_n_obs, settings_from_config
+
+        settings = settings_from_config(src["h5ad"])
+        n_total = len(settings.paths)
+        root = "results/h5ad"
+        # exact row counts from the files' headers when they exist (a prepared file does not yet)
+        rows = {
+            i: h5ad_n_obs(p, settings.layer) if Path(p).exists() else src["rows_per_file"]
+            for i, p in enumerate(settings.paths)
+        }
+        files = parse_file_selection(src["files"], n_total)
+        shards = plan_shards(files, src["cells_per_shard"], rows)
+        return Plan(kind, n_total, files, {s.name: s for s in shards}, root, tuple(settings.paths))
     else:
         n_total = src["local"]["n_files_total"]
         root = str(src["local"]["path"]).rstrip("/")

@@ -99,6 +99,314 @@ def log_cpm(
 
 
 # --------------------------------------------------------------------------------------------
+# edgeR filterByExpr and calcNormFactors (TMM)
+# --------------------------------------------------------------------------------------------
+
+
+def _as_dense(counts: np.ndarray | sp.spmatrix) -> np.ndarray:
+    if sp.issparse(counts):
+        counts = counts.toarray()
+    y = np.asarray(counts, dtype=np.float64)
+    if y.ndim != 2:
+        raise ValueError(f"counts must be 2-D (samples x genes), got shape {y.shape}")
+    return y
+
+
+def filter_by_expr(
+    counts: np.ndarray | sp.spmatrix,
+    lib_sizes: np.ndarray | None = None,
+    *,
+    min_sample_size: float | None = None,
+    group_sizes: Sequence[int] | None = None,
+    min_count: float = 10.0,
+    min_total_count: float = 15.0,
+    large_n: int = 10,
+    min_prop: float = 0.7,
+) -> np.ndarray:
+    """edgeR ``filterByExpr``: boolean mask of the genes (columns) worth testing.
+
+    ``n`` is ``min_sample_size`` if given, else the smallest of ``group_sizes``, else the number
+    of samples; if ``n > large_n`` it becomes ``large_n + (n - large_n) * min_prop``. A gene is
+    kept when its CPM ``count / lib * 1e6`` reaches ``min_count / median(lib) * 1e6`` in at least
+    ``n`` samples (tolerance 1e-14) and its total count reaches ``min_total_count``.
+    ``lib_sizes`` default to the row sums.
+    """
+    y = _as_dense(counts)
+    lib = y.sum(axis=1) if lib_sizes is None else np.asarray(lib_sizes, dtype=np.float64)
+    if lib.shape != (y.shape[0],) or np.any(~(lib > 0)):
+        raise ValueError("lib_sizes must be one positive value per row")
+    if min_sample_size is not None:
+        n = float(min_sample_size)
+    elif group_sizes is not None:
+        sizes = [int(s) for s in group_sizes if int(s) > 0]
+        if not sizes:
+            raise ValueError("group_sizes has no non-empty group")
+        n = float(min(sizes))
+    else:
+        n = float(y.shape[0])
+    if n > large_n:
+        n = large_n + (n - large_n) * min_prop
+    cutoff = min_count / float(np.median(lib)) * 1e6
+    cpm = y / lib[:, None] * 1e6
+    tol = 1e-14
+    keep = (cpm >= cutoff).sum(axis=0) >= n - tol
+    return keep & (y.sum(axis=0) >= min_total_count - tol)
+
+
+def _average_ranks(v: np.ndarray) -> np.ndarray:
+    """Row-wise ranks (1-based, ties get their average rank, R's ``rank``) of a 2-D array."""
+    order = np.argsort(v, axis=1, kind="stable")
+    s = np.take_along_axis(v, order, axis=1)
+    m = s.shape[1]
+    pos = np.broadcast_to(np.arange(m), s.shape)
+    new_run = np.ones(s.shape, dtype=bool)
+    new_run[:, 1:] = s[:, 1:] != s[:, :-1]
+    run_start = np.maximum.accumulate(np.where(new_run, pos, 0), axis=1)
+    end_run = np.ones(s.shape, dtype=bool)
+    end_run[:, :-1] = new_run[:, 1:]
+    run_end = np.minimum.accumulate(np.where(end_run, pos, m - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty(s.shape)
+    np.put_along_axis(ranks, order, (run_start + run_end) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
+def calc_norm_factors(
+    counts: np.ndarray | sp.spmatrix,
+    lib_sizes: np.ndarray | None = None,
+    *,
+    ref_column: int | None = None,
+    logratio_trim: float = 0.3,
+    sum_trim: float = 0.05,
+    do_weighting: bool = True,
+    a_cutoff: float = -1e10,
+) -> np.ndarray:
+    """edgeR ``calcNormFactors(method="TMM")`` for a (samples x genes) count matrix.
+
+    Genes that are zero in every sample are dropped. The reference sample is ``ref_column``,
+    else the one whose upper quartile of ``count / lib`` is closest to the mean upper quartile
+    (edgeR >= 3.32 falls back to the largest ``sum(sqrt(count))`` when the median upper quartile
+    is < 1e-20). For sample ``i`` against reference ``r``, over genes with finite values:
+    ``M = log2((y_i / N_i) / (y_r / N_r))``, ``A = (log2(y_i / N_i) + log2(y_r / N_r)) / 2``,
+    ``v = (N_i - y_i) / (N_i y_i) + (N_r - y_r) / (N_r y_r)``, ``A > a_cutoff``; keep genes whose
+    rank of ``M`` is in ``[floor(n * logratio_trim) + 1, n - floor(n * logratio_trim)]`` and
+    rank of ``A`` in ``[floor(n * sum_trim) + 1, n - floor(n * sum_trim)]`` (average ranks for
+    ties, ``n`` = finite genes); ``log2 f_i = sum(M / v) / sum(1 / v)`` over them (the plain
+    mean when not ``do_weighting``; 1 when ``max |M| < 1e-6``). Factors are divided by their
+    geometric mean. All samples are handled at once (no per-sample loop).
+    """
+    y = _as_dense(counts)
+    lib = y.sum(axis=1) if lib_sizes is None else np.asarray(lib_sizes, dtype=np.float64)
+    if lib.shape != (y.shape[0],) or np.any(~(lib > 0)):
+        raise ValueError("lib_sizes must be one positive value per row")
+    if np.any(y < 0) or not np.all(np.isfinite(y)):
+        raise ValueError("counts must be finite and >= 0")
+    y = y[:, (y > 0).any(axis=0)]
+    n_samples = y.shape[0]
+    if y.shape[1] == 0 or n_samples == 1:
+        return np.ones(n_samples)
+    p = y / lib[:, None]
+    if ref_column is None:
+        f75 = np.quantile(p, 0.75, axis=1)
+        if np.median(f75) < 1e-20:
+            ref_column = int(np.argmax(np.sqrt(y).sum(axis=1)))
+        else:
+            ref_column = int(np.argmin(np.abs(f75 - f75.mean())))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.log2(p)
+        logr = logp - logp[ref_column]
+        abs_e = (logp + logp[ref_column]) / 2.0
+        v = (lib[:, None] - y) / lib[:, None] / y
+        v = v + v[ref_column]
+    fin = np.isfinite(logr) & np.isfinite(abs_e) & (abs_e > a_cutoff)
+    n_fin = fin.sum(axis=1)
+    rank_m = _average_ranks(np.where(fin, logr, np.inf))
+    rank_a = _average_ranks(np.where(fin, abs_e, np.inf))
+    lo_l = np.floor(n_fin * logratio_trim) + 1
+    hi_l = n_fin + 1 - lo_l
+    lo_s = np.floor(n_fin * sum_trim) + 1
+    hi_s = n_fin + 1 - lo_s
+    keep = (
+        fin
+        & (rank_m >= lo_l[:, None])
+        & (rank_m <= hi_l[:, None])
+        & (rank_a >= lo_s[:, None])
+        & (rank_a <= hi_s[:, None])
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if do_weighting:
+            inv_v = np.where(keep, 1.0 / np.where(keep, v, 1.0), 0.0)
+            log_f = (np.where(keep, logr, 0.0) * inv_v).sum(axis=1) / inv_v.sum(axis=1)
+        else:
+            log_f = np.where(keep, logr, 0.0).sum(axis=1) / keep.sum(axis=1)
+    log_f = np.where(np.isnan(log_f), 0.0, log_f)
+    max_abs = np.where(fin, np.abs(np.where(fin, logr, 0.0)), 0.0).max(axis=1)
+    log_f = np.where((n_fin == 0) | (max_abs < 1e-6), 0.0, log_f)
+    f = 2.0**log_f
+    return f / np.exp(np.mean(np.log(f)))
+
+
+# --------------------------------------------------------------------------------------------
+# lowess (R's stats::lowess) and voom
+# --------------------------------------------------------------------------------------------
+
+
+def lowess(
+    x: np.ndarray,
+    y: np.ndarray,
+    frac: float = 2.0 / 3.0,
+    iters: int = 3,
+    delta: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """R's ``lowess(x, y, f=frac, iter=iters, delta)`` (Cleveland 1979): ``(sorted x, fit)``.
+
+    Points are sorted by ``x``. The local fit at ``x_i`` uses the ``ns = max(2, floor(frac n))``
+    nearest points (R's window rule), bandwidth ``h`` = distance to the farther window end,
+    tricube weights ``(1 - (|x_j - x_i| / h)^3)^3`` (1 within ``0.001 h``, 0 beyond ``0.999 h``,
+    ties on the right included) times the robustness weights, and a weighted straight line
+    (a weighted mean when the weighted x-spread is <= ``0.001 * range(x)``). Fits are computed
+    only at anchor points: after an anchor, the next one is the last point within ``delta``
+    (default ``0.01 * range(x)``) of it; points in between are linearly interpolated and ties of
+    an anchor copy its value. ``iters`` robustness steps follow with bisquare weights
+    ``(1 - (r / 6 MAD)^2)^2`` of the residuals (1 below ``0.001 * 6 MAD``, 0 above
+    ``0.999 * 6 MAD``; stopped when ``6 MAD < 1e-7 mean|r|``). Vectorised over anchors.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError("x and y must have the same length")
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    n = xs.size
+    if n < 2:
+        return xs, ys.copy()
+    ns = max(2, min(n, int(frac * n + 1e-7)))
+    span = xs[-1] - xs[0]
+    if delta is None:
+        delta = 0.01 * span
+    # anchors (depend on x only)
+    anchors = []
+    i = 0
+    while True:
+        anchors.append(i)
+        last = int(np.searchsorted(xs, xs[i], side="right")) - 1  # last tie of the anchor
+        if last >= n - 1:
+            break
+        nxt = int(np.searchsorted(xs, xs[i] + delta, side="right"))
+        i = max(last + 1, nxt - 1)
+    a_idx = np.asarray(anchors)
+    xa = xs[a_idx]
+    # window: smallest nleft with x_i - x_l <= x_{l+ns} - x_i (R's sliding rule)
+    if ns < n:
+        pair = xs[: n - ns] + xs[ns:]
+        nleft = np.minimum(np.searchsorted(pair, 2.0 * xa, side="left"), n - ns)
+    else:
+        nleft = np.zeros(a_idx.size, dtype=np.int64)
+    nright = nleft + ns - 1
+    h = np.maximum(xa - xs[nleft], xs[nright] - xa)
+    h9, h1 = 0.999 * h, 0.001 * h
+    nrt = np.maximum(np.searchsorted(xs, xa + h9, side="right") - 1, nright)
+    width = int((nrt - nleft).max()) + 1
+    cols = nleft[:, None] + np.arange(width)
+    inwin = cols <= nrt[:, None]
+    cols = np.minimum(cols, n - 1)
+    dx = xs[cols] - xa[:, None]
+    r = np.abs(dx)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kern = np.where(r <= h1[:, None], 1.0, (1.0 - (r / h[:, None]) ** 3) ** 3)
+    kern = np.where(inwin & (r <= h9[:, None]), kern, 0.0)
+    yw = ys[cols]
+    rw = np.ones(n)
+    fit = ys.copy()
+    for it in range(iters + 1):
+        w = kern if it == 0 else kern * rw[cols]
+        sw = w.sum(axis=1)
+        ok = sw > 0
+        w = w / np.where(ok, sw, 1.0)[:, None]
+        ybar = (w * yw).sum(axis=1)
+        a = (w * dx).sum(axis=1)
+        c = (w * (dx - a[:, None]) ** 2).sum(axis=1)
+        slope = (h > 0) & (np.sqrt(c) > 0.001 * span)
+        cov = (w * (dx - a[:, None]) * yw).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            line = ybar + np.where(slope, -a * cov / c, 0.0)
+        fa = np.where(ok, line, ys[a_idx])
+        fit = np.interp(xs, xa, fa)
+        if it == iters:
+            break
+        res = np.abs(ys - fit)
+        cmad = 6.0 * float(np.median(res))
+        if cmad < 1e-7 * float(res.mean()):
+            break
+        rw = np.where(
+            res <= 0.001 * cmad,
+            1.0,
+            np.where(res <= 0.999 * cmad, (1.0 - (res / cmad) ** 2) ** 2, 0.0),
+        )
+    return xs, fit
+
+
+class Voom(NamedTuple):
+    """voom output for a two-group design (samples x genes)."""
+
+    E: np.ndarray  # log2-CPM, log2((count + 0.5) / (lib + 1) * 1e6)
+    weights: np.ndarray  # precision weights
+    lib_sizes: np.ndarray  # the library sizes used (with normalisation factors)
+    trend_x: np.ndarray  # lowess trend: mean log2 count (sorted)
+    trend_y: np.ndarray  # lowess trend: sqrt(residual sd)
+
+
+def voom(
+    counts: np.ndarray | sp.spmatrix,
+    n_treated: int,
+    lib_sizes: np.ndarray | None = None,
+    *,
+    span: float = 0.5,
+) -> Voom:
+    """limma ``voom`` for the design ``[intercept, treated]`` (the first ``n_treated`` rows).
+
+    ``E = log2((count + 0.5) / (lib + 1) * 1e6)`` with ``lib`` = ``lib_sizes`` (edgeR's effective
+    library sizes ``lib * norm.factors``; default the row sums); unweighted two-group fit;
+    trend: :func:`lowess` (``f=span``, 3 robustness steps) of ``sqrt(sigma_g)`` against
+    ``Amean_g + mean(log2(lib + 1)) - log2(1e6)``, all-zero genes left out, turned into a
+    function by linear interpolation with constant ends (R ``approxfun(rule=2)``); the
+    fitted log-count of every observation, ``log2(2^fitted_logcpm * (lib + 1) / 1e6)`` (group
+    means as fitted values), gives the weight ``1 / trend(fitted log-count)^4``. The trend is
+    floored at its smallest positive value so weights stay finite.
+    """
+    y = _as_dense(counts)
+    n, n_genes = y.shape
+    if n_genes < 2:
+        raise ValueError("need at least two genes to fit a mean-variance trend")
+    if not 1 <= n_treated < n:
+        raise ValueError("need at least one treated and one control sample")
+    if np.any(y < 0) or not np.all(np.isfinite(y)):
+        raise ValueError("counts must be finite and >= 0")
+    lib = y.sum(axis=1) if lib_sizes is None else np.asarray(lib_sizes, dtype=np.float64)
+    if lib.shape != (n,) or np.any(~(lib > 0)):
+        raise ValueError("lib_sizes must be one positive value per row")
+    E = np.log2((y + 0.5) / (lib[:, None] + 1.0) * 1e6)
+    fit = lmfit_two_group(E[:n_treated], E[n_treated:])
+    sx = fit.amean + np.mean(np.log2(lib + 1.0)) - np.log2(1e6)
+    sy = np.sqrt(fit.sigma)
+    nonzero = y.sum(axis=0) > 0
+    lx, ly = lowess(sx[nonzero], sy[nonzero], frac=span)
+    ux, first = np.unique(lx, return_index=True)  # tied x share one fitted value
+    uy = ly[first]
+    pos = uy[uy > 0]
+    if pos.size == 0:
+        return Voom(E, np.ones_like(E), lib, lx, ly)
+    uy = np.maximum(uy, pos.min())
+    m1 = E[:n_treated].mean(axis=0)
+    m0 = E[n_treated:].mean(axis=0)
+    fitted = np.vstack(
+        [np.broadcast_to(m1, (n_treated, n_genes)), np.broadcast_to(m0, (n - n_treated, n_genes))]
+    )
+    fitted_logcount = fitted + np.log2(lib + 1.0)[:, None] - np.log2(1e6)
+    w = 1.0 / np.interp(fitted_logcount, ux, uy) ** 4
+    return Voom(E, w, lib, lx, ly)
+
+
+# --------------------------------------------------------------------------------------------
 # lmFit for the two-group design
 # --------------------------------------------------------------------------------------------
 
@@ -114,13 +422,23 @@ class LmFit:
     amean: np.ndarray | None = None  # (G,) mean log-expression over all samples
 
 
-def lmfit_two_group(y_treated: np.ndarray, y_control: np.ndarray) -> LmFit:
+def lmfit_two_group(
+    y_treated: np.ndarray,
+    y_control: np.ndarray,
+    w_treated: np.ndarray | None = None,
+    w_control: np.ndarray | None = None,
+) -> LmFit:
     """limma ``lmFit`` with design ``[intercept, treated]`` for every gene at once.
 
-    ``y_treated`` (n1 x G) and ``y_control`` (n0 x G) are log-expression values. The
-    coefficient is ``mean(treated) - mean(control)``, its unscaled sd ``sqrt(1/n1 + 1/n0)``;
-    the residual variance pools both groups with ``n1 + n0 - 2`` df, so a single treated
-    replicate works (its residual is zero and the df come from the controls).
+    ``y_treated`` (n1 x G) and ``y_control`` (n0 x G) are log-expression values; optional
+    ``w_treated``/``w_control`` (same shapes, > 0) are precision weights (voom), for which the
+    fit is weighted least squares per gene. With group weight sums ``W1 = sum_i w_1i`` and
+    ``W0 = sum_i w_0i``: the coefficient is ``m1 - m0`` with weighted group means
+    ``m_k = sum_i w_ki y_ki / W_k``, its unscaled sd ``sqrt(1/W1 + 1/W0)``, and the residual
+    variance ``sum_ki w_ki (y_ki - m_k)^2 / (n1 + n0 - 2)`` (unweighted: ``w = 1``, so
+    ``sqrt(1/n1 + 1/n0)`` and the pooled variance). A single treated replicate works (its
+    residual is zero and the df come from the controls). ``amean`` is the unweighted mean over
+    all samples (limma's ``Amean``).
     """
     y1 = np.atleast_2d(np.asarray(y_treated, dtype=np.float64))
     y0 = np.atleast_2d(np.asarray(y_control, dtype=np.float64))
@@ -129,18 +447,36 @@ def lmfit_two_group(y_treated: np.ndarray, y_control: np.ndarray) -> LmFit:
     n1, n0 = y1.shape[0], y0.shape[0]
     if n1 < 1 or n0 < 1:
         raise ValueError("need at least one treated and one control sample")
-    m1 = y1.mean(axis=0)
-    m0 = y0.mean(axis=0)
-    rss = ((y1 - m1) ** 2).sum(axis=0) + ((y0 - m0) ** 2).sum(axis=0)
+    if (w_treated is None) != (w_control is None):
+        raise ValueError("give weights for both groups or for neither")
     df = n1 + n0 - 2
     n_genes = y1.shape[1]
+    amean = (y1.sum(axis=0) + y0.sum(axis=0)) / (n1 + n0)
+    if w_treated is None:
+        m1 = y1.mean(axis=0)
+        m0 = y0.mean(axis=0)
+        rss = ((y1 - m1) ** 2).sum(axis=0) + ((y0 - m0) ** 2).sum(axis=0)
+        su = np.full(n_genes, np.sqrt(1.0 / n1 + 1.0 / n0))
+    else:
+        w1 = np.atleast_2d(np.asarray(w_treated, dtype=np.float64))
+        w0 = np.atleast_2d(np.asarray(w_control, dtype=np.float64))
+        if w1.shape != y1.shape or w0.shape != y0.shape:
+            raise ValueError("weights must have the shapes of the expression values")
+        if np.any(~(w1 > 0)) or np.any(~(w0 > 0)) or np.any(~np.isfinite(w1 + w0.sum(axis=0))):
+            raise ValueError("weights must be finite and > 0")
+        sw1 = w1.sum(axis=0)
+        sw0 = w0.sum(axis=0)
+        m1 = (w1 * y1).sum(axis=0) / sw1
+        m0 = (w0 * y0).sum(axis=0) / sw0
+        rss = (w1 * (y1 - m1) ** 2).sum(axis=0) + (w0 * (y0 - m0) ** 2).sum(axis=0)
+        su = np.sqrt(1.0 / sw1 + 1.0 / sw0)
     sigma = np.sqrt(rss / df) if df > 0 else np.full(n_genes, np.nan)
     return LmFit(
         coefficients=m1 - m0,
-        stdev_unscaled=np.full(n_genes, np.sqrt(1.0 / n1 + 1.0 / n0)),
+        stdev_unscaled=su,
         sigma=sigma,
         df_residual=np.full(n_genes, float(df)),
-        amean=(y1.sum(axis=0) + y0.sum(axis=0)) / (n1 + n0),
+        amean=amean,
     )
 
 
@@ -172,30 +508,80 @@ def trigamma_inverse(x: np.ndarray | float) -> np.ndarray:
     return y
 
 
-def fit_f_dist(x: np.ndarray, df1: np.ndarray | float) -> tuple[float, float]:
+def natural_spline_basis(x: np.ndarray, df: int) -> np.ndarray:
+    """A basis of R's ``splines::ns(x, df=df, intercept=TRUE)`` space (same column span).
+
+    Natural cubic splines with boundary knots at ``range(x)`` and ``df - 2`` interior knots at
+    the quantiles ``k / (df - 1)`` of ``x`` (R type 7), in the truncated-power form of Hastie,
+    Tibshirani & Friedman (ESL eq. 5.4-5.5): ``1, x, d_k(x) - d_{K-1}(x)`` with ``d_k(x) =
+    ((x - xi_k)_+^3 - (x - xi_K)_+^3) / (xi_K - xi_k)``, on ``x`` rescaled to [0, 1]. Least-squares
+    fitted values are the same as with R's B-spline basis, which spans the same space.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    z = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    n_inner = df - 2
+    inner = np.quantile(z, np.arange(1, n_inner + 1) / (n_inner + 1)) if n_inner > 0 else []
+    knots = np.concatenate([[0.0], inner, [1.0]])
+    cols = [np.ones_like(z), z]
+    K = knots.size
+
+    def d(k: int) -> np.ndarray:
+        return (np.maximum(z - knots[k], 0) ** 3 - np.maximum(z - knots[-1], 0) ** 3) / (
+            knots[-1] - knots[k]
+        )
+
+    last = d(K - 2)
+    for k in range(K - 2):
+        cols.append(d(k) - last)
+    return np.column_stack(cols)
+
+
+def fit_f_dist(
+    x: np.ndarray, df1: np.ndarray | float, covariate: np.ndarray | None = None
+) -> tuple[float | np.ndarray, float]:
     """Moment estimates ``(scale s0^2, df2 d0)`` of a scaled F distribution (limma ``fitFDist``).
 
     ``x`` are sample variances with ``df1`` degrees of freedom. Values that are not finite,
     negative, or have ``df1 <= 0`` are ignored; exact zeros are offset to ``1e-5 * median``.
     When the observed log-variance spread is no larger than the sampling spread, ``d0 = inf``
     and ``s0^2`` is the mean variance (limma >= 3.33).
+
+    With a ``covariate`` (limma-trend: the genes' average log-expression) the mean of
+    ``e = log x - digamma(d/2) + log(d/2)`` is a natural cubic spline in the covariate with
+    ``min(1 + [n>=3] + [n>=6] + [n>=30], #unique)`` df (:func:`natural_spline_basis`),
+    ``evar = RSS / (n - rank) - mean(trigamma(d/2))``, and the returned scale is the per-value
+    vector ``exp(fitted e + digamma(d0/2) - log(d0/2))`` (``exp(fitted e)`` when ``d0 = inf``;
+    NaN for the ignored values).
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     n = x.size
+    if covariate is not None:
+        cov = np.asarray(covariate, dtype=np.float64).ravel()
+        if cov.shape != x.shape:
+            raise ValueError("covariate must have one value per variance")
     if n == 0:
         return float("nan"), float("nan")
     if n == 1:
-        return float(x[0]), 0.0
+        return (float(x[0]) if covariate is None else x.copy()), 0.0
     df1 = np.broadcast_to(np.asarray(df1, dtype=np.float64), x.shape)
     ok = np.isfinite(df1) & (df1 > 1e-15) & np.isfinite(x) & (x > -1e-15)
+    if covariate is not None:
+        ok &= np.isfinite(cov)
     nok = int(ok.sum())
+    if covariate is not None:
+        splinedf = 1 + (nok >= 3) + (nok >= 6) + (nok >= 30)
+        splinedf = min(splinedf, np.unique(cov[ok]).size)
+        if splinedf < 2:
+            scale, df2 = fit_f_dist(x, df1)
+            return np.full(n, scale), df2
     if nok == 0:
         return float("nan"), float("nan")
     if nok == 1:
-        return float(x[ok][0]), 0.0
-    x = np.maximum(x[ok], 0.0)
+        return (float(x[ok][0]) if covariate is None else np.where(ok, x, np.nan)), 0.0
+    xo = np.maximum(x[ok], 0.0)
     d = df1[ok]
-    m = float(np.median(x))
+    m = float(np.median(xo))
     if m == 0:
         warnings.warn(
             "more than half of residual variances are exactly zero: eBayes unreliable",
@@ -203,35 +589,51 @@ def fit_f_dist(x: np.ndarray, df1: np.ndarray | float) -> tuple[float, float]:
             stacklevel=2,
         )
         m = 1.0
-    x = np.maximum(x, 1e-5 * m)
-    e = np.log(x) - special.digamma(d / 2) + np.log(d / 2)
-    emean = float(e.mean())
-    evar = float(((e - emean) ** 2).sum() / (nok - 1)) - float(special.polygamma(1, d / 2).mean())
+    xo = np.maximum(xo, 1e-5 * m)
+    e = np.log(xo) - special.digamma(d / 2) + np.log(d / 2)
+    if covariate is None:
+        emean = float(e.mean())
+        evar = float(((e - emean) ** 2).sum() / (nok - 1))
+    else:
+        basis = natural_spline_basis(cov[ok], splinedf)
+        coef, _, rank, _ = np.linalg.lstsq(basis, e, rcond=None)
+        emean = basis @ coef
+        evar = float(((e - emean) ** 2).sum() / (nok - rank))
+    evar -= float(special.polygamma(1, d / 2).mean())
     if evar > 0:
         df2 = 2.0 * float(trigamma_inverse(evar)[0])
-        s20 = float(np.exp(emean + special.digamma(df2 / 2) - np.log(df2 / 2)))
+        s20 = np.exp(emean + special.digamma(df2 / 2) - np.log(df2 / 2))
     else:
         df2 = float("inf")
-        s20 = float(x.mean())
-    return s20, df2
+        s20 = float(xo.mean()) if covariate is None else np.exp(emean)
+    if covariate is None:
+        return float(s20), df2
+    out = np.full(n, np.nan)
+    out[ok] = s20
+    return out, df2
 
 
-def squeeze_var(var: np.ndarray, df: np.ndarray | float) -> tuple[np.ndarray, float, float]:
-    """limma ``squeezeVar``: returns ``(var_post, var_prior, df_prior)``."""
+def squeeze_var(
+    var: np.ndarray, df: np.ndarray | float, covariate: np.ndarray | None = None
+) -> tuple[np.ndarray, float | np.ndarray, float]:
+    """limma ``squeezeVar``: returns ``(var_post, var_prior, df_prior)``.
+
+    ``var_prior`` is a scalar, or with ``covariate`` (limma-trend) one value per gene.
+    """
     var = np.asarray(var, dtype=np.float64).ravel().copy()
     df = np.broadcast_to(np.asarray(df, dtype=np.float64), var.shape)
     if var.size == 0:
         raise ValueError("var is empty")
     if var.size == 1:
-        return var.copy(), float(var[0]), 0.0
+        return var.copy(), (float(var[0]) if covariate is None else var.copy()), 0.0
     var[df == 0] = 0.0
-    var_prior, df_prior = fit_f_dist(var, df)
+    var_prior, df_prior = fit_f_dist(var, df, covariate)
     if np.isnan(df_prior):
         raise ValueError("could not estimate prior df")
     if np.isfinite(df_prior):
         var_post = (df * var + df_prior * var_prior) / (df + df_prior)
     else:
-        var_post = np.full_like(var, var_prior)
+        var_post = np.broadcast_to(np.asarray(var_prior, dtype=np.float64), var.shape).copy()
     return var_post, var_prior, df_prior
 
 
@@ -285,7 +687,7 @@ class EBayes:
     p_value: np.ndarray
     lods: np.ndarray  # B statistic
     s2_post: np.ndarray
-    s2_prior: float
+    s2_prior: float | np.ndarray  # per gene with trend=True
     df_prior: float
     df_total: np.ndarray
     var_prior: float
@@ -298,11 +700,14 @@ def ebayes(
     *,
     df_prior: float | None = None,
     s2_prior: float | None = None,
+    trend: bool = False,
 ) -> EBayes:
     """limma ``eBayes`` for one coefficient of ``fit`` (moderated t, p-values and B).
 
     ``df_prior``/``s2_prior`` override the fitFDist estimates (e.g. ``df_prior=0`` gives the
-    ordinary t-test with ``df_residual`` df).
+    ordinary t-test with ``df_residual`` df). ``trend=True`` is limma-trend: the prior variance
+    is a smooth function of ``fit.amean`` (:func:`fit_f_dist` with a covariate), and the B
+    statistic's coefficient-variance limits use ``median(s0^2)`` (as limma does).
     """
     coef = np.asarray(fit.coefficients, dtype=np.float64)
     su = np.broadcast_to(np.asarray(fit.stdev_unscaled, dtype=np.float64), coef.shape)
@@ -312,27 +717,36 @@ def ebayes(
         raise ValueError("no residual degrees of freedom in linear model fits")
     if not np.any(np.isfinite(sigma)):
         raise ValueError("no finite residual standard deviations")
+    covariate = None
+    if trend:
+        if fit.amean is None:
+            raise ValueError("trend=True needs fit.amean")
+        covariate = np.asarray(fit.amean, dtype=np.float64)
     s2 = sigma**2
     if df_prior is None:
-        s2_post, s2_prior_est, d0 = squeeze_var(s2, df_res)
+        s2_post, s2_prior_est, d0 = squeeze_var(s2, df_res, covariate)
         if s2_prior is not None:
             s2_prior_est = float(s2_prior)
             s2_post = _post_var(s2, df_res, s2_prior_est, d0)
     else:
         d0 = float(df_prior)
-        s2_prior_est = float(s2_prior) if s2_prior is not None else fit_f_dist(s2, df_res)[0]
+        if s2_prior is not None:
+            s2_prior_est = float(s2_prior)
+        else:
+            s2_prior_est = fit_f_dist(s2, df_res, covariate)[0]
         s2_post = _post_var(s2, df_res, s2_prior_est, d0)
     t = coef / su / np.sqrt(s2_post)
     df_total = np.minimum(df_res + d0, np.nansum(df_res))
     p_value = 2.0 * stats.t.sf(np.abs(t), df_total)
 
+    s2_ref = float(np.nanmedian(s2_prior_est)) if np.ndim(s2_prior_est) else s2_prior_est
     lim = (
-        stdev_coef_lim[0] ** 2 / s2_prior_est,
-        stdev_coef_lim[1] ** 2 / s2_prior_est,
+        stdev_coef_lim[0] ** 2 / s2_ref,
+        stdev_coef_lim[1] ** 2 / s2_ref,
     )
     var_prior = tmixture(t, su, df_total, proportion, lim)
     if np.isnan(var_prior):
-        var_prior = 1.0 / s2_prior_est
+        var_prior = 1.0 / s2_ref
         warnings.warn(
             "estimation of var.prior failed - set to default value", RuntimeWarning, stacklevel=2
         )
@@ -355,9 +769,11 @@ def ebayes(
     )
 
 
-def _post_var(s2: np.ndarray, df: np.ndarray, s2_prior: float, d0: float) -> np.ndarray:
+def _post_var(
+    s2: np.ndarray, df: np.ndarray, s2_prior: float | np.ndarray, d0: float
+) -> np.ndarray:
     if np.isinf(d0):
-        return np.full_like(s2, s2_prior)
+        return np.broadcast_to(np.asarray(s2_prior, dtype=np.float64), s2.shape).copy()
     s2 = np.where(df == 0, 0.0, s2)
     return (df * s2 + d0 * s2_prior) / (df + d0)
 
@@ -479,6 +895,56 @@ def contrasts(
     return out, skipped_df
 
 
+DE_METHODS = ("voom", "trend", "plain")
+
+
+def _de_contrast(
+    sub: np.ndarray,
+    n1: int,
+    method: str,
+    *,
+    min_count: float,
+    min_total_count: float,
+    normalize: str,
+    prior_count: float,
+    span: float,
+    proportion: float,
+    stdev_coef_lim: tuple[float, float],
+) -> tuple[np.ndarray, LmFit, EBayes] | str:
+    """One contrast (rows: ``n1`` treated wells, then controls): ``(kept genes, fit, eBayes)``,
+    or the reason why nothing could be tested."""
+    if method == "plain":
+        lib = sub.sum(axis=1)
+        keep = sub.sum(axis=0) >= min_total_count
+        if not keep.any():
+            return f"no gene with a total count >= {min_total_count:g}"
+        y = log_cpm(sub[:, keep], lib, prior_count)
+        fit = lmfit_two_group(y[:n1], y[n1:])
+        return keep, fit, ebayes(fit, proportion, stdev_coef_lim)
+    keep = filter_by_expr(
+        sub,
+        sub.sum(axis=1),
+        group_sizes=(n1, sub.shape[0] - n1),
+        min_count=min_count,
+        min_total_count=min_total_count,
+    )
+    if keep.sum() < 2:
+        return f"{int(keep.sum())} gene(s) pass filterByExpr (need >= 2)"
+    yk = sub[:, keep]
+    lib = yk.sum(axis=1)  # edgeR: y[keep, , keep.lib.sizes=FALSE]
+    if np.any(lib <= 0):
+        return "a well has no counts in the genes that pass filterByExpr"
+    nf = calc_norm_factors(yk, lib) if normalize == "TMM" else np.ones(lib.size)
+    eff = lib * nf
+    if method == "voom":
+        v = voom(yk, n1, eff, span=span)
+        fit = lmfit_two_group(v.E[:n1], v.E[n1:], v.weights[:n1], v.weights[n1:])
+        return keep, fit, ebayes(fit, proportion, stdev_coef_lim)
+    y = log_cpm(yk, eff, prior_count)
+    fit = lmfit_two_group(y[:n1], y[n1:])
+    return keep, fit, ebayes(fit, proportion, stdev_coef_lim, trend=True)
+
+
 def pseudobulk_de(
     counts: np.ndarray | sp.spmatrix,
     groups_df: pd.DataFrame,
@@ -486,23 +952,46 @@ def pseudobulk_de(
     min_cells: int,
     *,
     min_control_wells: int = 2,
-    min_total_count: float = 1.0,
+    method: str = "voom",
+    min_count: float = 10.0,
+    min_total_count: float | None = None,
+    normalize: str = "TMM",
     prior_count: float = 2.0,
+    span: float = 0.5,
     proportion: float = 0.01,
     stdev_coef_lim: tuple[float, float] = (0.1, 4.0),
     control: str = CONTROL_DRUG,
     return_skipped: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-    """limma-trend-style DE of every treated condition against its plate's DMSO wells.
+    """limma DE of every treated condition against its plate's DMSO wells (one fit per contrast).
 
     ``counts``: pseudobulk counts, one row per (sample, cell line) well (rows of
-    ``groups_df``), one column per gene (``gene_ids``, token ids). Per contrast (see
-    :func:`contrasts`): library sizes are the wells' total counts over all genes; genes whose
-    summed count over the contrast's wells is below ``min_total_count`` are not tested (all-zero
-    genes carry no information); the rest get log-CPM (``prior_count``), the two-group fit and
-    eBayes; adj.P.Val is BH within the contrast. Returns the tidy table (:data:`DE_COLUMNS`),
-    sorted by condition keys then gene; with ``return_skipped`` also the skipped conditions.
+    ``groups_df``), one column per gene (``gene_ids``, token ids). Each contrast (see
+    :func:`contrasts`) is analysed on its own wells only, with the design ``[intercept,
+    treated]``; adj.P.Val is BH within the contrast. ``method``:
+
+    * ``"voom"`` (default; edgeR/limma-voom): :func:`filter_by_expr` (``min_count``,
+      ``min_total_count`` default 15, smallest group size = the number of treated wells,
+      usually 1), library sizes re-summed over the kept genes, TMM factors
+      (:func:`calc_norm_factors`, ``normalize="TMM"``; ``"none"`` skips them), :func:`voom`
+      (``span``) precision weights, the weighted :func:`lmfit_two_group` and :func:`ebayes`.
+      AveExpr is the mean voom log-CPM. ``prior_count`` is not used (voom's is 0.5).
+    * ``"trend"`` (limma-trend): the same filter and TMM, log-CPM with ``prior_count`` on the
+      effective library sizes, unweighted fit, ``ebayes(trend=True)``.
+    * ``"plain"`` (the original method): no filter beyond a total count >= ``min_total_count``
+      (default 1) over the contrast's wells, log-CPM on the full library sizes, unweighted fit,
+      constant-prior eBayes. Kept for comparison: it is badly anti-conservative for low counts.
+
+    Returns the tidy table (:data:`DE_COLUMNS`), sorted by condition keys then gene; with
+    ``return_skipped`` also the skipped conditions (from :func:`contrasts`, plus contrasts in
+    which no two genes pass the filter).
     """
+    if method not in DE_METHODS:
+        raise ConfigError("method", f"must be one of {', '.join(DE_METHODS)}, got {method!r}")
+    if normalize not in ("TMM", "none"):
+        raise ConfigError("normalize", f"must be 'TMM' or 'none', got {normalize!r}")
+    if min_total_count is None:
+        min_total_count = 1.0 if method == "plain" else 15.0
     g = _check_groups(groups_df)
     gene_ids = np.asarray(gene_ids)
     if counts.shape[0] != len(g):
@@ -513,6 +1002,7 @@ def pseudobulk_de(
     cons, skipped = contrasts(g, min_cells, min_control_wells, control=control)
     n_cells = g["n_cells"].to_numpy()
     parts = []
+    extra_skips = []
     for c in cons:
         rows = np.concatenate([c.treated, c.control])
         sub = mat[rows]
@@ -525,13 +1015,32 @@ def pseudobulk_de(
                 "a well has zero total counts",
                 row=int(rows[np.argmax(lib <= 0)]),
             )
-        keep = sub.sum(axis=0) >= min_total_count
-        if not keep.any():
+        out = _de_contrast(
+            sub,
+            c.treated.size,
+            method,
+            min_count=min_count,
+            min_total_count=min_total_count,
+            normalize=normalize,
+            prior_count=prior_count,
+            span=span,
+            proportion=proportion,
+            stdev_coef_lim=stdev_coef_lim,
+        )
+        if isinstance(out, str):
+            extra_skips.append(
+                dict(
+                    drug=c.drug,
+                    dose_uM=c.dose_uM,
+                    cell_line_id=c.cell_line_id,
+                    plate=c.plate,
+                    n_cells=int(n_cells[c.treated].sum()),
+                    n_control_wells=int(c.control.size),
+                    reason=out,
+                )
+            )
             continue
-        y = log_cpm(sub[:, keep], lib, prior_count)
-        n1 = c.treated.size
-        fit = lmfit_two_group(y[:n1], y[n1:])
-        eb = ebayes(fit, proportion, stdev_coef_lim)
+        keep, fit, eb = out
         k = int(keep.sum())
         parts.append(
             pd.DataFrame(
@@ -558,6 +1067,9 @@ def pseudobulk_de(
         res = pd.DataFrame({col: pd.Series(dtype=np.float64) for col in DE_COLUMNS})
     res = res.sort_values([*CONDITION_KEYS, "gene"], kind="mergesort").reset_index(drop=True)
     res = res[DE_COLUMNS]
+    if extra_skips:
+        extra = pd.DataFrame(extra_skips, columns=skipped.columns)
+        skipped = extra if skipped.empty else pd.concat([skipped, extra], ignore_index=True)
     return (res, skipped) if return_skipped else res
 
 

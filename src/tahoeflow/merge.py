@@ -20,7 +20,16 @@ import pyarrow.parquet as pq
 
 from . import io as tio
 from .errors import InputError
-from .summarize import GENE_STAT_COLUMNS
+from .summarize import CELL_COLUMNS, GENE_STAT_COLUMNS
+
+MERGED_CELL_SCHEMA = pa.schema(
+    [
+        *CELL_COLUMNS.items(),
+        ("control_mean", pa.float64()),
+        ("delta_mean", pa.float64()),
+        ("control_level", pa.string()),
+    ]
+)
 
 
 def merge_gene_stats(paths: Sequence[str | Path], gene_metadata: pa.Table, n_obs: int) -> pa.Table:
@@ -173,7 +182,7 @@ def merge_cells(
                         .rename("n_cells")
                         .reset_index()
                     )
-                t = pa.Table.from_pandas(df, preserve_index=False)
+                t = pa.Table.from_pandas(df, schema=MERGED_CELL_SCHEMA, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, t.schema, compression="zstd")
                 writer.write_table(t)

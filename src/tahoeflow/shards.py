@@ -18,9 +18,11 @@ each kind of problem; the wrapper formats the message.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,6 +230,25 @@ def iter_row_batches(
         pos += b.num_rows
         if hi > lo:
             yield b.slice(lo, hi - lo) if (lo, hi) != (0, b.num_rows) else b
+
+
+_END = object()
+
+
+def prefetch(items: Iterator) -> Iterator:
+    """The items of ``items``, the next one produced on a worker thread while this one is used.
+
+    For record batches: Arrow decodes batch k+1 (releasing the GIL) while the compiled kernel
+    (``nogil``) converts batch k. Exceptions come out where the item would have.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="tahoeflow-prefetch") as pool:
+        nxt = pool.submit(next, items, _END)
+        while True:
+            item = nxt.result()
+            if item is _END:
+                return
+            nxt = pool.submit(next, items, _END)
+            yield item
 
 
 # --- problems, ranked ------------------------------------------------------------------------
@@ -641,7 +662,7 @@ def read_shard(
     allow_non_integer: bool = False,
     warn: Callable[[str], None] | None = None,
     batch_rows: int = BATCH_ROWS,
-    use_threads: bool = False,
+    threads: int = 1,
 ) -> tuple[dict[str, np.ndarray], sp.csr_matrix]:
     """``obs_arrays`` and ``to_csr`` of ``read_rows(path, row_start, row_stop)``, streamed.
 
@@ -649,6 +670,10 @@ def read_shard(
     rows at a time straight into the CSR arrays, so memory holds the shard's CSR plus one
     batch instead of the decoded shard. The CSR buffers are sized from the footer's value
     counts (no regrowth when the shard is whole row groups).
+
+    ``threads=1`` (a summary job's declaration) does everything on the calling thread; with
+    more, Arrow decodes the columns of a batch in parallel and the next batch is decoded while
+    the kernel converts this one.
     """
     columns = ["genes", "expressions", *obs_columns]
     pf = _open(path, columns)
@@ -665,12 +690,12 @@ def read_shard(
             vocab, path, problems, schema.field("genes").type, schema.field("expressions").type,
             row_offset=row_start, capacity=capacity,
         )  # fmt: skip
-        for batch in iter_row_batches(
-            pf, path, row_start, row_stop, columns, batch_rows, use_threads
-        ):
-            obs.add(batch)
-            builder.add(batch.column("genes"), batch.column("expressions"))
-            del batch
+        batches = iter_row_batches(pf, path, row_start, row_stop, columns, batch_rows, threads > 1)
+        with contextlib.closing(prefetch(batches) if threads > 1 else batches) as it:
+            for batch in it:
+                obs.add(batch)
+                builder.add(batch.column("genes"), batch.column("expressions"))
+                del batch
         problems.check()  # metadata problems come first, whatever the lists hold
         X = builder.finish(allow_non_integer, warn)
         return obs.arrays(), X

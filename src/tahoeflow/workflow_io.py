@@ -8,25 +8,41 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from . import pp
-from .shards import vocab_from_gene_metadata
-from .summarize import Filters, load_shard, sample_doses
+from .shards import Shard, Vocab, vocab_from_gene_metadata
+from .summarize import Filters, LoadedShard, load_shard, sample_doses
 
 
-def load_filtered_shard(smk: Any, log: Any):
-    """Read, validate and filter the shard exactly as the summary job did (same cells, same order)."""
-    shard = smk.params.shard
-    vocab = vocab_from_gene_metadata(pq.read_table(smk.input.genes), smk.input.genes)
-    doses = sample_doses(pq.read_table(smk.input.samples).to_pandas(), smk.input.samples)
-    loaded = load_shard(
-        smk.input.data,
-        shard,
-        vocab,
-        doses,
-        Filters(**smk.params.filters),
-        control_drug=smk.params.control_drug,
-        allow_non_integer=smk.params.normalised,
-        warn=log,
-    )
+def load_filtered_shard(
+    smk: Any, log: Any, shard: Shard | None = None, data_path: str | None = None
+) -> tuple[LoadedShard, Vocab]:
+    """Read, validate and filter a shard exactly as the summary job did (same cells, same order).
+
+    Dispatches on ``params.source["kind"]``: Tahoe Parquet files (demo, hub, local) or h5ad
+    files. ``shard``/``data_path`` default to the job's own (``params.shard``, ``input.data``).
+    """
+    p = smk.params
+    shard = shard or p.shard
+    data_path = data_path or smk.input.data
+    filters = Filters(**p.filters)
+    if p.source["kind"] == "h5ad":
+        from .h5ad_source import load_h5ad_shard, settings_from_config, vocab_from_gene_table
+
+        s = settings_from_config(p.source["h5ad"])
+        genes = pq.read_table(smk.input.genes).to_pandas()
+        vocab = vocab_from_gene_table(genes, s.mito_prefix)
+        loaded = load_h5ad_shard(
+            data_path, shard.row_start, shard.row_stop, s.obs_map, s.control_value or p.control_drug,
+            filters=filters, allow_non_integer=p.normalised, shard_name=shard.name, layer=s.layer,
+            dose_unit=s.dose_unit, warn=log,
+        )  # fmt: skip
+    else:
+        vocab = vocab_from_gene_metadata(pq.read_table(smk.input.genes), smk.input.genes)
+        samples = smk.input.samples if isinstance(smk.input.samples, str) else smk.input.samples[0]
+        doses = sample_doses(pq.read_table(samples).to_pandas(), samples)
+        loaded = load_shard(
+            data_path, shard, vocab, doses, filters,
+            control_drug=p.control_drug, allow_non_integer=p.normalised, warn=log,
+        )  # fmt: skip
     log(
         f"shard {shard.name}: {loaded.filter_counts['kept']} of {loaded.filter_counts['input']} rows kept"
     )

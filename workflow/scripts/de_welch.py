@@ -3,15 +3,13 @@
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from tahoeflow import io as tio
 from tahoeflow.de import welch_de
 from tahoeflow.logs import run
 from tahoeflow.pp import log_normalize
-from tahoeflow.shards import vocab_from_gene_metadata
-from tahoeflow.summarize import Filters, load_shard, sample_doses
+from tahoeflow.workflow_io import load_filtered_shard
 
 
 def main(smk, log):
@@ -24,21 +22,18 @@ def main(smk, log):
     )
     conds = n_called.sort_values(ascending=False, kind="stable").index[: p.max_conditions].tolist()
     log(f"Welch tests for {len(conds)} conditions: {conds}")
-    vocab = vocab_from_gene_metadata(pq.read_table(smk.input.genes), smk.input.genes)
-    doses = sample_doses(pq.read_table(smk.input.samples).to_pandas(), smk.input.samples)
     wanted_lines = {(c[2], c[3]) for c in conds}
     obs_parts, X_parts = [], []
     path_of = dict(zip(p.files, smk.input.data, strict=True))
     for shard in p.shards:
-        ls = load_shard(path_of[shard.file_index], shard, vocab, doses, Filters(**p.filters),
-                        control_drug=p.control_drug, allow_non_integer=p.normalised, warn=log)  # fmt: skip
+        ls, vocab = load_filtered_shard(smk, log, shard=shard, data_path=path_of[shard.file_index])
         keep = pd.MultiIndex.from_frame(ls.obs[["cell_line_id", "plate"]]).isin(list(wanted_lines))
         if keep.any():
             obs_parts.append(ls.obs[keep].reset_index(drop=True))
             X_parts.append(log_normalize(ls.X[np.flatnonzero(keep)]))
         log(f"shard {shard.name}: kept {int(keep.sum())} cells of the selected lines and plates")
     frames = []
-    if obs_parts:
+    if obs_parts:  # vocab is the same for every shard
         obs = pd.concat(obs_parts, ignore_index=True)
         X = sp.vstack(X_parts).tocsr()
         for drug, dose, line, plate in conds:
