@@ -558,8 +558,8 @@ def test_threads_give_the_same_shard_tables_and_errors(small_demo, tmp_path):
     assert len(errors) == 1 and "row 333: negative count -1.0" in errors.pop()
 
 
-def test_summarize_fused_pass_equals_shard_stats_and_pseudobulk(vocab):
-    """summarize's single pass (cells visited group by group) against the separate functions."""
+def test_summarize_tables_equal_shard_stats_and_the_indicator_product(vocab):
+    """summarize's tables (groups from per-column codes) against the references."""
     import pandas as pd
 
     from tahoeflow.summarize import CELL_COLUMNS, LoadedShard, summarize

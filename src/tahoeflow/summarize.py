@@ -1,11 +1,11 @@
 """Per-shard summaries: one row per cell, plus per-shard statistics that merge exactly.
 
-Statistics come from one compiled pass over the CSR arrays (numba, ``cache=True``, single
-threaded): per-cell and per-gene sums and the pseudobulk sums per group of cells. The
-pseudobulk sums add in the order the sparse indicator product did (same bits); ``shard_stats``
-adds per-gene sums in row order as ``np.bincount`` did, ``summarize`` in group order (the same
-sums up to rounding). Tested against plain numpy / scipy references in
-tests/test_perf_kernels.py.
+Statistics come from compiled single passes over the CSR arrays (numba, ``cache=True``, single
+threaded): per-cell and per-gene sums in one pass (``shard_stats``), pseudobulk sums per group
+of cells in another (``pseudobulk``). Each adds in the order the previous ``np.bincount`` /
+sparse indicator product did; both are tested against plain numpy / scipy references in
+tests/test_perf_kernels.py. (Fusing the two passes into one, visiting cells group by group,
+measured no faster.)
 """
 
 from __future__ import annotations
@@ -143,93 +143,71 @@ def _group_values(indptr, order, lo, hi):  # pragma: no cover
 
 
 @nb.njit(cache=True, nogil=True)
-def _summary_kernel(
-    indptr, indices, data, is_mito, target_sum, order, bounds, sum_groups, cell, gene, gene_n
+def _stats_kernel(
+    indptr, indices, data, is_mito, target_sum, cell, gene, gene_n
 ):  # pragma: no cover
-    """Per-cell and per-gene sums, and (``sum_groups``) the summed counts of each group.
+    """One pass over each CSR row: per-cell sums into ``cell`` (n, 5), per-gene into ``gene``.
 
-    Rows are visited group by group (``order[bounds[g]:bounds[g+1]]``), each in two passes:
     cell[i] = (sum x, sum x^2, sum x^3, sum of MT x, sum log1p(CP10k)) over row i's stored
-    counts x (float64); then gene[c] += (log1p(CP10k), its square, CP10k, its square) and
-    gene_n[c] += 1 for each stored value of column c, and the group's dense accumulator
-    += x. log1p(x * scale) of a small integer count is computed once per row (the same
-    expression, so the same bits). A group's sums are read back in column order (or, for a
-    group with few values, at the columns it touched) and stored unless 0, as a sparse
-    product does. Returns (indptr over groups, columns, sums, used length of the buffers).
+    counts x (float64); gene[g] += (log1p(CP10k), its square, CP10k, its square) and gene_n[g]
+    += 1 for each stored value of column g. Rows run in order and values in row order, so the
+    per-gene sums add in the same order as a bincount over the stored values.
     """
-    n_cols = gene_n.size
-    n_groups = bounds.size - 1
+    n = indptr.size - 1
     table = np.empty(_LOG_TABLE, dtype=np.float64)
-    acc = np.zeros(n_cols if sum_groups else 0, dtype=np.float64)
-    small = n_cols // 8
-    touched = np.empty(max(small, 1), dtype=np.int64)
-    cap = 1024 + ((indptr[-1] - indptr[0]) // 8 if sum_groups else 0)
-    out_idx = np.empty(cap, dtype=np.int32)
-    out_val = np.empty(cap, dtype=np.float64)
-    out_ptr = np.zeros(n_groups + 1, dtype=np.int64)
-    w = 0
-    for g in range(n_groups):
-        dense = True
-        nt = 0
-        if sum_groups:
-            n_vals = _group_values(indptr, order, bounds[g], bounds[g + 1])
-            dense = n_vals >= small
-            out_idx, out_val = _reserve(out_idx, out_val, w, min(n_vals, n_cols))
-        for t in range(bounds[g], bounds[g + 1]):
-            i = order[t]
-            lo = indptr[i]
-            hi = indptr[i + 1]
-            s1 = 0.0
-            s2 = 0.0
-            s3 = 0.0
-            mito = 0.0
-            for j in range(lo, hi):
-                x = np.float64(data[j])
-                x2 = x * x
-                s1 += x
-                s2 += x2
-                s3 += x2 * x
-                if is_mito[indices[j]]:
-                    mito += x
-            scale = target_sum / s1 if s1 > 0 else 0.0
-            table[:] = -1.0  # log1p of a count >= 0 is >= 0: -1 is "not computed yet"
-            sl = 0.0
-            for j in range(lo, hi):
-                x = np.float64(data[j])
-                norm = x * scale
-                if 0.0 <= x < _LOG_TABLE and x == np.floor(x):
-                    lg = table[int(x)]
-                    if lg < 0.0:
-                        lg = np.log1p(norm)
-                        table[int(x)] = lg
-                else:
-                    lg = np.log1p(norm)
-                sl += lg
-                c = indices[j]
-                gene_n[c] += 1
-                gene[c, 0] += lg
-                gene[c, 1] += lg * lg
-                gene[c, 2] += norm
-                gene[c, 3] += norm * norm
-                if sum_groups:
-                    if not dense and acc[c] == 0.0:
-                        touched[nt] = c
-                        nt += 1
-                    acc[c] += x
-            cell[i, 0] = s1
-            cell[i, 1] = s2
-            cell[i, 2] = s3
-            cell[i, 3] = mito
-            cell[i, 4] = sl
-        if sum_groups:
-            w = _emit(acc, touched, nt, dense, out_idx, out_val, w)
-        out_ptr[g + 1] = w
-    return out_ptr, out_idx, out_val, w
+    for i in range(n):
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        mito = 0.0
+        top = 0.0
+        for j in range(lo, hi):
+            x = np.float64(data[j])
+            x2 = x * x
+            s1 += x
+            s2 += x2
+            s3 += x2 * x
+            if is_mito[indices[j]]:
+                mito += x
+            if x > top:
+                top = x
+        scale = target_sum / s1 if s1 > 0 else 0.0
+        n_table = min(_LOG_TABLE, int(top) + 1) if top < _LOG_TABLE else _LOG_TABLE
+        for c in range(n_table):  # the same expression as below, so the same bits
+            table[c] = np.log1p(np.float64(c) * scale)
+        sl = 0.0
+        for j in range(lo, hi):
+            x = np.float64(data[j])
+            norm = x * scale
+            if 0.0 <= x < n_table and x == np.floor(x):
+                lg = table[int(x)]
+            else:
+                lg = np.log1p(norm)
+            sl += lg
+            g = indices[j]
+            gene_n[g] += 1
+            gene[g, 0] += lg
+            gene[g, 1] += lg * lg
+            gene[g, 2] += norm
+            gene[g, 3] += norm * norm
+        cell[i, 0] = s1
+        cell[i, 1] = s2
+        cell[i, 2] = s3
+        cell[i, 3] = mito
+        cell[i, 4] = sl
 
 
 @nb.njit(cache=True, nogil=True)
 def _group_sums_kernel(indptr, indices, data, order, bounds, n_cols):  # pragma: no cover
-    """The group sums of ``_summary_kernel`` alone (same order of additions, same result)."""
+    """Per group of rows (``order[bounds[g]:bounds[g+1]]``), the sum of the rows (float64).
+
+    Returns (indptr over groups, sorted columns, sums, used length of the two buffers),
+    leaving out columns whose sum is 0 (as a sparse product does). Rows add in ``order``,
+    values in row order. A dense accumulator is read back in column order, or, for a group with
+    few stored values, only at the columns it touched (sorted).
+    """
     n_groups = bounds.size - 1
     acc = np.zeros(n_cols, dtype=np.float64)
     small = n_cols // 8
@@ -273,24 +251,36 @@ def _groups(group_codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndar
     return order, np.searchsorted(codes[order], np.arange(n_groups + 1))
 
 
-def _stats_and_sums(
-    X: sp.csr_matrix,
-    is_mito: np.ndarray,
-    target_sum: float,
-    order: np.ndarray,
-    bounds: np.ndarray,
-    sum_groups: bool,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], sp.csr_matrix | None]:
+def shard_stats(
+    X: sp.csr_matrix, is_mito: np.ndarray, target_sum: float = pp.TARGET_SUM
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(per-cell summaries, per-gene sufficient statistics) in one pass over the stored counts.
+
+    Per cell, over the stored (non-zero) counts: n_genes, total_counts, expr_mean, expr_std
+    (population, ddof=0) and expr_skew (Fisher, ``scipy.stats.skew`` with bias=True; NaN for a
+    constant row), as seed 000 computed them over its expression arrays; pct_mito; and
+    mean_log_norm, the mean of log1p(count / total * target_sum) over the stored genes.
+
+    Per gene: cells expressing it, and sum / sum of squares of CP10k and of log1p(CP10k).
+    Summed over shards these give the exact mean and variance over all cells (zeros
+    included), which is what HVG selection needs.
+    """
     n, G = X.shape
     indptr, indices, data = _csr_parts(X)
     k = np.diff(indptr)
-    cell = np.zeros((n, 5), dtype=np.float64)
+    cell = np.empty((n, 5), dtype=np.float64)
     gene = np.zeros((G, 4), dtype=np.float64)
     gene_n = np.zeros(G, dtype=np.int64)
-    mito_mask = np.ascontiguousarray(is_mito, dtype=np.bool_)
-    ptr, cols, sums, nnz = _summary_kernel(
-        indptr, indices, data, mito_mask, float(target_sum), order, bounds, sum_groups, cell, gene, gene_n
-    )  # fmt: skip
+    _stats_kernel(
+        indptr,
+        indices,
+        data,
+        np.ascontiguousarray(is_mito, dtype=np.bool_),
+        float(target_sum),
+        cell,
+        gene,
+        gene_n,
+    )
     s1, s2, s3, mito, sum_log = (np.ascontiguousarray(cell[:, j]) for j in range(5))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / k
@@ -314,32 +304,6 @@ def _stats_and_sums(
         "sum_norm": np.ascontiguousarray(gene[:, 2]),
         "sumsq_norm": np.ascontiguousarray(gene[:, 3]),
     }
-    pb = None
-    if sum_groups:
-        pb = sp.csr_matrix(
-            (_trim(sums, nnz), _trim(cols, nnz), ptr), shape=(bounds.size - 1, G), copy=False
-        )
-        pb.has_canonical_format = True
-    return cells, genes, pb
-
-
-def shard_stats(
-    X: sp.csr_matrix, is_mito: np.ndarray, target_sum: float = pp.TARGET_SUM
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(per-cell summaries, per-gene sufficient statistics) in one pass over the stored counts.
-
-    Per cell, over the stored (non-zero) counts: n_genes, total_counts, expr_mean, expr_std
-    (population, ddof=0) and expr_skew (Fisher, ``scipy.stats.skew`` with bias=True; NaN for a
-    constant row), as seed 000 computed them over its expression arrays; pct_mito; and
-    mean_log_norm, the mean of log1p(count / total * target_sum) over the stored genes.
-
-    Per gene: cells expressing it, and sum / sum of squares of CP10k and of log1p(CP10k).
-    Summed over shards these give the exact mean and variance over all cells (zeros
-    included), which is what HVG selection needs.
-    """
-    n = X.shape[0]
-    order, bounds = np.arange(n, dtype=np.int64), np.array([0, n], dtype=np.int64)
-    cells, genes, _ = _stats_and_sums(X, is_mito, target_sum, order, bounds, False)
     return cells, genes
 
 
@@ -485,8 +449,8 @@ def _strings(values: object) -> pa.Array:
 def summarize(loaded: LoadedShard, vocab: Vocab) -> tuple[pa.Table, pa.Table, pa.Table]:
     """(cells, gene_stats, pseudobulk) Arrow tables of one loaded shard (schemas: data contract).
 
-    One compiled pass over the counts gives the per-cell and per-gene statistics
-    (``shard_stats``) and the pseudobulk sums (``pseudobulk``), visiting cells group by group.
+    Two compiled passes over the counts: ``shard_stats`` (per cell and per gene) and
+    ``pseudobulk`` (per group of cells).
     """
     X, obs = loaded.X, loaded.obs
     # groups sorted by (sample, cell line): sorted codes of each column, combined
@@ -494,8 +458,8 @@ def summarize(loaded: LoadedShard, vocab: Vocab) -> tuple[pa.Table, pa.Table, pa
     l_codes, l_uniq = pd.factorize(obs["cell_line_id"].to_numpy(), sort=True)
     n_lines = max(len(l_uniq), 1)
     pairs, codes = np.unique(s_codes.astype(np.int64) * n_lines + l_codes, return_inverse=True)
-    order, bounds = _groups(codes, pairs.size)
-    cs, gs, pb = _stats_and_sums(X, vocab.is_mito, pp.TARGET_SUM, order, bounds, True)
+    cs, gs = shard_stats(X, vocab.is_mito)
+    pb = pseudobulk(X, codes, pairs.size)
     cells = obs.assign(**cs)
     cells_t = pa.Table.from_pandas(
         cells, schema=pa.schema(list(CELL_COLUMNS.items())), preserve_index=False
