@@ -14,6 +14,7 @@ at function level (and negative counts / truncated files at workflow level).
 
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -189,6 +190,23 @@ def assert_shard_empty(wd: Path, shard: str) -> None:
     d = wd / "results/shards" / shard
     left = sorted(p.name for p in d.iterdir()) if d.exists() else []  # hidden .tmp files too
     assert not left, f"shard {shard} left files behind: {left}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_host_slurm(tmp_path_factory):
+    """An ``scontrol`` that fails at once, first on PATH (for Snakemake and its jobs).
+
+    The SLURM executor plugin runs ``scontrol show config`` when Snakemake imports it; on a
+    host with SLURM installed but no controller running that waits ~9 s per Snakemake start.
+    Local runs never use SLURM.
+    """
+    folder = tmp_path_factory.mktemp("no_slurm")
+    shim = folder / "scontrol"
+    shim.write_text("#!/bin/sh\nexit 1\n")
+    shim.chmod(0o755)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+        yield
 
 
 def _fmt(proc) -> str:
