@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo report test lint bench
+.PHONY: install demo report test lint bench sysdeps
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,7 +27,12 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint --cores 1
 
-test: lint
+# System packages some tests need (Chromium for the report check); SLURM is set up by its test.
+sysdeps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash ci/install-chromium.sh; \
+	else echo "not root: skipping system packages (browser tests skip, SLURM test skips)"; fi
+
+test: lint sysdeps
 	$(BIN)/python -m pytest -q --timeout 900
 
 bench: install

@@ -231,3 +231,28 @@ def test_demo_workflow_runs_through_sbatch_and_matches_local(slurm_cluster, tmp_
 
     problems = compare_outputs(slurm_wd, local_wd)
     assert not problems, problems
+
+
+def test_slurm_profile_is_valid_and_takes_command_line_overrides(tmp_path):
+    """No cluster needed: the profile parses, selects the slurm executor and lets the command
+    line set partition, account and the status-check delay (a dry run never calls sbatch)."""
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert prof["executor"] == "slurm" and prof["jobs"] >= 1 and prof["rerun-incomplete"] is True
+    assert {"runtime", "mem_mb"} <= set(prof["default-resources"])
+    cfg_path = tmp_path / "test_config.yaml"
+    cfg_path.write_text(yaml.safe_dump(small_config()))
+    cmd = snakemake_cmd(
+        REPO / "Snakefile", tmp_path, cfg_path,
+        "--workflow-profile", str(REPO / "profiles" / "slurm"),
+        "--default-resources", "slurm_partition=debug", "slurm_account=ci", "runtime=5", "mem_mb=500",
+        "--slurm-init-seconds-before-status-checks", "2",
+        "--dry-run",
+    )  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert f"profile {REPO / 'profiles' / 'slurm'}" in out
+    resources = re.findall(r"^\s+resources: (.*)$", proc.stdout, re.M)
+    assert resources and all(
+        "slurm_partition=debug" in r and "slurm_account=ci" in r for r in resources
+    )

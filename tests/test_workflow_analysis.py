@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import run_smk
+from conftest import REPO, run_smk
 from sklearn.decomposition import PCA
 
 from tahoeflow.pp import log_normalize
@@ -37,6 +37,8 @@ CONFIG = {
         "rf": {"n_estimators": 20},
         "rf_regressor": {"grid": {"n_estimators": [10], "max_depth": [4, 8]}, "cv_folds": 2},
     },
+    "updown": {"max_rows": 3000, "cv_folds": 3, "rf_grid": {"n_estimators": [20], "max_depth": [None, 5]}},
+    "pergene": {"n_top_genes": 40, "cv_folds": 3, "n_alphas": 10},
 }
 
 
@@ -139,7 +141,7 @@ def test_report_embeds_every_figure(run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (run / "report.html").read_text()
     figures = sorted(p.name for p in (run / "results/report/figures").glob("*.png"))
-    assert len(figures) == 11
+    assert len(figures) == 16  # 11 of the analysis half, 5 of DE, up/down and per-gene models
     for name in figures:
         assert name in html, name
     # self-contained: images are embedded as data, not linked from the machine
@@ -147,3 +149,23 @@ def test_report_embeds_every_figure(run):
         figures
     )
     assert str(run) not in html
+
+
+def test_report_renders_in_headless_chromium(run):
+    """Every figure of the Snakemake report is drawn by a real browser (and its PNG decodes)."""
+    import os
+
+    from test_report_browser import check_html_in_chromium, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: make test installs it with ci/install-chromium.sh")
+        pytest.skip("no chromium (install it with ci/install-chromium.sh)")
+    report = run / "report.html"
+    if not report.exists():
+        assert run_smk(run, CONFIG, "--report", "report.html").returncode == 0
+    shot = REPO / "results/test-artifacts/report.png"
+    res = check_html_in_chromium(report, shot)
+    assert res["mode"] == "snakemake-report"
+    assert res["n_images"] >= 16 and res["n_broken"] == 0, res
+    assert shot.stat().st_size > 10_000

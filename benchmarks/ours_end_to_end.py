@@ -1,0 +1,148 @@
+"""P2: seed 002's job end to end, its own method (``seed002_baseline.py``) against our workflow.
+
+Both read the same local demo files (hub layout, ``--cells`` cells in ``--files`` files) and
+write seed 002's ``embeddings.csv`` and ``pca_variance.csv`` with 50 components and 10
+clusters. Each repeat runs both, in alternating order, as fresh processes, and times each
+from start to exit:
+
+* baseline: ``python benchmarks/seed002_baseline.py`` (``datasets`` streaming, per-cell Python
+  lists, CSR, CPM + log1p, TruncatedSVD, KMeans);
+* ours: ``snakemake --cores N`` in a new folder, ``source.kind: local`` on the same files,
+  targets ``results/embed/embeddings.parquet`` and ``results/embed/pca_variance.csv`` (so the
+  jobs are: summarize_shard per file, merge_cells, merge_gene_stats, hvg, gram_shard, pca,
+  project_shard, embeddings; the pseudobulk merge and other stages are not seed 002's job),
+  ``embed.center: false`` (seed 002's uncentred TruncatedSVD), ``filters.min_genes: 0`` (the
+  seed keeps every cell).
+
+Not the same arithmetic, the same deliverable: the seed normalises to CPM and runs a
+randomized SVD on all 62,710 genes; the workflow normalises to CP10k and computes an exact SVD
+on the 2,000 HVGs (its design). The ratio is baseline wall / our wall of the same repeat
+(goal >= 30), reported as the median of the per-repeat ratios and as the ratio of the medians.
+
+    .venv/bin/python benchmarks/ours_end_to_end.py --cells 20000 --files 2 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    DEFAULT_CACHE,
+    OFFLINE_ENV,
+    demo_dataset,
+    job_kind,
+    log,
+    run_workflow,
+    stats,
+    workflow_config,
+    write_json,
+)
+
+HERE = Path(__file__).resolve().parent
+GOAL = 30.0
+TARGETS = ["results/embed/embeddings.parquet", "results/embed/pca_variance.csv"]
+
+
+def run_baseline(root: Path, cells: int, out: Path) -> dict:
+    import os
+
+    cmd = [sys.executable, str(HERE / "seed002_baseline.py"), "--data-dir", str(root),
+           "--samples", str(cells), "--pca_dim", "50", "--clusters", "10", "--out", str(out)]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **OFFLINE_ENV}, cwd=out.parent
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"baseline failed:\n{proc.stderr[-3000:]}")
+    return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cells", type=int, default=20_000)
+    ap.add_argument("--files", type=int, default=2, help="the cells are split over this many files")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--json", type=Path, help="write the results here (default: stdout)")
+    args = ap.parse_args(argv)
+
+    root = demo_dataset(args.cache, args.files, args.cells // args.files)
+    cfg = workflow_config(
+        root,
+        args.files,
+        f"0:{args.files}",
+        embed={"n_components": 50, "center": False, "kmeans": {"n_clusters": 10}},
+        filters={"min_genes": 0},
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-p2-"))
+    base, ours, ratios, last = [], [], [], None
+    try:
+        for r in range(args.repeats):
+            res = {}
+            for who in ("baseline", "ours") if r % 2 == 0 else ("ours", "baseline"):
+                if who == "baseline":
+                    out = tmp / f"baseline{r}"
+                    out.mkdir()
+                    res[who] = run_baseline(root, args.cells, out)
+                else:
+                    res[who] = run_workflow(tmp / f"ours{r}", cfg, args.cores, TARGETS)
+            base.append(res["baseline"])
+            ours.append(res["ours"])
+            ratios.append(res["baseline"]["wall_s"] / res["ours"]["wall_s"])
+            log(
+                f"repeat {r + 1}/{args.repeats}: baseline {res['baseline']['wall_s']:.1f} s, "
+                f"ours {res['ours']['wall_s']:.1f} s, ratio {ratios[-1]:.1f}x"
+            )
+            last = r
+        # both wrote one row per cell
+        import pandas as pd
+
+        n_base = len(pd.read_csv(tmp / f"baseline{last}" / "embeddings.csv", usecols=["pc1"]))
+        n_ours = len(
+            pd.read_csv(tmp / f"ours{last}" / "results/embed/embeddings.csv", usecols=["pc1"])
+        )
+        per_kind: dict[str, float] = {}
+        for j in ours[-1]["jobs"]:
+            per_kind[job_kind(j)] = per_kind.get(job_kind(j), 0.0) + (j["s"] or 0.0)
+        bw = [b["wall_s"] for b in base]
+        ow = [o["wall_s"] for o in ours]
+        result = {
+            "part": "P2",
+            "cells": args.cells,
+            "files": args.files,
+            "cores": args.cores,
+            "repeats": args.repeats,
+            "rows_written": {"baseline": n_base, "ours": n_ours},
+            "baseline_wall_s": stats(bw),
+            "baseline_phases_s": {
+                k: statistics.median(b["phases_s"][k] for b in base) for k in base[0]["phases_s"]
+            },
+            "baseline_import_s": statistics.median(b["import_s"] for b in base),
+            "ours_wall_s": stats(ow),
+            "ours_job_s_by_kind_last_repeat": per_kind,
+            "ours_job_peak_vmhwm_mb": max(o["job_peak_vmhwm_mb"] for o in ours),
+            "ratio_paired": stats(ratios),
+            "ratio_of_medians": statistics.median(bw) / statistics.median(ow),
+            "goal": GOAL,
+        }
+        if n_base != n_ours:
+            result["error"] = f"row counts differ: baseline {n_base}, ours {n_ours}"
+        write_json(args.json, result)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
