@@ -319,12 +319,13 @@ def test_full_disk_while_writing_an_output_fails_cleanly(how, small_demo, tmp_pa
         hook = tmp_path / "hook"
         hook.mkdir()
         (hook / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))  # fmt: skip
+        pythonpath = [str(hook), os.environ.get("PYTHONPATH", "")]
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, pythonpath)))
         # the disk is "full" after 64 kB of gene_stats.parquet's temporary file
-        monkeypatch.setenv("TAHOEFLOW_TEST_ENOSPC", "results/shards/00000|.gene_stats.parquet.|65536")  # fmt: skip
-    cfg = {
-        "source": {"kind": "local", "files": "0:2", "local": {"path": str(mirror), "n_files_total": 2}}
-    }  # fmt: skip
+        spec = "results/shards/00000|.gene_stats.parquet.|65536"
+        monkeypatch.setenv("TAHOEFLOW_TEST_ENOSPC", spec)
+    local = {"path": str(mirror), "n_files_total": 2}
+    cfg = {"source": {"kind": "local", "files": "0:2", "local": local}}
     try:
         proc = run_smk(wd, cfg, "results/shards/00000/qc.json", cores=1)
         left = sorted(p.name for p in shard.iterdir()) if shard.exists() else []
