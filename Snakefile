@@ -12,6 +12,15 @@ report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+# Wildcards match only shard and file numbers, so no target can reach outside results/.
+wildcard_constraints:
+    shard=r"\d{5}(-\d{4})?",
+    file=r"\d{5}",
+    kind="|".join(METADATA_KINDS),
+
+
 include: "rules/source.smk"
 include: "rules/summarize.smk"
 include: "rules/merge.smk"

@@ -29,12 +29,6 @@ SHARDS = PLAN.shards
 R = "results"
 
 
-wildcard_constraints:
-    shard=r"\d{5}(-\d{4})?",
-    file=r"\d{5}",
-    kind="|".join(METADATA_KINDS),
-
-
 def raw_data(wildcards):
     return PLAN.data_path(SHARDS[wildcards.shard].file_index)
 
@@ -67,12 +61,13 @@ def shard_size_mb(wildcards, input):
 
 def shard_mem_mb(wildcards, input, attempt):
     """The shard's CSR is about 4x its Parquet size, plus ~300 MB of imports (measured: 0.77 GB
-    peak for a 28k-cell, 74 MB file). Memory rises by half per retry (attempt 1, 2, ...)."""
+    peak for a 28k-cell, 74 MB file). Memory rises by half per retry (attempt 1, 2, ...).
+    """
     return int((500 + 6 * shard_size_mb(wildcards, input)) * (1 + 0.5 * (attempt - 1)))
 
 
 def final_outputs():
-    """What `rule all` builds: the merged tables, plus every stage switched on in `stages`."""
+    """Targets of the default run: the merged tables, plus every stage switched on in `stages`."""
     st = config["stages"]
     out = [
         f"{R}/merged/cells.parquet",

@@ -9,6 +9,7 @@ rule hvg:
         f"{R}/embed/hvg.parquet",
     log:
         f"{R}/logs/embed/hvg.log",
+    localrule: True
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1

@@ -14,6 +14,7 @@ rule demo_metadata:
         params=f"{DEMO_ROOT}/truth/params.json",
     log:
         f"{R}/logs/demo/metadata.log",
+    localrule: True
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1
@@ -119,7 +120,6 @@ rule prepare_h5ad:
 
 
 rule h5ad_metadata:
-    """Gene, sample and drug tables of an h5ad source, in the hub's metadata layout."""
     input:
         [PLAN.data_path(f) for f in PLAN.files] if PLAN.kind == "h5ad" else [],
     output:
@@ -127,6 +127,8 @@ rule h5ad_metadata:
         drug="results/h5ad/metadata/drug_metadata.parquet",
     log:
         f"{R}/logs/h5ad/metadata.log",
+    """Gene, sample and drug tables of an h5ad source, in the hub's metadata layout."""
+    localrule: True
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1
