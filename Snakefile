@@ -18,6 +18,7 @@ include: "rules/common.smk"
 wildcard_constraints:
     shard=r"\d{5}(-\d{4})?",
     file=r"\d{5}",
+    total=r"\d{5}",
     kind="|".join(METADATA_KINDS),
 
 

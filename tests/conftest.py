@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,6 +16,13 @@ import yaml
 from tahoeflow.demo import DemoParams, Design, write_file, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The SLURM executor plugin runs `scontrol show config` when Snakemake imports it; on a machine
+# with SLURM's client installed but no controller running that call waits ~9 s. Tests that do
+# not use SLURM put a `scontrol` that fails at once first on PATH.
+_NO_SLURM = Path(tempfile.mkdtemp(prefix="no-slurm-"))
+(_NO_SLURM / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+(_NO_SLURM / "scontrol").chmod(0o755)
 SMALL = dict(
     seed=3,
     n_files=2,
@@ -57,13 +65,17 @@ def small_table(small_demo):
 def run_smk(
     workdir: Path, config: dict, *args: str, cores: int = 1, check: bool = False, timeout: int = 600
 ):
-    """Run the real workflow in ``workdir`` with ``config`` (merged over config/config.yaml)."""
+    """Run the real workflow in ``workdir`` with ``config`` merged over config/config.yaml."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "test_config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(cfg), "--cores", str(cores), *args]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+           "--configfile", str(REPO / "config/config.yaml"), str(cfg), "--cores", str(cores), *args]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{_NO_SLURM}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
     )

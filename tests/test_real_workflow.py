@@ -7,21 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, run_smk
 
 REAL = REPO.parent / "shared" / "data" / "real"
 pytestmark = [
     pytest.mark.workflow,
     pytest.mark.real,
-    pytest.mark.skipif(not REAL.is_dir(), reason=f"real data folder {REAL} is absent (a fresh clone has no ../shared)"),
+    pytest.mark.skipif(
+        not REAL.is_dir(),
+        reason=f"real data folder {REAL} is absent (a fresh clone has no ../shared)",
+    ),
 ]
 
 
 def _example(name: str) -> dict:
     cfg = yaml.safe_load((REPO / "config/examples" / name).read_text())
     prep = cfg["source"]["h5ad"]["prepare"]
-    prep["input"] = str(REAL / prep["input"].split("data/real/", 1)[1])  # the test runs in a temp folder
+    prep["input"] = str(
+        REAL / prep["input"].split("data/real/", 1)[1]
+    )  # the test runs in a temp folder
     return cfg
 
 
@@ -42,17 +46,23 @@ def test_eccite_knockdowns_are_found_by_de(eccite):
     own = top[top["symbol"] == top["drug"]]
     for target in ("STAT1", "JAK2"):  # strong CRISPR knock-downs in this screen
         rows = own[own["drug"] == target]
-        assert len(rows) >= 1 and (rows["logFC"] < -1).all() and (rows["adj.P.Val"] < 0.05).any(), rows
+        assert len(rows) >= 1 and (rows["logFC"] < -1).all() and (rows["adj.P.Val"] < 0.05).any(), (
+            rows
+        )
 
 
 def test_eccite_anndata_exports_read_back(eccite):
     pb = ad.read_h5ad(eccite / "results/anndata/pseudobulk.h5ad")
     groups = pd.read_parquet(eccite / "results/merged/pseudobulk_groups.parquet")
     assert pb.n_obs == len(groups) and pb.n_vars == 299
-    np.testing.assert_allclose(np.asarray(pb.X.sum(axis=1)).ravel(), groups["total_counts"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(pb.X.sum(axis=1)).ravel(), groups["total_counts"].to_numpy(), rtol=1e-6
+    )
     emb = ad.read_h5ad(eccite / "results/anndata/embeddings.h5ad")
     table = pd.read_parquet(eccite / "results/embed/embeddings.parquet")
     np.testing.assert_allclose(emb.obsm["X_pca"][:, 0], table["pc1"].to_numpy(), rtol=1e-6)
     assert list(emb.obs_names) == table["cell_id"].tolist()
-    ratio = pd.read_csv(eccite / "results/embed/pca_variance.csv")["explained_variance_ratio"].to_numpy()
+    ratio = pd.read_csv(eccite / "results/embed/pca_variance.csv")[
+        "explained_variance_ratio"
+    ].to_numpy()
     np.testing.assert_allclose(emb.uns["pca"]["variance_ratio"], ratio, rtol=1e-9)

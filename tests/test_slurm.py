@@ -34,9 +34,16 @@ SLURM_PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "m
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
 BASE_CONFIG = {
     "source": {"kind": "demo", "files": "0:2", "cells_per_shard": None},
-    "demo": {"n_files": 2, "cells_per_file": 400},
+    "demo": {"n_files": 2, "cells_per_file": 500},
 }
+# Small sizes for the analysis stages, applied only where the schema has the key (stages are
+# still being added; a key that does not exist yet is left out). The demo shape (3 lines,
+# 6 drugs, 1 plate) gives every (drug, dose, line) condition enough cells for the DE stages.
 SMALL_STAGES = {
+    ("demo", "n_cell_lines"): 3,
+    ("demo", "n_drugs"): 6,
+    ("demo", "n_plates"): 1,
+    ("demo", "seed"): 1,
     ("embed", "hvg", "n_top"): 200,
     ("embed", "n_components"): 10,
     ("models", "rf", "n_estimators"): 10,
@@ -45,6 +52,13 @@ SMALL_STAGES = {
         "max_depth": [4],
         "min_samples_leaf": [1],
     },
+    ("de", "min_cells"): 5,
+    ("updown", "max_rows"): 3000,
+    ("updown", "cv_folds"): 3,
+    ("updown", "rf_grid"): {"n_estimators": [10], "max_depth": [5]},
+    ("pergene", "n_top_genes"): 40,
+    ("pergene", "cv_folds"): 3,
+    ("pergene", "n_alphas"): 10,
 }
 # outputs that are not compared: figures, logs, timings, pickled models
 SKIP_DIRS = ("results/logs/", "results/benchmarks/")

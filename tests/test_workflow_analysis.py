@@ -37,7 +37,11 @@ CONFIG = {
         "rf": {"n_estimators": 20},
         "rf_regressor": {"grid": {"n_estimators": [10], "max_depth": [4, 8]}, "cv_folds": 2},
     },
-    "updown": {"max_rows": 3000, "cv_folds": 3, "rf_grid": {"n_estimators": [20], "max_depth": [None, 5]}},
+    "updown": {
+        "max_rows": 3000,
+        "cv_folds": 3,
+        "rf_grid": {"n_estimators": [20], "max_depth": [None, 5]},
+    },
     "pergene": {"n_top_genes": 40, "cv_folds": 3, "n_alphas": 10},
 }
 
@@ -159,7 +163,9 @@ def test_report_renders_in_headless_chromium(run):
 
     if find_chromium() is None:
         if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI: make test installs it with ci/install-chromium.sh")
+            pytest.fail(
+                "chromium is missing in CI: make test installs it with ci/install-chromium.sh"
+            )
         pytest.skip("no chromium (install it with ci/install-chromium.sh)")
     report = run / "report.html"
     if not report.exists():

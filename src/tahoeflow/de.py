@@ -122,14 +122,24 @@ def filter_by_expr(
     min_total_count: float = 15.0,
     large_n: int = 10,
     min_prop: float = 0.7,
+    pooled: bool = False,
 ) -> np.ndarray:
     """edgeR ``filterByExpr``: boolean mask of the genes (columns) worth testing.
 
     ``n`` is ``min_sample_size`` if given, else the smallest of ``group_sizes``, else the number
-    of samples; if ``n > large_n`` it becomes ``large_n + (n - large_n) * min_prop``. A gene is
-    kept when its CPM ``count / lib * 1e6`` reaches ``min_count / median(lib) * 1e6`` in at least
-    ``n`` samples (tolerance 1e-14) and its total count reaches ``min_total_count``.
-    ``lib_sizes`` default to the row sums.
+    of samples; if ``n > large_n`` it becomes ``large_n + (n - large_n) * min_prop``. With the
+    CPM cutoff ``k = min_count / median(lib) * 1e6``, a gene is kept when its total count
+    reaches ``min_total_count`` and (edgeR) its CPM ``count / lib * 1e6`` reaches ``k`` in at
+    least ``n`` samples (tolerance 1e-14).
+
+    ``pooled=True`` replaces the per-sample rule by one on the pooled CPM of all ``N`` samples,
+    ``sum(count) / sum(lib) * 1e6 >= k * n / N`` (as much expression as ``n`` samples at the
+    cutoff). It depends on the counts only through their total, which under the null is
+    ancillary for how the total splits between groups (Poisson: conditionally binomial), so the
+    filter does not select genes *because* one group is high (independent filtering, Bourgon et
+    al. 2010 PNAS 107:9546). edgeR's rule does: with one treated well ``n = 1`` and a gene
+    passes on the treated well alone, which keeps exactly the null genes whose treated count is
+    high by chance. ``lib_sizes`` default to the row sums.
     """
     y = _as_dense(counts)
     lib = y.sum(axis=1) if lib_sizes is None else np.asarray(lib_sizes, dtype=np.float64)
@@ -147,9 +157,12 @@ def filter_by_expr(
     if n > large_n:
         n = large_n + (n - large_n) * min_prop
     cutoff = min_count / float(np.median(lib)) * 1e6
-    cpm = y / lib[:, None] * 1e6
     tol = 1e-14
-    keep = (cpm >= cutoff).sum(axis=0) >= n - tol
+    if pooled:
+        keep = y.sum(axis=0) / lib.sum() * 1e6 >= cutoff * n / y.shape[0] * (1 - tol)
+    else:
+        cpm = y / lib[:, None] * 1e6
+        keep = (cpm >= cutoff).sum(axis=0) >= n - tol
     return keep & (y.sum(axis=0) >= min_total_count - tol)
 
 
@@ -312,23 +325,38 @@ def lowess(
     dx = xs[cols] - xa[:, None]
     r = np.abs(dx)
     with np.errstate(divide="ignore", invalid="ignore"):
-        kern = np.where(r <= h1[:, None], 1.0, (1.0 - (r / h[:, None]) ** 3) ** 3)
-    kern = np.where(inwin & (r <= h9[:, None]), kern, 0.0)
+        q = r / h[:, None]
+        q = 1.0 - q * q * q
+        kern = q * q * q
+    kern[r <= h1[:, None]] = 1.0
+    kern[~(inwin & (r <= h9[:, None]))] = 0.0
     yw = ys[cols]
+    # weighted moments about the anchor, as row-wise dot products with the robustness weights
+    k_dx = kern * dx
+    k_dx2 = k_dx * dx
+    k_y = kern * yw
+    k_dxy = k_dx * yw
     rw = np.ones(n)
     fit = ys.copy()
     for it in range(iters + 1):
-        w = kern if it == 0 else kern * rw[cols]
-        sw = w.sum(axis=1)
-        ok = sw > 0
-        w = w / np.where(ok, sw, 1.0)[:, None]
-        ybar = (w * yw).sum(axis=1)
-        a = (w * dx).sum(axis=1)
-        c = (w * (dx - a[:, None]) ** 2).sum(axis=1)
-        slope = (h > 0) & (np.sqrt(c) > 0.001 * span)
-        cov = (w * (dx - a[:, None]) * yw).sum(axis=1)
+        if it == 0:
+            s0, s1, s2 = kern.sum(axis=1), k_dx.sum(axis=1), k_dx2.sum(axis=1)
+            sy, sxy = k_y.sum(axis=1), k_dxy.sum(axis=1)
+        else:
+            r = rw[cols]
+            s0 = np.einsum("ij,ij->i", kern, r)
+            s1 = np.einsum("ij,ij->i", k_dx, r)
+            s2 = np.einsum("ij,ij->i", k_dx2, r)
+            sy = np.einsum("ij,ij->i", k_y, r)
+            sxy = np.einsum("ij,ij->i", k_dxy, r)
+        ok = s0 > 0
         with np.errstate(divide="ignore", invalid="ignore"):
-            line = ybar + np.where(slope, -a * cov / c, 0.0)
+            a = s1 / s0  # weighted mean of x - x_i
+            ybar = sy / s0
+            c = np.maximum(s2 / s0 - a * a, 0.0)  # weighted variance of x
+            cov = sxy / s0 - a * ybar
+            slope = (h > 0) & (np.sqrt(c) > 0.001 * span)
+            line = ybar + np.where(slope, -a * cov / np.where(slope, c, 1.0), 0.0)
         fa = np.where(ok, line, ys[a_idx])
         fit = np.interp(xs, xa, fa)
         if it == iters:
@@ -351,8 +379,11 @@ class Voom(NamedTuple):
     E: np.ndarray  # log2-CPM, log2((count + 0.5) / (lib + 1) * 1e6)
     weights: np.ndarray  # precision weights
     lib_sizes: np.ndarray  # the library sizes used (with normalisation factors)
-    trend_x: np.ndarray  # lowess trend: mean log2 count (sorted)
+    trend_x: np.ndarray  # lowess trend, sorted: mean log2 count (axis "log2") or 2^(-x/2)
     trend_y: np.ndarray  # lowess trend: sqrt(residual sd)
+
+
+VOOM_AXES = ("inv_sqrt", "log2")
 
 
 def voom(
@@ -361,18 +392,31 @@ def voom(
     lib_sizes: np.ndarray | None = None,
     *,
     span: float = 0.5,
+    axis: str = "log2",
 ) -> Voom:
     """limma ``voom`` for the design ``[intercept, treated]`` (the first ``n_treated`` rows).
 
     ``E = log2((count + 0.5) / (lib + 1) * 1e6)`` with ``lib`` = ``lib_sizes`` (edgeR's effective
-    library sizes ``lib * norm.factors``; default the row sums); unweighted two-group fit;
-    trend: :func:`lowess` (``f=span``, 3 robustness steps) of ``sqrt(sigma_g)`` against
-    ``Amean_g + mean(log2(lib + 1)) - log2(1e6)``, all-zero genes left out, turned into a
-    function by linear interpolation with constant ends (R ``approxfun(rule=2)``); the
-    fitted log-count of every observation, ``log2(2^fitted_logcpm * (lib + 1) / 1e6)`` (group
-    means as fitted values), gives the weight ``1 / trend(fitted log-count)^4``. The trend is
-    floored at its smallest positive value so weights stay finite.
+    library sizes ``lib * norm.factors``; default the row sums); unweighted two-group fit; per
+    gene ``x = Amean + mean(log2(lib + 1)) - log2(1e6)`` (mean log2 count) and ``s =
+    sqrt(sigma)``, all-zero genes left out; every observation's fitted log-count is
+    ``fitted_logcpm + log2(lib + 1) - log2(1e6)`` (group means as fitted values) and its
+    weight ``1 / trend(fitted log-count)^4``.
+
+    ``axis="log2"`` is limma's trend: :func:`lowess` (``f=span``) of ``s`` against ``x``,
+    linear interpolation, constant beyond the ends (R ``approxfun(rule=2)``).
+    ``axis="inv_sqrt"`` smooths ``s`` against ``u = 2^(-x/2)`` (one over the square root of
+    the mean count) instead, with the same lowess. For counts with Poisson noise plus a
+    constant-CV replicate noise ``phi``, ``s^4 ~ (u^2 + phi) / ln(2)^2``: flat near ``u = 0``
+    (high counts), so the local line at the high-count boundary does not extrapolate the steep
+    low-count decline below the noise floor, which the log2 axis does (on the demo it predicted
+    2-4x too small variances for the top genes). Beyond the lowest mean count (``u > u_max``)
+    the trend follows the Poisson law ``s ~ sqrt(u)``: ``trend(u_max) * sqrt(u / u_max)``; a
+    single treated well's fitted count can lie far below every gene's mean count. On both axes
+    the trend is floored at its smallest positive value so weights stay finite.
     """
+    if axis not in VOOM_AXES:
+        raise ValueError(f"axis must be one of {VOOM_AXES}, got {axis!r}")
     y = _as_dense(counts)
     n, n_genes = y.shape
     if n_genes < 2:
@@ -389,7 +433,8 @@ def voom(
     sx = fit.amean + np.mean(np.log2(lib + 1.0)) - np.log2(1e6)
     sy = np.sqrt(fit.sigma)
     nonzero = y.sum(axis=0) > 0
-    lx, ly = lowess(sx[nonzero], sy[nonzero], frac=span)
+    tx = sx[nonzero] if axis == "log2" else 2.0 ** (-sx[nonzero] / 2.0)
+    lx, ly = lowess(tx, sy[nonzero], frac=span)
     ux, first = np.unique(lx, return_index=True)  # tied x share one fitted value
     uy = ly[first]
     pos = uy[uy > 0]
@@ -399,11 +444,20 @@ def voom(
     m1 = E[:n_treated].mean(axis=0)
     m0 = E[n_treated:].mean(axis=0)
     fitted = np.vstack(
-        [np.broadcast_to(m1, (n_treated, n_genes)), np.broadcast_to(m0, (n - n_treated, n_genes))]
+        [
+            np.broadcast_to(m1, (n_treated, n_genes)),
+            np.broadcast_to(m0, (n - n_treated, n_genes)),
+        ]
     )
     fitted_logcount = fitted + np.log2(lib + 1.0)[:, None] - np.log2(1e6)
-    w = 1.0 / np.interp(fitted_logcount, ux, uy) ** 4
-    return Voom(E, w, lib, lx, ly)
+    if axis == "log2":
+        pred = np.interp(fitted_logcount, ux, uy)
+    else:
+        u = 2.0 ** (-fitted_logcount / 2.0)
+        pred = np.interp(u, ux, uy)
+        beyond = u > ux[-1]
+        pred[beyond] = uy[-1] * np.sqrt(u[beyond] / ux[-1])
+    return Voom(E, 1.0 / pred**4, lib, lx, ly)
 
 
 # --------------------------------------------------------------------------------------------
@@ -905,9 +959,11 @@ def _de_contrast(
     *,
     min_count: float,
     min_total_count: float,
+    gene_filter: str,
     normalize: str,
     prior_count: float,
     span: float,
+    voom_axis: str,
     proportion: float,
     stdev_coef_lim: tuple[float, float],
 ) -> tuple[np.ndarray, LmFit, EBayes] | str:
@@ -927,6 +983,7 @@ def _de_contrast(
         group_sizes=(n1, sub.shape[0] - n1),
         min_count=min_count,
         min_total_count=min_total_count,
+        pooled=gene_filter == "pooled",
     )
     if keep.sum() < 2:
         return f"{int(keep.sum())} gene(s) pass filterByExpr (need >= 2)"
@@ -937,7 +994,7 @@ def _de_contrast(
     nf = calc_norm_factors(yk, lib) if normalize == "TMM" else np.ones(lib.size)
     eff = lib * nf
     if method == "voom":
-        v = voom(yk, n1, eff, span=span)
+        v = voom(yk, n1, eff, span=span, axis=voom_axis)
         fit = lmfit_two_group(v.E[:n1], v.E[n1:], v.weights[:n1], v.weights[n1:])
         return keep, fit, ebayes(fit, proportion, stdev_coef_lim)
     y = log_cpm(yk, eff, prior_count)
@@ -955,9 +1012,11 @@ def pseudobulk_de(
     method: str = "voom",
     min_count: float = 10.0,
     min_total_count: float | None = None,
+    gene_filter: str = "pooled",
     normalize: str = "TMM",
     prior_count: float = 2.0,
     span: float = 0.5,
+    voom_axis: str = "inv_sqrt",
     proportion: float = 0.01,
     stdev_coef_lim: tuple[float, float] = (0.1, 4.0),
     control: str = CONTROL_DRUG,
@@ -988,6 +1047,10 @@ def pseudobulk_de(
     """
     if method not in DE_METHODS:
         raise ConfigError("method", f"must be one of {', '.join(DE_METHODS)}, got {method!r}")
+    if gene_filter not in ("pooled", "edgeR"):
+        raise ConfigError("gene_filter", f"must be 'pooled' or 'edgeR', got {gene_filter!r}")
+    if voom_axis not in VOOM_AXES:
+        raise ConfigError("voom_axis", f"must be one of {', '.join(VOOM_AXES)}, got {voom_axis!r}")
     if normalize not in ("TMM", "none"):
         raise ConfigError("normalize", f"must be 'TMM' or 'none', got {normalize!r}")
     if min_total_count is None:
@@ -1021,9 +1084,11 @@ def pseudobulk_de(
             method,
             min_count=min_count,
             min_total_count=min_total_count,
+            gene_filter=gene_filter,
             normalize=normalize,
             prior_count=prior_count,
             span=span,
+            voom_axis=voom_axis,
             proportion=proportion,
             stdev_coef_lim=stdev_coef_lim,
         )

@@ -41,7 +41,9 @@ def main(smk, log):
             treated = (same & (obs["drug"] == drug) & (obs["dose_uM"] == dose)).to_numpy()
             control = (same & obs["is_control"]).to_numpy()
             if treated.sum() < 2 or control.sum() < 2:
-                log(f"skipped {drug} {dose} in {line} on {plate}: {int(treated.sum())} treated, {int(control.sum())} control cells")
+                log(
+                    f"skipped {drug} {dose} in {line} on {plate}: {int(treated.sum())} treated, {int(control.sum())} control cells"
+                )
                 continue
             res = welch_de(X, treated, control, gene_ids=vocab.token_ids)
             res.insert(0, "plate", plate)

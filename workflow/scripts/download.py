@@ -2,33 +2,30 @@
 
 Reads only the ``snakemake`` object (params repo_id, revision, filename, cache_dir,
 max_retries, timeout_s; output[0]; log[0]). The token comes from HF_TOKEN via
-huggingface_hub and is never logged; the endpoint from HF_ENDPOINT.
+huggingface_hub and is never logged; the endpoint from HF_ENDPOINT. A failed download ends
+the job with one line ``ERROR: <file> ...: <problem>`` (sha256 mismatch, HTTP status, ...).
 """
 
-import time
 from pathlib import Path
 
-from tahoeflow.hub import fetch_file
+from tahoeflow.errors import InputError
+from tahoeflow.hub import HubError, fetch_file
+from tahoeflow.logs import run
 
-params = snakemake.params
-with open(snakemake.log[0], "w") as log_fh:
 
-    def log(msg: str) -> None:
-        log_fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
-        log_fh.flush()
-
-    log(f"download {params.filename} from {params.repo_id}@{params.revision}")
+def main(smk, log):
+    p = smk.params
+    log(f"download {p.filename} from {p.repo_id}@{p.revision}")
     try:
         fetch_file(
-            params.repo_id,
-            params.filename,
-            params.revision,
-            Path(snakemake.output[0]),
-            cache_dir=Path(params.cache_dir) if params.cache_dir else None,
-            max_retries=int(params.max_retries),
-            timeout_s=float(params.timeout_s),
-            log=log,
-        )
-    except Exception as exc:
-        log(f"FAILED: {type(exc).__name__}: {exc}")
-        raise
+            p.repo_id, p.filename, p.revision, Path(smk.output[0]),
+            cache_dir=Path(p.cache_dir) if p.cache_dir else None,
+            max_retries=int(p.max_retries), timeout_s=float(p.timeout_s), log=log,
+        )  # fmt: skip
+    except HubError as e:  # already scrubbed of secrets; one line, no library traceback
+        raise InputError(
+            f"{e.filename} (repo {e.repo_id}, revision {e.revision})", e.problem
+        ) from None
+
+
+run(main, snakemake)  # noqa: F821
