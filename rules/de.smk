@@ -52,7 +52,7 @@ rule de_welch:
         data=[PLAN.data_path(f) for f in PLAN.files],
         genes=raw_meta("gene"),
         samples=sample_meta,
-        toptable=rules.de_pseudobulk.output.toptable,
+        toptable=f"{R}/de/toptable.parquet",
     output:
         f"{R}/de/welch.parquet",
     log:

@@ -54,7 +54,7 @@ rule gram_shard:
 rule pca:
     input:
         grams=expand(f"{R}/embed/gram/{{shard}}.npz", shard=sorted(SHARDS)),
-        hvg=rules.hvg.output[0],
+        hvg=f"{R}/embed/hvg.parquet",
     output:
         model=f"{R}/embed/pca.npz",
         variance=f"{R}/embed/pca_variance.csv",
@@ -108,7 +108,7 @@ rule project_shard:
 rule embeddings:
     input:
         proj=expand(f"{R}/embed/proj/{{shard}}.parquet", shard=sorted(SHARDS)),
-        cells=rules.merge_cells.output.cells,
+        cells=f"{R}/merged/cells.parquet",
     output:
         parquet=f"{R}/embed/embeddings.parquet",
         csv=f"{R}/embed/embeddings.csv",

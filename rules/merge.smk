@@ -47,7 +47,7 @@ rule merge_gene_stats:
 rule merge_pseudobulk:
     input:
         pseudobulk=shard_outputs("pseudobulk.parquet"),
-        cells=rules.merge_cells.output.cells,
+        cells=f"{R}/merged/cells.parquet",
     output:
         counts=f"{R}/merged/pseudobulk.parquet",
         groups=f"{R}/merged/pseudobulk_groups.parquet",

@@ -99,8 +99,8 @@ rule download_metadata:
 H5AD = config["source"]["h5ad"]
 
 
+# Convert shared real data (ECCITE-seq .rda files or an L1000 .gct plate) into an h5ad.
 rule prepare_h5ad:
-    """Convert shared real data (ECCITE-seq .rda files or an L1000 .gct plate) into an h5ad."""
     input:
         (H5AD.get("prepare") or {}).get("input", []),
     output:
@@ -119,6 +119,7 @@ rule prepare_h5ad:
         "../workflow/scripts/prepare_h5ad.py"
 
 
+# Gene and drug tables of an h5ad source, in the hub's metadata layout.
 rule h5ad_metadata:
     input:
         [PLAN.data_path(f) for f in PLAN.files] if PLAN.kind == "h5ad" else [],
@@ -127,7 +128,6 @@ rule h5ad_metadata:
         drug="results/h5ad/metadata/drug_metadata.parquet",
     log:
         f"{R}/logs/h5ad/metadata.log",
-    """Gene, sample and drug tables of an h5ad source, in the hub's metadata layout."""
     localrule: True
     conda:
         "../envs/tahoeflow.yaml"

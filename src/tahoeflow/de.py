@@ -2,27 +2,73 @@
 
 Two methods:
 
-* :func:`pseudobulk_de` -- limma-trend-style analysis of pseudobulk counts. Counts are turned
-  into log2-CPM (:func:`log_cpm`), each contrast is fitted with the two-group linear model
-  ``[intercept, treated]`` (:func:`lmfit_two_group`, limma's ``lmFit``) and moderated with
-  limma's empirical Bayes (:func:`ebayes`: ``squeezeVar``/``fitFDist``, moderated t, B).
+* :func:`pseudobulk_de` -- limma-voom analysis of pseudobulk counts, one contrast at a time
+  (a treated condition, usually ONE well, against the 2-4 DMSO wells of the same cell line and
+  plate): a gene filter (edgeR ``filterByExpr``, :func:`filter_by_expr`), TMM normalisation
+  (edgeR ``calcNormFactors``, :func:`calc_norm_factors`), voom precision weights
+  (:func:`voom`, with R's ``lowess``, :func:`lowess`), the weighted two-group ``lmFit``
+  (:func:`lmfit_two_group`) and limma's empirical Bayes (:func:`ebayes`). ``method="trend"``
+  (limma-trend) and ``method="plain"`` (the original log-CPM + constant-prior eBayes) remain.
 * :func:`welch_de` -- per-cell Welch t-test on log-normalised data, identical to
   ``scanpy.tl.rank_genes_groups(method="t-test", reference=control)``.
 
 Everything is vectorised over genes; only contrasts are looped over.
 
-Formulas (limma: Smyth 2004, Stat Appl Genet Mol Biol 3:3; limma's R sources):
+Formulas (limma: Smyth 2004, Stat Appl Genet Mol Biol 3:3; voom: Law et al. 2014, Genome Biol
+15:R29; TMM: Robinson & Oshlack 2010, Genome Biol 11:R25; the published R sources' defaults).
+Per contrast, ``y_ig`` is the count of gene g in well i, ``N`` wells, ``n1`` treated:
 
-* log-CPM (edgeR ``cpm(log=TRUE)``): ``prior_i = prior_count * lib_i / mean(lib)`` (or
-  ``prior_count`` when ``scale_prior=False``), ``log2((count + prior_i) / (lib_i + 2 prior_i) * 1e6)``.
-  voom's ``log2((count + 0.5) / (lib + 1) * 1e6)`` is ``prior_count=0.5, scale_prior=False``.
+* filterByExpr (edgeR defaults min.count 10, min.total.count 15, large.n 10, min.prop 0.7):
+  ``n`` = smallest group size (``n1``, usually 1; ``n > 10`` becomes ``10 + 0.7 (n - 10)``),
+  CPM cutoff ``k = 10 / median(lib) * 1e6``; keep g if ``sum_i y_ig >= 15`` and (edgeR) the
+  CPM reaches ``k`` in ``>= n`` wells. With one treated well edgeR's rule (``n = 1``) passes a
+  gene on the treated well alone, so it keeps the null genes whose treated count is high by
+  chance (selection bias; e.g. treated 9 vs controls 3, 3 in a two-control contrast of the
+  demo). The pipeline default (``gene_filter="pooled"``) applies the rule to the pooled CPM
+  instead, ``sum_i y_ig / sum_i lib_i * 1e6 >= k n / N``, which depends on the counts only
+  through their total (ancillary for the treated/control split under the null: independent
+  filtering, Bourgon et al. 2010). It is the conservative choice; edgeR's rule
+  (``gene_filter="edgeR"``) tests fewer low-count genes and, with the midpoint voom weights
+  below, also kept FDR < 5% on the demo with ~25% more power (benchmarks/bench_de_truth.py).
+  Library sizes are then re-summed over the kept genes (edgeR ``keep.lib.sizes=FALSE``).
+* TMM (calcNormFactors defaults logratioTrim 0.3, sumTrim 0.05, doWeighting, Acutoff -1e10):
+  reference r = the well whose upper quartile of ``y / lib`` is closest to the mean upper
+  quartile; for well i over genes with finite values ``M = log2((y_i/N_i) / (y_r/N_r))``,
+  ``A = (log2(y_i/N_i) + log2(y_r/N_r)) / 2``, ``v = (N_i - y_i)/(N_i y_i) + (N_r - y_r)/(N_r
+  y_r)``; trim genes outside the rank windows ``[floor(0.3 n) + 1, n - floor(0.3 n)]`` of M and
+  ``[floor(0.05 n) + 1, n - floor(0.05 n)]`` of A (average ranks); ``log2 f_i = sum(M/v) /
+  sum(1/v)``; factors divided by their geometric mean; effective library ``lib_i f_i``.
+* voom: ``E = log2((y + 0.5) / (lib + 1) * 1e6)`` (effective lib); unweighted fit; trend of
+  ``sqrt(sigma_g)`` against the mean log-count ``x_g = Amean_g + mean(log2(lib + 1)) -
+  log2(1e6)`` by :func:`lowess` (span 0.5, 3 robustness iterations, delta = 1% of the range);
+  weight of observation (i, g) ``= 1 / trend(m_g + log2(lib_i + 1) - log2(1e6))^4``. Two
+  departures from limma, both switchable back (each undone alone: FDR 8-11% on simulated
+  small treated wells, resp. 5.5% on the demo case; benchmarks/bench_de_truth.py): (1) the fitted log-CPM ``m_g`` is the midpoint
+  ``(m_1 + m_0) / 2`` of the group means (``voom_fitted="midpoint"``) instead of the
+  observation's own group mean (``"group"``, limma): with one treated well limma's choice is
+  the well's own value, which makes t right-skewed for counts (the weight is largest when the
+  count is high by chance); at the midpoint the statistic is to first order the square-root,
+  variance-stabilised, difference with symmetric null tails. (2) The trend is smoothed against
+  ``u = 2^(-x/2)`` (``voom_axis="inv_sqrt"``, 1/sqrt(mean count)) instead of ``x``
+  (``"log2"``, limma): Poisson + constant-CV noise is flat in ``u`` at the high end, while on
+  the log2 axis the local line extrapolates the steep low-count decline below the
+  replicate-noise floor (top-1% genes got 2-4x too small variances on the demo); below the
+  lowest mean count the trend follows the Poisson law ``trend(u_max) sqrt(u / u_max)``.
+* weighted lmFit, design ``[intercept, treated]``: ``W_k = sum_{i in k} w_ig``, ``m_k = sum w y
+  / W_k``; ``logFC = m_1 - m_0``, ``stdev.unscaled = sqrt(1/W_1 + 1/W_0)``, ``s^2 = sum_i w_ig
+  (y_ig - m_k(i))^2 / (N - 2)``, ``AveExpr = Amean`` = unweighted mean of E (limma's).
+* log-CPM (edgeR ``cpm(log=TRUE)``; methods "trend" and "plain"): ``prior_i = prior_count *
+  lib_i / mean(lib)`` (or ``prior_count`` when ``scale_prior=False``), ``log2((count +
+  prior_i) / (lib_i + 2 prior_i) * 1e6)``.
 * fitFDist (moment estimation, equal residual df ``d``): ``x = max(s^2, 1e-5 median(s^2))``,
   ``e = log x - digamma(d/2) + log(d/2)``, ``evar = var(e) - mean(trigamma(d/2))``; if
   ``evar > 0``: ``d0 = 2 trigamma^-1(evar)``, ``s0^2 = exp(mean(e) + digamma(d0/2) - log(d0/2))``;
-  else ``d0 = inf``, ``s0^2 = mean(x)``.
+  else ``d0 = inf``, ``s0^2 = mean(x)``. limma-trend (``ebayes(trend=True)``): ``mean(e)``
+  becomes the least-squares natural cubic spline in Amean (``ns(df = 1 + [G>=3] + [G>=6] +
+  [G>=30])``), ``var(e)`` the residual mean square, ``s0^2`` a per-gene vector.
 * squeezeVar: ``s_post^2 = (d s^2 + d0 s0^2) / (d + d0)`` (``s0^2`` when ``d0 = inf``).
 * moderated t ``= coef / (stdev_unscaled * s_post)``, ``df_total = min(d + d0, sum_g d_g)``,
-  two-sided p from ``t(df_total)``.
+  two-sided p from ``t(df_total)``; adj.P.Val is BH within the contrast.
 * B (log-odds, ``proportion`` p, ``stdev.coef.lim`` (a, b)): ``v0`` from limma's ``tmixture``
   clipped to ``[a^2, b^2] / median(s0^2)``; ``r = (v + v0) / v`` with ``v = stdev_unscaled^2``;
   ``B = log(p / (1 - p)) - log(r) / 2 + (1 + df_total) / 2 * log((t^2 + df_total) /
@@ -226,7 +272,7 @@ def calc_norm_factors(
             ref_column = int(np.argmin(np.abs(f75 - f75.mean())))
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.log2(p)
-        logr = logp - logp[ref_column]
+        logr = np.log2(p / p[ref_column])  # as edgeR: log of the ratio (ties as in R)
         abs_e = (logp + logp[ref_column]) / 2.0
         v = (lib[:, None] - y) / lib[:, None] / y
         v = v + v[ref_column]
@@ -386,6 +432,9 @@ class Voom(NamedTuple):
 VOOM_AXES = ("inv_sqrt", "log2")
 
 
+VOOM_FITTED = ("group", "midpoint")
+
+
 def voom(
     counts: np.ndarray | sp.spmatrix,
     n_treated: int,
@@ -393,15 +442,25 @@ def voom(
     *,
     span: float = 0.5,
     axis: str = "log2",
+    fitted: str = "group",
 ) -> Voom:
     """limma ``voom`` for the design ``[intercept, treated]`` (the first ``n_treated`` rows).
 
     ``E = log2((count + 0.5) / (lib + 1) * 1e6)`` with ``lib`` = ``lib_sizes`` (edgeR's effective
     library sizes ``lib * norm.factors``; default the row sums); unweighted two-group fit; per
     gene ``x = Amean + mean(log2(lib + 1)) - log2(1e6)`` (mean log2 count) and ``s =
-    sqrt(sigma)``, all-zero genes left out; every observation's fitted log-count is
-    ``fitted_logcpm + log2(lib + 1) - log2(1e6)`` (group means as fitted values) and its
-    weight ``1 / trend(fitted log-count)^4``.
+    sqrt(sigma)``, all-zero genes left out; the weight of observation (i, g) is ``1 /
+    trend(m_g + log2(lib_i + 1) - log2(1e6))^4`` where ``m_g`` is the fitted log-CPM.
+
+    ``fitted="group"`` is limma's: ``m_g`` is the observation's group mean. With a single
+    treated well that is the well's own value, so its weight is largest exactly when its count
+    is high by chance and the moderated t is right-skewed (Poisson counts below ~30: 2-9x too
+    many t > 3.29, none below -3.29; with a large treated library the noisy control mean skews
+    it the other way). ``fitted="midpoint"`` evaluates every observation at the midpoint of
+    the two group means, ``(m_1 + m_0) / 2``: the variance of the difference is taken at the
+    geometric-mean expression, which to first order turns the log-scale difference into the
+    square-root (Poisson variance-stabilising) difference, with symmetric null tails. Both
+    choices agree when the group means agree.
 
     ``axis="log2"`` is limma's trend: :func:`lowess` (``f=span``) of ``s`` against ``x``,
     linear interpolation, constant beyond the ends (R ``approxfun(rule=2)``).
@@ -412,11 +471,13 @@ def voom(
     low-count decline below the noise floor, which the log2 axis does (on the demo it predicted
     2-4x too small variances for the top genes). Beyond the lowest mean count (``u > u_max``)
     the trend follows the Poisson law ``s ~ sqrt(u)``: ``trend(u_max) * sqrt(u / u_max)``; a
-    single treated well's fitted count can lie far below every gene's mean count. On both axes
-    the trend is floored at its smallest positive value so weights stay finite.
+    single well's fitted count can lie far below every gene's mean count. On both axes the
+    trend is floored at its smallest positive value so weights stay finite.
     """
     if axis not in VOOM_AXES:
         raise ValueError(f"axis must be one of {VOOM_AXES}, got {axis!r}")
+    if fitted not in VOOM_FITTED:
+        raise ValueError(f"fitted must be one of {VOOM_FITTED}, got {fitted!r}")
     y = _as_dense(counts)
     n, n_genes = y.shape
     if n_genes < 2:
@@ -443,13 +504,15 @@ def voom(
     uy = np.maximum(uy, pos.min())
     m1 = E[:n_treated].mean(axis=0)
     m0 = E[n_treated:].mean(axis=0)
-    fitted = np.vstack(
+    if fitted == "midpoint":
+        m1 = m0 = (m1 + m0) / 2.0
+    m = np.vstack(
         [
             np.broadcast_to(m1, (n_treated, n_genes)),
             np.broadcast_to(m0, (n - n_treated, n_genes)),
         ]
     )
-    fitted_logcount = fitted + np.log2(lib + 1.0)[:, None] - np.log2(1e6)
+    fitted_logcount = m + np.log2(lib + 1.0)[:, None] - np.log2(1e6)
     if axis == "log2":
         pred = np.interp(fitted_logcount, ux, uy)
     else:
@@ -964,6 +1027,7 @@ def _de_contrast(
     prior_count: float,
     span: float,
     voom_axis: str,
+    voom_fitted: str,
     proportion: float,
     stdev_coef_lim: tuple[float, float],
 ) -> tuple[np.ndarray, LmFit, EBayes] | str:
@@ -994,7 +1058,7 @@ def _de_contrast(
     nf = calc_norm_factors(yk, lib) if normalize == "TMM" else np.ones(lib.size)
     eff = lib * nf
     if method == "voom":
-        v = voom(yk, n1, eff, span=span, axis=voom_axis)
+        v = voom(yk, n1, eff, span=span, axis=voom_axis, fitted=voom_fitted)
         fit = lmfit_two_group(v.E[:n1], v.E[n1:], v.weights[:n1], v.weights[n1:])
         return keep, fit, ebayes(fit, proportion, stdev_coef_lim)
     y = log_cpm(yk, eff, prior_count)
@@ -1017,6 +1081,7 @@ def pseudobulk_de(
     prior_count: float = 2.0,
     span: float = 0.5,
     voom_axis: str = "inv_sqrt",
+    voom_fitted: str = "midpoint",
     proportion: float = 0.01,
     stdev_coef_lim: tuple[float, float] = (0.1, 4.0),
     control: str = CONTROL_DRUG,
@@ -1029,26 +1094,36 @@ def pseudobulk_de(
     :func:`contrasts`) is analysed on its own wells only, with the design ``[intercept,
     treated]``; adj.P.Val is BH within the contrast. ``method``:
 
-    * ``"voom"`` (default; edgeR/limma-voom): :func:`filter_by_expr` (``min_count``,
-      ``min_total_count`` default 15, smallest group size = the number of treated wells,
-      usually 1), library sizes re-summed over the kept genes, TMM factors
-      (:func:`calc_norm_factors`, ``normalize="TMM"``; ``"none"`` skips them), :func:`voom`
-      (``span``) precision weights, the weighted :func:`lmfit_two_group` and :func:`ebayes`.
-      AveExpr is the mean voom log-CPM. ``prior_count`` is not used (voom's is 0.5).
+    * ``"voom"`` (default): :func:`filter_by_expr` (``min_count``, ``min_total_count`` default
+      15, smallest group size = the number of treated wells; ``gene_filter="pooled"`` (default)
+      applies the CPM rule to the pooled counts, ``"edgeR"`` per well as edgeR does), library
+      sizes re-summed over the kept genes, TMM factors (:func:`calc_norm_factors`;
+      ``normalize="none"`` skips them), :func:`voom` weights (``span``; ``voom_axis``
+      ``"inv_sqrt"`` (default) or limma's ``"log2"``; ``voom_fitted`` ``"midpoint"``
+      (default) or limma's ``"group"``), the weighted :func:`lmfit_two_group` and
+      :func:`ebayes` (constant prior). AveExpr is the mean voom log-CPM; ``prior_count`` is
+      not used (voom's offset is 0.5). ``gene_filter="edgeR", voom_axis="log2",
+      voom_fitted="group"`` is textbook edgeR + limma-voom.
     * ``"trend"`` (limma-trend): the same filter and TMM, log-CPM with ``prior_count`` on the
-      effective library sizes, unweighted fit, ``ebayes(trend=True)``.
+      effective library sizes, unweighted fit, ``ebayes(trend=True)``. It cannot model a
+      single treated well whose library differs from the controls' and is anti-conservative
+      on the demo; kept for comparison.
     * ``"plain"`` (the original method): no filter beyond a total count >= ``min_total_count``
       (default 1) over the contrast's wells, log-CPM on the full library sizes, unweighted fit,
-      constant-prior eBayes. Kept for comparison: it is badly anti-conservative for low counts.
+      constant-prior eBayes. Badly anti-conservative for low counts; kept for comparison.
 
     Returns the tidy table (:data:`DE_COLUMNS`), sorted by condition keys then gene; with
     ``return_skipped`` also the skipped conditions (from :func:`contrasts`, plus contrasts in
-    which no two genes pass the filter).
+    which fewer than two genes pass the filter).
     """
     if method not in DE_METHODS:
         raise ConfigError("method", f"must be one of {', '.join(DE_METHODS)}, got {method!r}")
     if gene_filter not in ("pooled", "edgeR"):
         raise ConfigError("gene_filter", f"must be 'pooled' or 'edgeR', got {gene_filter!r}")
+    if voom_fitted not in VOOM_FITTED:
+        raise ConfigError(
+            "voom_fitted", f"must be one of {', '.join(VOOM_FITTED)}, got {voom_fitted!r}"
+        )
     if voom_axis not in VOOM_AXES:
         raise ConfigError("voom_axis", f"must be one of {', '.join(VOOM_AXES)}, got {voom_axis!r}")
     if normalize not in ("TMM", "none"):
@@ -1089,6 +1164,7 @@ def pseudobulk_de(
             prior_count=prior_count,
             span=span,
             voom_axis=voom_axis,
+            voom_fitted=voom_fitted,
             proportion=proportion,
             stdev_coef_lim=stdev_coef_lim,
         )

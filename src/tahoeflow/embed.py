@@ -513,7 +513,10 @@ def pca_from_gram(
         M = G.copy()
     M = (M + M.T) * 0.5  # exact symmetry for LAPACK
 
-    evals, evecs = scipy.linalg.eigh(M, subset_by_index=[d - k, d - 1], check_finite=True)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # identical bits whatever the job's thread count
+        evals, evecs = scipy.linalg.eigh(M, subset_by_index=[d - k, d - 1], check_finite=True)
     evals = np.maximum(evals[::-1], 0.0)
     components = _flip_signs(np.ascontiguousarray(evecs[:, ::-1].T))
 
