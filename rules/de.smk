@@ -37,6 +37,7 @@ rule de_pseudobulk:
         mem_mb=lambda wc, input, attempt: int((1500 + 30 * input.size_mb) * attempt),
         runtime=60,
     params:
+        method=DE["method"],
         min_cells=DE["min_cells"],
         min_control_wells=DE["min_control_wells"],
         prior_count=DE["prior_count"],

@@ -857,3 +857,27 @@ def test_ebayes_trend_recovers_an_abundance_dependent_prior():
     assert np.ndim(flat.s2_prior) == 0
     low, high = amean < 4, amean > 10
     assert np.mean(flat.p_value[low] < 0.01) > 2 * np.mean(flat.p_value[high] < 0.01)
+
+
+def test_log_method_is_limma_trend_on_the_well_means():
+    """method="log": already-log values (L1000); a well's value is the mean over its cells."""
+    rng = np.random.default_rng(7)
+    n_genes = 300
+    groups = pd.DataFrame(
+        {
+            "sample": [f"s{i}" for i in range(6)],
+            "cell_line_id": "L1",
+            "plate": "p1",
+            "drug": ["D", "DMSO_TF", "DMSO_TF", "DMSO_TF", "DMSO_TF", "DMSO_TF"],
+            "dose_uM": [1.0, 0, 0, 0, 0, 0],
+            "n_cells": [1, 1, 1, 1, 1, 1],
+        }
+    )
+    y = rng.normal(8.0, 0.3, (6, n_genes))
+    y[0, :20] += 2.0
+    top = de.pseudobulk_de(y, groups, np.arange(n_genes), 1, method="log")
+    fit = de.lmfit_two_group(y[:1], y[1:])
+    eb = de.ebayes(fit, trend=True)
+    np.testing.assert_allclose(top.sort_values("gene")["t"].to_numpy(), eb.t, rtol=1e-12)
+    called = set(top.loc[top["adj.P.Val"] < 0.05, "gene"])
+    assert set(range(20)) <= called and len(called - set(range(20))) <= 2

@@ -1012,7 +1012,7 @@ def contrasts(
     return out, skipped_df
 
 
-DE_METHODS = ("voom", "trend", "plain")
+DE_METHODS = ("voom", "trend", "plain", "log")
 
 
 def _de_contrast(
@@ -1146,28 +1146,37 @@ def pseudobulk_de(
         sub = mat[rows]
         sub = sub.toarray() if sp.issparse(sub) else sub
         sub = np.asarray(sub, dtype=np.float64)
+        if method == "log":
+            # values are already log expression (e.g. L1000's log2 QNORM): a well's value is the
+            # mean over its cells; no count filter, normalisation or weights; limma-trend eBayes
+            y = sub / n_cells[rows][:, None]
+            fit = lmfit_two_group(y[: c.treated.size], y[c.treated.size :])
+            eb = ebayes(fit, proportion=proportion, stdev_coef_lim=stdev_coef_lim, trend=True)
+            keep = np.ones(y.shape[1], dtype=bool)
+            out = (keep, fit, eb)
         lib = sub.sum(axis=1)
-        if np.any(lib <= 0):
+        if method != "log" and np.any(lib <= 0):
             raise InputError(
                 "pseudobulk counts",
                 "a well has zero total counts",
                 row=int(rows[np.argmax(lib <= 0)]),
             )
-        out = _de_contrast(
-            sub,
-            c.treated.size,
-            method,
-            min_count=min_count,
-            min_total_count=min_total_count,
-            gene_filter=gene_filter,
-            normalize=normalize,
-            prior_count=prior_count,
-            span=span,
-            voom_axis=voom_axis,
-            voom_fitted=voom_fitted,
-            proportion=proportion,
-            stdev_coef_lim=stdev_coef_lim,
-        )
+        if method != "log":
+            out = _de_contrast(
+                sub,
+                c.treated.size,
+                method,
+                min_count=min_count,
+                min_total_count=min_total_count,
+                gene_filter=gene_filter,
+                normalize=normalize,
+                prior_count=prior_count,
+                span=span,
+                voom_axis=voom_axis,
+                voom_fitted=voom_fitted,
+                proportion=proportion,
+                stdev_coef_lim=stdev_coef_lim,
+            )
         if isinstance(out, str):
             extra_skips.append(
                 dict(

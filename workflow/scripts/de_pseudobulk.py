@@ -19,7 +19,7 @@ def main(smk, log):
     X = pseudobulk_matrix(counts, groups, tokens)
     log(f"pseudobulk: {X.shape[0]} wells x {X.shape[1]} genes, {X.nnz} non-zero")
     top, skipped = pseudobulk_de(
-        X, groups, tokens, p.min_cells, min_control_wells=p.min_control_wells, prior_count=p.prior_count,
+        X, groups, tokens, p.min_cells, method=p.method, min_control_wells=p.min_control_wells, prior_count=p.prior_count,
         control=p.control, return_skipped=True,
     )  # fmt: skip
     log(
