@@ -66,3 +66,17 @@ def test_eccite_anndata_exports_read_back(eccite):
         "explained_variance_ratio"
     ].to_numpy()
     np.testing.assert_allclose(emb.uns["pca"]["variance_ratio"], ratio, rtol=1e-9)
+
+
+def test_l1000_braf_and_mek_inhibitors_switch_off_erk_targets(tmp_path):
+    cfg = _example("l1000.yaml")
+    proc = run_smk(tmp_path, cfg, "results/de/toptable.parquet", cores=2, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    top = pd.read_parquet(tmp_path / "results/de/toptable.parquet")
+    genes = pd.read_parquet(tmp_path / "results/h5ad/metadata/gene_metadata.parquet")
+    top["symbol"] = top["gene"].map(dict(zip(genes["token_id"], genes["gene_symbol"], strict=True)))
+    for drug in ("vemurafenib", "trametinib"):
+        hi = top[(top["drug"] == drug) & (top["dose_uM"] >= 3)]
+        best = set(hi.nsmallest(10, "t")["symbol"])
+        assert {"FOSL1", "DUSP4"} <= best, (drug, sorted(best))
+        assert (hi.loc[hi["symbol"] == "FOSL1", "logFC"] < -3).all()
