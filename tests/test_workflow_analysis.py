@@ -175,3 +175,29 @@ def test_report_renders_in_headless_chromium(run):
     assert res["mode"] == "snakemake-report"
     assert res["n_images"] >= 16 and res["n_broken"] == 0, res
     assert shot.stat().st_size > 10_000
+
+
+def test_de_calls_against_the_demo_truth(run):
+    """Pseudobulk DE (voom-style) keeps its empirical FDR under 5% against the simulated truth."""
+    m = json.loads((run / "results/de/metrics.json").read_text())["vs_truth"]
+    assert m["n_calls"] > 50 and m["fdr"] <= 0.05 and m["power"] > 0.02, m
+    counts = pd.read_csv(run / "results/de/up_down_counts.csv")
+    assert {"n_up", "n_down"} <= set(counts.columns) and counts[
+        ["n_up", "n_down"]
+    ].to_numpy().sum() == m["n_calls"]
+    welch = pd.read_parquet(run / "results/de/welch.parquet")
+    assert {"scores", "pvals", "pvals_adj", "logfoldchanges"} <= set(welch.columns) and len(
+        welch
+    ) > 0
+
+
+def test_updown_and_pergene_outputs(run):
+    det = json.loads((run / "results/updown/detection.json").read_text())
+    assert "logFC" in det["separating"] and "B" not in det["separating"]
+    scores = pd.read_csv(run / "results/updown/scores.csv")
+    assert (scores["test_accuracy_full"] > 0.95).all()
+    assert (scores["test_accuracy_reduced"] < scores["test_accuracy_full"]).all()
+    metrics = pd.read_csv(run / "results/pergene/metrics.csv")
+    assert set(metrics["kind"]) == {"lasso", "linear"} and metrics["gene"].nunique() == 40
+    pred = pd.read_csv(run / "results/pergene/predictions.csv")
+    assert pred.shape[1] >= 40
