@@ -112,7 +112,7 @@ def parse_p1(md: str) -> dict:
     for line in md.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 5 and cells[0] in ("read_table", "summary"):
-            rows[cells[0]] = cells
+            rows.setdefault(cells[0], cells)  # the first table; the memory table repeats the names
     out: dict = {"table": md}
     if "summary" in rows and "read_table" in rows:
         s, r = rows["summary"], rows["read_table"]
@@ -295,7 +295,7 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
     ]
     if "error" in rec:
         lines += ["**FAILED**:", "", "```", rec["error"][-2500:], "```", ""]
-        return lines, [(f"{part}: failed", "-", "-", "-", None)]
+        return lines, [(f"{part}: failed", "-", "-", "-", None, quick)]
     r = result_of(rec)
     rows: list[tuple] = []
     if part == "P1":
