@@ -62,6 +62,14 @@ def small_table(small_demo):
     return pq.read_table(root / "data/train-00000-of-00002.parquet")
 
 
+@pytest.fixture(scope="module")
+def no_host_slurm():
+    """Put the failing ``scontrol`` first on PATH for the module (Snakemake run directly)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{_NO_SLURM}{os.pathsep}{os.environ.get('PATH', '')}")
+        yield
+
+
 def run_smk(
     workdir: Path, config: dict, *args: str, cores: int = 1, check: bool = False, timeout: int = 600
 ):

@@ -14,7 +14,6 @@ at function level (and negative counts / truncated files at workflow level).
 
 from __future__ import annotations
 
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -193,20 +192,8 @@ def assert_shard_empty(wd: Path, shard: str) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_host_slurm(tmp_path_factory):
-    """An ``scontrol`` that fails at once, first on PATH (for Snakemake and its jobs).
-
-    The SLURM executor plugin runs ``scontrol show config`` when Snakemake imports it; on a
-    host with SLURM installed but no controller running that waits ~9 s per Snakemake start.
-    Local runs never use SLURM.
-    """
-    folder = tmp_path_factory.mktemp("no_slurm")
-    shim = folder / "scontrol"
-    shim.write_text("#!/bin/sh\nexit 1\n")
-    shim.chmod(0o755)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
-        yield
+def _no_host_slurm(no_host_slurm):
+    """Every Snakemake run of this module skips the SLURM plugin's scontrol wait (conftest)."""
 
 
 def _fmt(proc) -> str:

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from .errors import ConfigError, InputError
 from .schema import FIRST_TOKEN
 from .shards import Shard, Vocab, plan_shards
-from .summarize import Filters, LoadedShard, keep_rows_inplace
+from .summarize import Filters, LoadedShard, filter_cells, keep_rows_inplace
 
 CONFIG_KEY = "source.h5ad"
 OBS_MAP_KEYS = ("drug", "dose", "cell_line", "sample", "plate", "cell_id", "moa_fine")
@@ -639,21 +639,7 @@ def load_h5ad_shard(
 
     X = read_rows_csr(p, start, stop, layer=layer, allow_non_integer=allow_non_integer, warn=warn)
 
-    keep = np.ones(n, dtype=bool)
-    counts = {"input": n}
-    for name, values, allowed in (
-        ("cell_lines", cell_line, filters.cell_lines),
-        ("drugs", drug, filters.drugs),
-        ("plates", plate, filters.plates),
-    ):
-        if allowed:
-            ok = np.isin(values, np.asarray(list(allowed), dtype=object))
-            counts[f"removed_by_{name}"] = int((keep & ~ok).sum())
-            keep &= ok
-    ok = np.diff(X.indptr) >= filters.min_genes
-    counts["removed_by_min_genes"] = int((keep & ~ok).sum())
-    keep &= ok
-    counts["kept"] = int(keep.sum())
+    keep, counts = filter_cells(filters, cell_line, drug, plate, np.diff(X.indptr))
     idx = np.flatnonzero(keep)
     obs = pd.DataFrame(
         {

@@ -370,6 +370,37 @@ class Filters:
     min_genes: int = 10
 
 
+def filter_cells(
+    filters: Filters,
+    cell_line: np.ndarray,
+    drug: np.ndarray,
+    plate: np.ndarray,
+    n_genes: np.ndarray,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """(keep mask, cells removed by each filter) for the filters applied in order.
+
+    ``counts`` has ``input``, ``removed_by_<filter>`` for the active list filters (cell_lines,
+    drugs, plates), ``removed_by_min_genes`` and ``kept``: a cell is counted against the first
+    filter that removes it.
+    """
+    keep = np.ones(n_genes.size, dtype=bool)
+    counts = {"input": int(n_genes.size)}
+    for name, values, allowed in (
+        ("cell_lines", cell_line, filters.cell_lines),
+        ("drugs", drug, filters.drugs),
+        ("plates", plate, filters.plates),
+    ):
+        if allowed:
+            ok = np.isin(values, np.asarray(list(allowed), dtype=object))
+            counts[f"removed_by_{name}"] = int((keep & ~ok).sum())
+            keep &= ok
+    ok = n_genes >= filters.min_genes
+    counts["removed_by_min_genes"] = int((keep & ~ok).sum())
+    keep &= ok
+    counts["kept"] = int(keep.sum())
+    return keep, counts
+
+
 @dataclass
 class LoadedShard:
     obs: pd.DataFrame  # cells kept, in file order
@@ -409,21 +440,9 @@ def load_shard(
         raise InputError(
             path, f"sample {sample[r]!r} is not in sample_metadata", row=int(file_row[r])
         )
-    keep = np.ones(n, dtype=bool)
-    counts = {"input": n}
-    for name, col, allowed in (
-        ("cell_lines", "cell_line_id", filters.cell_lines),
-        ("drugs", "drug", filters.drugs),
-        ("plates", "plate", filters.plates),
-    ):
-        if allowed:
-            ok = np.isin(obs[col], np.asarray(list(allowed), dtype=object))
-            counts[f"removed_by_{name}"] = int((keep & ~ok).sum())
-            keep &= ok
-    ok = np.diff(X.indptr) >= filters.min_genes
-    counts["removed_by_min_genes"] = int((keep & ~ok).sum())
-    keep &= ok
-    counts["kept"] = int(keep.sum())
+    keep, counts = filter_cells(
+        filters, obs["cell_line_id"], obs["drug"], obs["plate"], np.diff(X.indptr)
+    )
     idx = np.flatnonzero(keep)
     df = pd.DataFrame(
         {
