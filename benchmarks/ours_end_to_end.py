@@ -14,6 +14,10 @@ from start to exit:
   ``embed.center: false`` (seed 002's uncentred TruncatedSVD), ``filters.min_genes: 0`` (the
   seed keeps every cell).
 
+A third figure, ``library``, runs the workflow's arithmetic in one process without Snakemake
+(``ours_library.py``: the same package functions, file by file, same outputs): the difference
+between it and the workflow is what the orchestration (a process per job) costs.
+
 Not the same arithmetic, the same deliverable: the seed normalises to CPM and runs a
 randomized SVD on all 62,710 genes; the workflow normalises to CP10k and computes an exact SVD
 on the 2,000 HVGs (its design). The ratio is baseline wall / our wall of the same repeat
@@ -38,9 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DEFAULT_CACHE,
     OFFLINE_ENV,
+    data_files,
     demo_dataset,
     job_kind,
     log,
+    run_library,
     run_workflow,
     stats,
     workflow_config,
@@ -85,13 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         embed={"n_components": 50, "center": False, "kmeans": {"n_clusters": 10}},
         filters={"min_genes": 0},
     )
+    paths = data_files(root, args.files, range(args.files))
+    lib_args = ["--no-center", "--min-genes", "0", "--n-comps", "50", "--n-clusters", "10"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-p2-"))
-    base, ours, ratios, last = [], [], [], None
+    base, ours, lib, ratios, lib_ratios, last = [], [], [], [], [], None
     try:
         for r in range(args.repeats):
             res = {}
-            for who in ("baseline", "ours") if r % 2 == 0 else ("ours", "baseline"):
-                if who == "baseline":
+            order = ("baseline", "ours", "library")
+            for who in order if r % 2 == 0 else order[::-1]:
+                if who == "library":
+                    res[who] = run_library(root, paths, *lib_args, "--out", str(tmp / f"lib{r}"))
+                elif who == "baseline":
                     out = tmp / f"baseline{r}"
                     out.mkdir()
                     res[who] = run_baseline(root, args.cells, out)
@@ -99,10 +110,13 @@ def main(argv: list[str] | None = None) -> int:
                     res[who] = run_workflow(tmp / f"ours{r}", cfg, args.cores, TARGETS)
             base.append(res["baseline"])
             ours.append(res["ours"])
+            lib.append(res["library"])
             ratios.append(res["baseline"]["wall_s"] / res["ours"]["wall_s"])
+            lib_ratios.append(res["baseline"]["wall_s"] / res["library"]["wall_s"])
             log(
                 f"repeat {r + 1}/{args.repeats}: baseline {res['baseline']['wall_s']:.1f} s, "
-                f"ours {res['ours']['wall_s']:.1f} s, ratio {ratios[-1]:.1f}x"
+                f"ours {res['ours']['wall_s']:.1f} s, ratio {ratios[-1]:.1f}x; library "
+                f"{res['library']['wall_s']:.1f} s, ratio {lib_ratios[-1]:.1f}x"
             )
             last = r
         # both wrote one row per cell
@@ -112,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         n_ours = len(
             pd.read_csv(tmp / f"ours{last}" / "results/embed/embeddings.csv", usecols=["pc1"])
         )
+        n_lib = len(pd.read_csv(tmp / f"lib{last}" / "embeddings.csv", usecols=["pc1"]))
         per_kind: dict[str, float] = {}
         for j in ours[-1]["jobs"]:
             per_kind[job_kind(j)] = per_kind.get(job_kind(j), 0.0) + (j["s"] or 0.0)
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "files": args.files,
             "cores": args.cores,
             "repeats": args.repeats,
-            "rows_written": {"baseline": n_base, "ours": n_ours},
+            "rows_written": {"baseline": n_base, "ours": n_ours, "library": n_lib},
             "baseline_wall_s": stats(bw),
             "baseline_phases_s": {
                 k: statistics.median(b["phases_s"][k] for b in base) for k in base[0]["phases_s"]
@@ -133,11 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             "ours_job_s_by_kind_last_repeat": per_kind,
             "ours_job_peak_vmhwm_mb": max(o["job_peak_vmhwm_mb"] for o in ours),
             "ratio_paired": stats(ratios),
+            "library_wall_s": stats([x["wall_s"] for x in lib]),
+            "library_phases_s": {
+                k: statistics.median(x["times_s"][k] for x in lib) for k in lib[0]["times_s"]
+            },
+            "library_peak_mb": max(x["peak_mb"] for x in lib),
+            "library_ratio_paired": stats(lib_ratios),
             "ratio_of_medians": statistics.median(bw) / statistics.median(ow),
             "goal": GOAL,
         }
-        if n_base != n_ours:
-            result["error"] = f"row counts differ: baseline {n_base}, ours {n_ours}"
+        if not n_base == n_ours == n_lib:
+            result["error"] = f"row counts differ: baseline {n_base}, ours {n_ours}, lib {n_lib}"
         write_json(args.json, result)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -40,7 +40,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-THREADS = {"embed/gram": 2, "embed/pca": 2, "embed/embeddings": 2}  # rules/*.smk declarations
+THREADS = {"embed/pca": 2, "embed/embeddings": 2}  # rules/*.smk declarations
 
 
 def p4(args: argparse.Namespace, root: Path, design: int, tmp: Path) -> dict:

@@ -25,6 +25,10 @@ embeddings. Its memory: the largest peak of one job (VmHWM of each job process, 
 and the largest sum of RSS over the jobs running at once (our sampler; without Snakemake's own
 process, which is reported separately).
 
+Library: ``ours_library.py``, the workflow's arithmetic in one process without Snakemake (the
+same package functions, three streaming passes over the files, memory bounded by one file),
+timed as a fresh process like scanpy: what the method costs without the orchestration.
+
 Checks: the same HVG set, explained variance ratios (largest relative difference, goal 1e-6;
 scanpy computes in float32, the workflow in float64).
 
@@ -51,6 +55,7 @@ from _common import (  # noqa: E402
     demo_dataset,
     job_kind,
     log,
+    run_library,
     run_workflow,
     stats,
     vm_hwm_mb,
@@ -214,12 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-p3-"))
     scan, ours, t_ratio, t_ratio_noload, m_ratio, m_ratio_sum = [], [], [], [], [], []
+    lib, lib_t_ratio, lib_m_ratio = [], [], []
+    lib_args = ["--n-top", str(args.n_top), "--n-comps", str(args.n_comps),
+                "--n-clusters", str(args.n_clusters), "--min-genes", "0"]  # fmt: skip
     checks = {}
     try:
         for r in range(args.repeats):
             res = {}
-            for who in ("scanpy", "ours") if r % 2 == 0 else ("ours", "scanpy"):
-                if who == "scanpy":
+            order = ("scanpy", "ours", "library")
+            for who in order if r % 2 == 0 else order[::-1]:
+                if who == "library":
+                    res[who] = run_library(root, paths, *lib_args)
+                elif who == "scanpy":
                     res[who] = run_scanpy(paths, gene_meta, args)
                 else:
                     wd = tmp / f"ours{r}"
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                             wd / "results/embed/embeddings.parquet"
                         ).metadata.num_rows
                     shutil.rmtree(wd, ignore_errors=True)
-            s, o = res["scanpy"], res["ours"]
+            s, o, li = res["scanpy"], res["ours"], res["library"]
             if r == 0:
                 import numpy as np
 
@@ -249,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                     "hvg_only_scanpy": len(a - b),
                     "hvg_only_ours": len(b - a),
                     "hvg_identical": a == b,
+                    "library_hvg_identical": set(li["hvg_token_ids"]) == b,
+                    "library_evr_max_rel_diff_vs_workflow": float(
+                        (np.abs(np.asarray(li["explained_variance_ratio"]) - e_o) / e_o).max()
+                    ),
                     "evr_max_rel_diff_float32": float(rel.max()),
                     "evr_sum_scanpy_ours": [float(e_s.sum()), float(e_o.sum())],
                 }
@@ -270,10 +285,14 @@ def main(argv: list[str] | None = None) -> int:
             t_ratio_noload.append(o["wall_s"] / (s["wall_s"] - s["times_s"]["load"]))
             m_ratio.append(ours_peak / s["peak_mb"])
             m_ratio_sum.append(o["tree_peak_sum_mb"] / s["peak_mb"])
+            lib.append(li)
+            lib_t_ratio.append(li["wall_s"] / s["wall_s"])
+            lib_m_ratio.append(li["peak_mb"] / s["peak_mb"])
             log(
                 f"repeat {r + 1}/{args.repeats}: scanpy {s['wall_s']:.1f} s, {s['peak_mb']:.0f} MB; "
                 f"ours {o['wall_s']:.1f} s, job peak {ours_peak:.0f} MB, "
-                f"concurrent {o['tree_peak_sum_mb']:.0f} MB"
+                f"concurrent {o['tree_peak_sum_mb']:.0f} MB; library {li['wall_s']:.1f} s, "
+                f"{li['peak_mb']:.0f} MB"
             )
         per_kind: dict[str, float] = {}
         for j in ours[-1]["jobs"]:
@@ -302,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             "time_ratio_vs_scanpy_without_load": stats(t_ratio_noload),
             "mem_ratio_job_peak": stats(m_ratio),
             "mem_ratio_concurrent": stats(m_ratio_sum),
+            "library_wall_s": stats([x["wall_s"] for x in lib]),
+            "library_phase_s": {
+                k: statistics.median(x["times_s"][k] for x in lib) for k in lib[0]["times_s"]
+            },
+            "library_peak_mb": stats([x["peak_mb"] for x in lib]),
+            "library_time_ratio": stats(lib_t_ratio),
+            "library_mem_ratio": stats(lib_m_ratio),
             "checks": checks,
             "goals": {"time_ratio": GOAL_TIME, "mem_ratio": GOAL_MEM, "evr_rtol": EVR_RTOL},
         }

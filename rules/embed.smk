@@ -37,7 +37,7 @@ rule gram_shard:
         f"{R}/benchmarks/embed/gram_{{shard}}.tsv"
     conda:
         "../envs/tahoeflow.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=lambda wc, input, attempt: shard_mem_mb(wc, input, attempt) + 200,
         runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),

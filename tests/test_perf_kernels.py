@@ -592,3 +592,41 @@ def test_summarize_tables_equal_shard_stats_and_the_indicator_product(vocab):
     assert pb_t.column("cell_line_id").to_pylist() == list(uniq.get_level_values(1)[ref.row])
     np.testing.assert_array_equal(pb_t.column("token_id").to_numpy(), vocab.token_ids[ref.col])
     np.testing.assert_array_equal(pb_t.column("count").to_numpy(), ref.data)
+
+
+# --- log-normalised HVG columns ----------------------------------------------------------------
+def test_log_normalize_columns_equals_scanpy_then_subset():
+    """Normalising only the kept columns = scanpy normalize_total + log1p of all genes, subset."""
+    import anndata as ad
+    import scanpy as sc
+
+    from tahoeflow import pp
+
+    rng = np.random.default_rng(7)
+    X = random_csr(rng, n=80)
+    cols = np.sort(rng.choice(G, size=13, replace=False))
+    ours = pp.log_normalize_columns(X, cols)
+    assert ours.shape == (80, 13) and ours.has_sorted_indices
+    # the two-step path: same structure, values to rounding (totals summed in another order)
+    two_step = pp.log_normalize(X)[:, cols].tocsr()
+    two_step.sort_indices()
+    np.testing.assert_array_equal(ours.indptr, two_step.indptr)
+    np.testing.assert_array_equal(ours.indices, two_step.indices)
+    np.testing.assert_allclose(ours.data, two_step.data, rtol=1e-14, atol=0)
+    # against scanpy (an independent implementation), zero-count rows included
+    a = ad.AnnData(X.astype(np.float64))
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    np.testing.assert_allclose(ours.toarray(), a.X[:, cols].toarray(), rtol=1e-12, atol=0)
+    assert np.diff(X.indptr).min() == 0 and ours[np.diff(X.indptr) == 0].nnz == 0
+
+
+def test_log_normalize_columns_rejects_bad_columns():
+    from tahoeflow import pp
+
+    X = random_csr(np.random.default_rng(0), n=10)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        pp.log_normalize_columns(X, np.array([3, 1]))
+    with pytest.raises(ValueError, match="below"):
+        pp.log_normalize_columns(X, np.array([0, G]))
+    assert pp.log_normalize_columns(X, np.array([], dtype=int)).shape == (10, 0)

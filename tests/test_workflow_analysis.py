@@ -115,6 +115,12 @@ def test_pca_equals_sklearn_on_the_dense_hvg_matrix(run, all_cells):
         sign = np.sign(ours @ Z[:, k])
         np.testing.assert_allclose(ours, sign * Z[:, k], rtol=1e-4, atol=1e-4)
     assert emb["cluster"].nunique() == 4
+    # seed 002's CSV: the same table, the float32 PCs round-trip exactly
+    csv = pd.read_csv(run / "results/embed/embeddings.csv")
+    assert csv.columns.tolist() == emb.columns.tolist()
+    np.testing.assert_array_equal(csv["pc1"].to_numpy(np.float32), emb["pc1"].to_numpy())
+    assert csv["cell_id"].astype(str).tolist() == emb["cell_id"].tolist()
+    np.testing.assert_array_equal(csv["cluster"], emb["cluster"])
 
 
 def test_ridge_reaches_the_ceiling_of_condition_models(run):

@@ -68,6 +68,16 @@ def write_csv(df: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
         df.to_csv(tmp, **kwargs)
 
 
+def write_csv_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write an Arrow table as CSV atomically with Arrow's C++ writer (header, quotes only
+    where needed; floats in their shortest round-trip form). Several times faster than
+    pandas ``to_csv`` for wide numeric tables such as the embeddings."""
+    import pyarrow.csv as pcsv
+
+    with atomic_path(path) as tmp:
+        pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="needed"))
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 

@@ -54,7 +54,7 @@ def load_hvg_matrix(smk: Any, log: Any, with_ids: bool = False):
     loaded, vocab = load_filtered_shard(smk, log)
     hvg = pq.read_table(smk.input.hvg, columns=["token_id", "highly_variable"]).to_pandas()
     cols = vocab.lookup[hvg.loc[hvg["highly_variable"], "token_id"].to_numpy()]
-    X = pp.log_normalize(loaded.X)[:, np.sort(cols)]
+    X = pp.log_normalize_columns(loaded.X, np.sort(cols))
     if with_ids:
         return X, loaded.obs["cell_id"].to_numpy()
     return X
