@@ -44,6 +44,7 @@ def merged(small_demo, tmp_path_factory):
     genes = merge_gene_stats(paths["genes"], gm, n).to_pandas()
     merge_cells(paths["cells"], out / "cells.parquet", out / "qc.csv")
     counts, groups = merge_pseudobulk(paths["pb"], out / "cells.parquet")
+    paths["cells_merged"] = out / "cells.parquet"
     return (
         vocab,
         sp.vstack(Xs).tocsr(),
@@ -92,6 +93,23 @@ def test_pseudobulk_equals_dense_group_sums(merged):
         assert row["n_cells"] == (key == g).sum() and row["total_counts"] == pytest.approx(
             dense.sum()
         )
+
+
+def test_pseudobulk_merge_streams_to_the_same_table(merged, tmp_path):
+    """Running sums in many small steps (shards split into row chunks, min_rows tiny) give the
+    table of one group-by over everything, row for row."""
+    *_, counts, _, paths = merged
+    chunks = []
+    for i, p in enumerate(paths["pb"]):
+        t = pq.read_table(p)
+        for j, lo in enumerate(range(0, t.num_rows, 700)):  # overlapping keys across chunks
+            out = tmp_path / f"pb{i}_{j}.parquet"
+            pq.write_table(t.slice(lo, 700), out)
+            chunks.append(out)
+    chunks = chunks[::-1]  # another order of additions
+    assert len(chunks) > 5
+    streamed, _ = merge_pseudobulk(chunks, paths["cells_merged"], min_rows=1000)
+    pd.testing.assert_frame_equal(streamed.to_pandas(), counts)
 
 
 def test_delta_mean_falls_back_to_the_cell_line_then_null(tmp_path):

@@ -202,20 +202,44 @@ def merge_cells(
     return counts
 
 
+_PB_KEYS = ["sample", "cell_line_id", "token_id"]
+PSEUDOBULK_MERGE_MIN_ROWS = 4_000_000
+"""Shard tables are buffered until they hold at least this many rows (or as many as the running
+sums) before they are added to the running sums."""
+
+
+def _sum_by_key(tables: list[pa.Table]) -> pa.Table:
+    t = pa.concat_tables(tables).group_by(_PB_KEYS).aggregate([("count", "sum")])
+    return t.rename_columns([*_PB_KEYS, "count"]).select([*_PB_KEYS, "count"])
+
+
 def merge_pseudobulk(
-    pb_paths: Sequence[str | Path], cells_path: str | Path
+    pb_paths: Sequence[str | Path],
+    cells_path: str | Path,
+    min_rows: int = PSEUDOBULK_MERGE_MIN_ROWS,
 ) -> tuple[pa.Table, pa.Table]:
     """(long counts per (sample, cell line, gene), one row per (sample, cell line) with its design).
 
-    Each shard holds one plate's cells on the hub, so in practice the group-by sums only the
-    few shards that share a well.
+    Streaming: shard tables are read one at a time into a buffer, and the buffer is added to
+    the running sums (Arrow ``group_by``) once it holds as many rows as the running sums (at
+    least ``min_rows``). Memory is bounded by about three times the merged table plus one
+    shard, not by the number of shards (shards that share wells add to the same rows), and each
+    row is re-aggregated O(log(shards)) times. Sums of float64 counts: exact for integers below
+    2**53, so the order of additions does not matter for raw counts.
     """
-    counts = pa.concat_tables([pq.read_table(p) for p in pb_paths])
-    counts = counts.group_by(["sample", "cell_line_id", "token_id"]).aggregate([("count", "sum")])
-    counts = counts.rename_columns(["sample", "cell_line_id", "token_id", "count"])
-    counts = counts.sort_by(
-        [("sample", "ascending"), ("cell_line_id", "ascending"), ("token_id", "ascending")]
-    )
+    running: pa.Table | None = None
+    buffer: list[pa.Table] = []
+    buffered = 0
+    for p in pb_paths:
+        t = pq.read_table(p)
+        buffer.append(t)
+        buffered += t.num_rows
+        if buffered >= max(min_rows, running.num_rows if running is not None else 0):
+            running = _sum_by_key(([running] if running is not None else []) + buffer)
+            buffer, buffered = [], 0
+    if buffer or running is None:
+        running = _sum_by_key(([running] if running is not None else []) + buffer)
+    counts = running.sort_by([(k, "ascending") for k in _PB_KEYS])
     cells = pq.read_table(
         cells_path,
         columns=[
