@@ -9,8 +9,8 @@ from start to exit:
   lists, CSR, CPM + log1p, TruncatedSVD, KMeans);
 * ours: ``snakemake --cores N`` in a new folder, ``source.kind: local`` on the same files,
   targets ``results/embed/embeddings.parquet`` and ``results/embed/pca_variance.csv`` (so the
-  jobs are: summarize_shard per file, merge_cells, merge_gene_stats, hvg, gram_shard, pca,
-  project_shard, embeddings; the pseudobulk merge and other stages are not seed 002's job),
+  jobs are: summarize_shard per file, merge_cells, merge_gene_stats, hvg, gram_batch, pca,
+  project_batch, embeddings; the pseudobulk merge and other stages are not seed 002's job),
   ``embed.center: false`` (seed 002's uncentred TruncatedSVD), ``filters.min_genes: 0`` (the
   seed keeps every cell).
 

@@ -482,6 +482,14 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
              f(r["wall_cores2_s"]["median"]), "-", None),
             ("speed-up (per repeat)", f(max(s["all"]), 2), f(s["median"], 2), ">= 1.8", s["median"] >= 1.8),
         ]  # fmt: skip
+        if "stage_speedup" in r:
+            st = r["stage_speedup"]
+            rows += [
+                ("Snakemake's fixed cost (a call with nothing to do) s, `--cores 1`",
+                 f(r["fixed_cores1_s"]["min"]), f(r["fixed_cores1_s"]["median"]), "-", None),
+                ("stage speed-up without that fixed cost (per repeat)", f(max(st["all"]), 2),
+                 f(st["median"], 2), "(>= 1.8)", None),
+            ]  # fmt: skip
         lines += table(rows, quick)
         lines += [
             "",
@@ -515,7 +523,11 @@ def projection(rec: dict | None, cores: int) -> list[str]:
     k = sz["per_kind_best_run"]
     scale = N_CELLS_HUB / N_FILES_HUB / cpf  # cells per hub file / per demo file
     shard_kinds = ["summarize", "embed/gram", "embed/project"]
-    core_s = sum(k[x]["median_s"] * k[x]["threads"] for x in shard_kinds if x in k) * scale
+    # per file: a kind's job seconds summed and divided by the files (Gram/projection jobs
+    # stream several shards each)
+    core_s = (
+        sum(k[x]["sum_s"] * k[x]["threads"] for x in shard_kinds if x in k) / sz["files"] * scale
+    )
     total_core_h = core_s * N_FILES_HUB / 3600
     shard_min = core_s * N_FILES_HUB / cores / 60
     serial = {x: v["sum_s"] for x, v in k.items() if x not in shard_kinds}
@@ -528,8 +540,9 @@ def projection(rec: dict | None, cores: int) -> list[str]:
         "## 100M-cell projection",
         "",
         ("*From a QUICK P4 run: not meaningful.* " if quick else "")
-        + f"Per-shard cost from P4's largest run ({sz['cells']:,} cells, median job of each kind, "
-        f"core-seconds = seconds x declared threads, scaled to {N_CELLS_HUB / N_FILES_HUB:,.0f} "
+        + f"Per-file cost from P4's largest run ({sz['cells']:,} cells; each kind's job seconds "
+        f"summed over its jobs and divided by the {sz['files']} files, core-seconds = seconds x "
+        f"declared threads, scaled to {N_CELLS_HUB / N_FILES_HUB:,.0f} "
         f"cells per hub file): summarize + gram + project = **{core_s:.1f} core-s per file**; "
         f"x {N_FILES_HUB:,} files = {total_core_h:.1f} core-hours, i.e. **{shard_min:.0f} min on "
         f"a {cores}-core SLURM cluster** for the shard stages (perfect packing, no queue waits, "

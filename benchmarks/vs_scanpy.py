@@ -19,7 +19,7 @@ file: summary, Gram, projection), and it is also reported without loading.
 Ours: ``snakemake --cores N`` in a new folder on the same files, ``source.kind: local``,
 ``filters.min_genes: 0`` (the same cells), ``embed.center: true``, targets
 ``results/embed/embeddings.parquet`` + ``pca_variance.csv``: summarize_shard x files ->
-merge_cells, merge_gene_stats -> hvg -> gram_shard x files -> pca -> project_shard x files ->
+merge_cells, merge_gene_stats -> hvg -> gram_batch x groups -> pca -> project_batch x groups ->
 embeddings. Its memory: the largest peak of one job (VmHWM of each job process, sampled every
 0.2 s while it runs; and the ``max_rss`` of the ``benchmark:`` files, Snakemake's own sampling)
 and the largest sum of RSS over the jobs running at once (our sampler; without Snakemake's own

@@ -18,6 +18,7 @@ os.environ.update(
 
 from tahoeflow.config import METADATA_KINDS, make_plan, validate_config
 from tahoeflow.errors import ConfigError
+from tahoeflow.shards import plan_batches
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
@@ -26,6 +27,8 @@ except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
 SHARDS = PLAN.shards
+# The embedding passes run one job per group of shards (embed.shards_per_job).
+BATCHES = plan_batches(SHARDS, config["embed"]["shards_per_job"])
 R = "results"
 
 
@@ -41,14 +44,8 @@ def shard_outputs(name):
     return expand(f"{R}/shards/{{shard}}/{name}", shard=sorted(SHARDS))
 
 
-def shard_size_mb(wildcards, input):
-    """Size of the shard's share of its input file (row-range shards read a fraction)."""
-    shard = SHARDS[wildcards.shard]
-    size = (
-        input.size_mb
-        if not hasattr(input, "data")
-        else Path(input.data).stat().st_size / 2**20
-    )
+def _share_mb(shard, size):
+    """The part of a file of ``size`` MB that a shard reads (row-range shards read a fraction)."""
     if shard.row_stop is None and shard.row_start == 0:
         return size
     rows = (
@@ -59,11 +56,56 @@ def shard_size_mb(wildcards, input):
     return size * min(1.0, config["source"]["cells_per_shard"] / max(rows, 1))
 
 
+def shard_size_mb(wildcards, input):
+    """Size of the shard's share of its input file."""
+    size = (
+        input.size_mb
+        if not hasattr(input, "data")
+        else Path(input.data).stat().st_size / 2**20
+    )
+    return _share_mb(SHARDS[wildcards.shard], size)
+
+
+def batch_shards(wildcards):
+    """The shards of a group (in order) as Shard records."""
+    return [SHARDS[name] for name in BATCHES[wildcards.batch]]
+
+
+def batch_data(wildcards):
+    """The data files of a group's shards, one entry per shard (aligned with batch_shards)."""
+    return [PLAN.data_path(s.file_index) for s in batch_shards(wildcards)]
+
+
+def as_list(paths):
+    """A named input that may hold one path or several, as a list."""
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def batch_size_mb(wildcards, input):
+    """(largest shard, all shards) of a group, in MB of input."""
+    sizes = [
+        _share_mb(s, Path(p).stat().st_size / 2**20)
+        for s, p in zip(batch_shards(wildcards), as_list(input.data))
+    ]
+    return max(sizes), sum(sizes)
+
+
 def shard_mem_mb(wildcards, input, attempt):
     """The shard's CSR is about 4x its Parquet size, plus ~300 MB of imports (measured: 0.77 GB
     peak for a 28k-cell, 74 MB file). Memory rises by half per retry (attempt 1, 2, ...).
     """
     return int((500 + 6 * shard_size_mb(wildcards, input)) * (1 + 0.5 * (attempt - 1)))
+
+
+def batch_mem_mb(wildcards, input, attempt):
+    """A group's shards are read one at a time: the largest shard's memory."""
+    return int(
+        (500 + 6 * batch_size_mb(wildcards, input)[0]) * (1 + 0.5 * (attempt - 1))
+    )
+
+
+def batch_runtime(wildcards, input):
+    return 5 + int(batch_size_mb(wildcards, input)[1] / 10)
 
 
 def final_outputs():

@@ -1,5 +1,6 @@
-# Embeddings at atlas scale in one pass over the shards: HVGs from the merged gene
-# statistics, per-shard Gram matrices, one eigendecomposition, per-shard projections, KMeans.
+# Embeddings at atlas scale in two streaming passes over the shards: HVGs from the merged gene
+# statistics, Gram matrices per group of shards, one eigendecomposition, projections per group
+# of shards, KMeans. A group (embed.shards_per_job) is read one shard at a time.
 
 
 rule hvg:
@@ -23,37 +24,37 @@ rule hvg:
         "../workflow/scripts/hvg.py"
 
 
-rule gram_shard:
+rule gram_batch:
     input:
-        data=raw_data,
+        data=batch_data,
         genes=raw_meta("gene"),
         samples=sample_meta,
         hvg=rules.hvg.output[0],
     output:
-        temp(f"{R}/embed/gram/{{shard}}.npz"),
+        temp(f"{R}/embed/gram/{{batch}}.npz"),
     log:
-        f"{R}/logs/embed/gram_{{shard}}.log",
+        f"{R}/logs/embed/gram_{{batch}}.log",
     benchmark:
-        f"{R}/benchmarks/embed/gram_{{shard}}.tsv"
+        f"{R}/benchmarks/embed/gram_{{batch}}.tsv"
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: shard_mem_mb(wc, input, attempt) + 200,
-        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
+        mem_mb=lambda wc, input, attempt: batch_mem_mb(wc, input, attempt) + 200,
+        runtime=batch_runtime,
     params:
-        shard=lambda wc: SHARDS[wc.shard],
+        shards=batch_shards,
         source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],
     script:
-        "../workflow/scripts/gram_shard.py"
+        "../workflow/scripts/gram_batch.py"
 
 
 rule pca:
     input:
-        grams=expand(f"{R}/embed/gram/{{shard}}.npz", shard=sorted(SHARDS)),
+        grams=expand(f"{R}/embed/gram/{{batch}}.npz", batch=sorted(BATCHES)),
         hvg=f"{R}/embed/hvg.parquet",
     output:
         model=f"{R}/embed/pca.npz",
@@ -76,38 +77,38 @@ rule pca:
         "../workflow/scripts/pca.py"
 
 
-rule project_shard:
+rule project_batch:
     input:
-        data=raw_data,
+        data=batch_data,
         genes=raw_meta("gene"),
         samples=sample_meta,
         hvg=rules.hvg.output[0],
         model=rules.pca.output.model,
     output:
-        temp(f"{R}/embed/proj/{{shard}}.parquet"),
+        temp(f"{R}/embed/proj/{{batch}}.parquet"),
     log:
-        f"{R}/logs/embed/project_{{shard}}.log",
+        f"{R}/logs/embed/project_{{batch}}.log",
     benchmark:
-        f"{R}/benchmarks/embed/project_{{shard}}.tsv"
+        f"{R}/benchmarks/embed/project_{{batch}}.tsv"
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=shard_mem_mb,
-        runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 10),
+        mem_mb=batch_mem_mb,
+        runtime=batch_runtime,
     params:
-        shard=lambda wc: SHARDS[wc.shard],
+        shards=batch_shards,
         source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],
     script:
-        "../workflow/scripts/project_shard.py"
+        "../workflow/scripts/project_batch.py"
 
 
 rule embeddings:
     input:
-        proj=expand(f"{R}/embed/proj/{{shard}}.parquet", shard=sorted(SHARDS)),
+        proj=expand(f"{R}/embed/proj/{{batch}}.parquet", batch=sorted(BATCHES)),
         cells=f"{R}/merged/cells.parquet",
     output:
         parquet=f"{R}/embed/embeddings.parquet",

@@ -11,7 +11,7 @@ from conftest import REPO, run_smk
 
 from tahoeflow.config import make_plan, validate_config
 from tahoeflow.errors import ConfigError
-from tahoeflow.shards import parse_file_selection, plan_shards
+from tahoeflow.shards import parse_file_selection, plan_batches, plan_shards
 
 SCHEMA = REPO / "config/schema.yaml"
 BASE = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -100,3 +100,17 @@ def test_snakemake_reports_the_key_at_parse_time(tmp_path: Path):
     proc = run_smk(tmp_path, {"split": {"test_size": 1.5}}, "-n")
     assert proc.returncode != 0
     assert "config key 'split.test_size'" in proc.stderr + proc.stdout
+
+
+def test_plan_batches_groups_sorted_shards_in_order():
+    names = ["00002", "00000-0001", "00000-0000", "00001", "00003"]
+    b = plan_batches(names, 2)
+    assert b == {
+        "b00000": ["00000-0000", "00000-0001"],
+        "b00001": ["00001", "00002"],
+        "b00002": ["00003"],
+    }
+    assert [s for k in sorted(b) for s in b[k]] == sorted(names)  # concatenation = shard order
+    assert plan_batches(names, 1)["b00004"] == ["00003"] and len(plan_batches(names, 9)) == 1
+    with pytest.raises(ValueError, match="per_job"):
+        plan_batches(names, 0)

@@ -250,6 +250,17 @@ def test_new_source_files_run_only_new_shards_then_merges(base):
     assert "demo_metadata" not in got
 
 
+def test_shards_per_job_regroups_only_the_embedding_passes(base):
+    # 2 shards: one group of the default 4 in the base run, two groups of 1 here
+    assert base["full"]["gram_batch"] == base["full"]["project_batch"] == 1
+    cfg = small_config(**{"embed.shards_per_job": 1})
+    got = planned(base["wd"], cfg, snakefile=base["sf"])
+    full1 = planned(base["wd"], cfg, "--forceall", snakefile=base["sf"])
+    assert full1["gram_batch"] == full1["project_batch"] == shard_count(base) == 2
+    assert got == expected_jobs(base["graph"], full1, {"gram_batch"})
+    assert not {"summarize_shard", "merge_cells", "hvg", "demo_file"} & set(got)
+
+
 def test_script_edit_reruns_that_rule_and_downstream(base, tmp_path):
     # a second copy of the snapshot (mtimes kept), so the edit stays in this test
     repo = tmp_path / "repo"
@@ -276,7 +287,7 @@ PARAM_CASES = {
         {"ridge", "rf_regressor", "hvg", "pca", "summarize_shard", "split", "features"},
     ),
     "hvg_n_top": (
-        "embed.hvg.n_top", 150, {"hvg"}, {"hvg", "gram_shard", "pca", "project_shard"},
+        "embed.hvg.n_top", 150, {"hvg"}, {"hvg", "gram_batch", "pca", "project_batch"},
         {"ridge", "rf_regressor", "summarize_shard", "merge_cells", "merge_gene_stats", "split", "features"},
     ),
 }  # fmt: skip

@@ -98,6 +98,20 @@ def plan_shards(
     return shards
 
 
+def plan_batches(shard_names: Sequence[str], per_job: int) -> dict[str, list[str]]:
+    """Consecutive groups of at most ``per_job`` shards (in sorted order), named ``b00000``...
+
+    The embedding passes (Gram matrices, projections) run one job per group: each job streams
+    its shards one at a time (memory of one shard), and a job's Python start, imports and
+    numba cache loads (~1.5 s) are paid once per group instead of once per shard. Concatenating
+    the groups in name order gives the shards in sorted order.
+    """
+    if per_job < 1:
+        raise ValueError(f"per_job must be >= 1, got {per_job}")
+    names = sorted(shard_names)
+    return {f"b{i // per_job:05d}": names[i : i + per_job] for i in range(0, len(names), per_job)}
+
+
 @dataclass(frozen=True)
 class Vocab:
     """Token id -> column position, and per-column annotations."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,17 @@ import pyarrow.parquet as pq
 from . import pp
 from .shards import Shard, Vocab, vocab_from_gene_metadata
 from .summarize import Filters, LoadedShard, load_shard, sample_doses
+
+
+@functools.lru_cache(maxsize=4)
+def _vocab(gene_metadata: str) -> Vocab:
+    """The gene vocabulary (read once per process: a job may load several shards)."""
+    return vocab_from_gene_metadata(pq.read_table(gene_metadata), gene_metadata)
+
+
+@functools.lru_cache(maxsize=4)
+def _doses(sample_metadata: str) -> Any:
+    return sample_doses(pq.read_table(sample_metadata).to_pandas(), sample_metadata)
 
 
 def load_filtered_shard(
@@ -36,9 +48,9 @@ def load_filtered_shard(
             dose_unit=s.dose_unit, warn=log,
         )  # fmt: skip
     else:
-        vocab = vocab_from_gene_metadata(pq.read_table(smk.input.genes), smk.input.genes)
+        vocab = _vocab(str(smk.input.genes))
         samples = smk.input.samples if isinstance(smk.input.samples, str) else smk.input.samples[0]
-        doses = sample_doses(pq.read_table(samples).to_pandas(), samples)
+        doses = _doses(str(samples))
         loaded = load_shard(
             data_path, shard, vocab, doses, filters,
             control_drug=p.control_drug, allow_non_integer=p.normalised, warn=log,
@@ -49,12 +61,34 @@ def load_filtered_shard(
     return loaded, vocab
 
 
-def load_hvg_matrix(smk: Any, log: Any, with_ids: bool = False):
-    """log1p(CP10k) of the shard's cells (normalised over all genes), restricted to the HVG columns."""
-    loaded, vocab = load_filtered_shard(smk, log)
-    hvg = pq.read_table(smk.input.hvg, columns=["token_id", "highly_variable"]).to_pandas()
-    cols = vocab.lookup[hvg.loc[hvg["highly_variable"], "token_id"].to_numpy()]
-    X = pp.log_normalize_columns(loaded.X, np.sort(cols))
+def data_paths(smk: Any) -> list[str]:
+    """``input.data`` as a list of paths (Snakemake gives a one-file input as a plain string)."""
+    data = smk.input.data
+    return [str(data)] if isinstance(data, str) else [str(p) for p in data]
+
+
+def hvg_tokens(hvg_path: str) -> np.ndarray:
+    """Token ids of the HVGs in ``hvg.parquet``, sorted."""
+    hvg = pq.read_table(hvg_path, columns=["token_id", "highly_variable"]).to_pandas()
+    return np.sort(hvg.loc[hvg["highly_variable"], "token_id"].to_numpy())
+
+
+def load_hvg_matrix(
+    smk: Any,
+    log: Any,
+    shard: Shard | None = None,
+    data_path: str | None = None,
+    tokens: np.ndarray | None = None,
+    with_ids: bool = False,
+):
+    """log1p(CP10k) of a shard's cells (normalised over all genes), restricted to the HVG columns.
+
+    ``tokens``: the HVG token ids from :func:`hvg_tokens` (read from ``input.hvg`` if not
+    given). Returns the CSR matrix, and the cell ids with ``with_ids``.
+    """
+    loaded, vocab = load_filtered_shard(smk, log, shard=shard, data_path=data_path)
+    tokens = hvg_tokens(smk.input.hvg) if tokens is None else tokens
+    X = pp.log_normalize_columns(loaded.X, np.sort(vocab.lookup[tokens]))
     if with_ids:
         return X, loaded.obs["cell_id"].to_numpy()
     return X
