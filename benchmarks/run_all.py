@@ -168,6 +168,9 @@ def run_part(part: str, args: argparse.Namespace) -> dict:
         "mode": "quick" if args.quick else "full",
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(cmd),
+        "git": subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip(),  # fmt: skip
         "part_wall_s": wall,
         "loadavg_before": load0,
         "loadavg_after": os.getloadavg(),
@@ -607,8 +610,61 @@ def render(recs: dict[str, dict], m: dict, args: argparse.Namespace) -> str:
     missing = [p for p in PARTS if p not in recs]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
-    lines += ["", *sections, *projection(recs.get("P4"), args.cluster_cores), METHOD]
+    lines += ["", *history_section(summary), *sections]
+    lines += [*projection(recs.get("P4"), args.cluster_cores), METHOD]
     return "\n".join(lines) + "\n"
+
+
+# --- before and after ---------------------------------------------------------------------
+HISTORY = HERE / "history"
+"""Tracked: the summary table of earlier runs, one JSON file each (``--save-history``)."""
+
+
+def summary_of(recs: dict[str, dict]) -> list[list]:
+    rows = []
+    for p in PARTS:
+        if p in recs:
+            rows += [list(r) for r in section(recs[p])[1]]
+    return rows
+
+
+def save_history(recs: dict[str, dict], label: str, m: dict) -> Path:
+    HISTORY.mkdir(exist_ok=True)
+    path = HISTORY / f"{label}.json"
+    dates = sorted(r["date"] for r in recs.values() if "date" in r)
+    git = {r.get("git") for r in recs.values()} - {None}
+    entry = {"label": label, "git": sorted(git) or [m["git"]],
+             "dates": [dates[0], dates[-1]] if dates else [], "rows": summary_of(recs)}  # fmt: skip
+    path.write_text(json.dumps(entry, indent=1) + "\n")
+    return path
+
+
+def history_section(summary: list) -> list[str]:
+    """Median of each summary figure in the saved runs (oldest first) beside this run's."""
+    entries = sorted(
+        (json.loads(p.read_text()) for p in HISTORY.glob("*.json")),
+        key=lambda e: e["dates"][0] if e["dates"] else "",
+    )
+    if not entries:
+        return []
+    head = ["figure", *(f"{e['label']}" for e in entries), "this run", "goal"]
+    lines = [
+        "## Before and after",
+        "",
+        "Median of each summary figure in the runs saved under `benchmarks/history/` (oldest "
+        "first; `*` = a `--quick` figure, not valid) and in this run. What changed between "
+        "them is in the git log of the labelled commits.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for fig, _best, med, goal, _ok, quick in summary:
+        old = []
+        for e in entries:
+            hit = next((r for r in e["rows"] if r[0] == fig), None)
+            old.append("-" if hit is None else f"{hit[2]}{'*' if hit[5] else ''}")
+        lines.append(f"| {fig} | {' | '.join(old)} | {med}{'*' if quick else ''} | {goal} |")
+    return [*lines, ""]
 
 
 METHOD = """## How each figure is measured
@@ -654,6 +710,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from runs/")
+    ap.add_argument(
+        "--save-history",
+        metavar="LABEL",
+        help="also keep this run's summary as benchmarks/history/LABEL.json (tracked), shown in "
+        "the 'Before and after' table of later runs",
+    )
     args = ap.parse_args(argv)
     parts = PARTS if not args.only else [p.strip().upper() for p in args.only.split(",")]
     bad = [p for p in parts if p not in PARTS]
@@ -672,8 +734,11 @@ def main(argv: list[str] | None = None) -> int:
         path = RUNS / f"{p}.json"
         if path.exists():
             recs[p] = json.loads(path.read_text())
-    args.out.write_text(render(recs, machine(), args))
+    m = machine()
+    args.out.write_text(render(recs, m, args))
     log(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
+    if args.save_history:
+        log(f"kept the summary as {save_history(recs, args.save_history, m)}")
     failed = [p for p in parts if "error" in recs.get(p, {}) and not args.render_only]
     return 1 if failed else 0
 

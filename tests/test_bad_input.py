@@ -203,3 +203,23 @@ def test_workflow_job_fails_cleanly_and_leaves_no_output(case, small_demo, small
     shard_dir = tmp_path / "wd/results/shards/00000"
     assert not shard_dir.exists() or not any(shard_dir.iterdir())
     assert not (tmp_path / "wd/results/merged/cells.parquet").exists()
+
+
+def test_error_line_reaches_stderr_whole(tmp_path, capfd):
+    """The ERROR line goes to the stderr file descriptor as one complete line (one os.write, so
+    jobs side by side cannot interleave it) and ends the job's log; exit status 1."""
+    import types
+
+    from tahoeflow.errors import InputError
+    from tahoeflow.logs import run
+
+    def main(smk, log):
+        raise InputError(tmp_path / "x.parquet", "broken", row=4)
+
+    smk = types.SimpleNamespace(log=[str(tmp_path / "job.log")])
+    with pytest.raises(SystemExit) as exc:
+        run(main, smk)
+    assert exc.value.code == 1
+    err = capfd.readouterr().err
+    assert err == f"ERROR: {tmp_path / 'x.parquet'}, row 4: broken\n"
+    assert (tmp_path / "job.log").read_text().rstrip().endswith(err.rstrip())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -45,7 +46,14 @@ def run(main: Callable[[Any, JobLog], None], smk: Any) -> None:
         log("done")
     except (InputError, ConfigError) as e:
         log(f"ERROR: {e}")
-        print(f"ERROR: {e}", file=sys.stderr)
+        # one write of the whole line: jobs running side by side share Snakemake's stderr, and
+        # print() writes the text and the newline separately (lines could interleave)
+        line = f"ERROR: {e}\n"
+        sys.stderr.flush()
+        try:
+            os.write(sys.stderr.fileno(), line.encode(errors="replace"))
+        except (AttributeError, OSError, ValueError):  # a replaced stderr (tests, notebooks)
+            sys.stderr.write(line)
         log.close()
         sys.exit(1)
     except BaseException:
