@@ -96,20 +96,43 @@ def test_pseudobulk_equals_dense_group_sums(merged):
 
 
 def test_pseudobulk_merge_streams_to_the_same_table(merged, tmp_path):
-    """Running sums in many small steps (shards split into row chunks, min_rows tiny) give the
-    table of one group-by over everything, row for row."""
+    """Against pandas (concatenate everything, group, sum, sort): the default merge, and running
+    sums in many small steps (shards cut into row chunks, added in reverse, min_rows tiny)."""
     *_, counts, _, paths = merged
+    keys = ["sample", "cell_line_id", "token_id"]
+    ref = (
+        pd.concat([pq.read_table(p).to_pandas() for p in paths["pb"]])
+        .groupby(keys, as_index=False)["count"]
+        .sum()
+        .sort_values(keys)
+        .reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(counts, ref)
     chunks = []
     for i, p in enumerate(paths["pb"]):
         t = pq.read_table(p)
-        for j, lo in enumerate(range(0, t.num_rows, 700)):  # overlapping keys across chunks
+        for j, lo in enumerate(range(0, t.num_rows, 700)):
             out = tmp_path / f"pb{i}_{j}.parquet"
             pq.write_table(t.slice(lo, 700), out)
             chunks.append(out)
-    chunks = chunks[::-1]  # another order of additions
     assert len(chunks) > 5
-    streamed, _ = merge_pseudobulk(chunks, paths["cells_merged"], min_rows=1000)
-    pd.testing.assert_frame_equal(streamed.to_pandas(), counts)
+    streamed, _ = merge_pseudobulk(chunks[::-1], paths["cells_merged"], min_rows=1000)
+    pd.testing.assert_frame_equal(streamed.to_pandas(), ref)
+
+
+def test_pseudobulk_merge_rejects_unpackable_rows(merged, tmp_path):
+    *_, paths = merged
+    t = pq.read_table(paths["pb"][0]).slice(0, 10).to_pandas()
+    t.loc[3, "token_id"] = 1 << 17
+    bad = tmp_path / "bad.parquet"
+    t.to_parquet(bad)
+    with pytest.raises(InputError, match=r"bad\.parquet.*token_id outside"):
+        merge_pseudobulk([paths["pb"][0], bad], paths["cells_merged"])
+    t.loc[3, "token_id"] = 5
+    t.loc[4, "sample"] = None
+    t.to_parquet(bad)
+    with pytest.raises(InputError, match=r"bad\.parquet.*null sample"):
+        merge_pseudobulk([bad], paths["cells_merged"])
 
 
 def test_delta_mean_falls_back_to_the_cell_line_then_null(tmp_path):

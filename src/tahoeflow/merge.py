@@ -4,7 +4,7 @@
 * control means: per (cell line, plate) sums and counts of ``mean_log_norm`` over control
   cells are summed first, then each shard's cells get ``delta_mean`` and are appended to
   the merged table with a ``ParquetWriter``, so memory is bounded by one shard;
-* pseudobulk: summed counts per (sample, cell line, gene).
+* pseudobulk: summed counts per (sample, cell line, gene), streamed with int64-packed keys.
 """
 
 from __future__ import annotations
@@ -206,11 +206,44 @@ _PB_KEYS = ["sample", "cell_line_id", "token_id"]
 PSEUDOBULK_MERGE_MIN_ROWS = 4_000_000
 """Shard tables are buffered until they hold at least this many rows (or as many as the running
 sums) before they are added to the running sums."""
+# A row's (sample, cell line, gene) packed into one int64: sample id << 29 | line id << 17 | token
+_TOKEN_BITS, _LINE_BITS = 17, 12
 
 
-def _sum_by_key(tables: list[pa.Table]) -> pa.Table:
-    t = pa.concat_tables(tables).group_by(_PB_KEYS).aggregate([("count", "sum")])
-    return t.rename_columns([*_PB_KEYS, "count"]).select([*_PB_KEYS, "count"])
+class _Ids:
+    """Dense ids of the distinct strings seen so far (the first time each is seen)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.what, self.limit, self.ids, self.names = what, limit, {}, []
+
+    def codes(self, column: pa.ChunkedArray, path: object) -> np.ndarray:
+        """Ids of a column's values (dictionary-encoded first: one lookup per distinct value)."""
+        enc = pc.dictionary_encode(column).combine_chunks()
+        if enc.null_count:
+            raise InputError(path, f"null {self.what}")
+        local = np.fromiter(
+            (self.ids.setdefault(v, len(self.ids)) for v in enc.dictionary.to_pylist()),
+            dtype=np.int64,
+            count=len(enc.dictionary),
+        )
+        self.names.extend(list(self.ids)[len(self.names) :])
+        if len(self.ids) > self.limit:
+            raise InputError(path, f"more than {self.limit} distinct {self.what} values")
+        return local[enc.indices.to_numpy(zero_copy_only=False)]
+
+    def rank(self) -> np.ndarray:
+        """Position of each id in the sorted order of the names."""
+        order = np.argsort(np.asarray(self.names, dtype=object), kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return rank
+
+
+def _reduce(keys: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and the sum of the values of each (added in input order)."""
+    k = np.concatenate(keys)
+    uniq, inverse = np.unique(k, return_inverse=True)
+    return uniq, np.bincount(inverse, weights=np.concatenate(values), minlength=uniq.size)
 
 
 def merge_pseudobulk(
@@ -220,26 +253,57 @@ def merge_pseudobulk(
 ) -> tuple[pa.Table, pa.Table]:
     """(long counts per (sample, cell line, gene), one row per (sample, cell line) with its design).
 
-    Streaming: shard tables are read one at a time into a buffer, and the buffer is added to
-    the running sums (Arrow ``group_by``) once it holds as many rows as the running sums (at
-    least ``min_rows``). Memory is bounded by about three times the merged table plus one
-    shard, not by the number of shards (shards that share wells add to the same rows), and each
-    row is re-aggregated O(log(shards)) times. Sums of float64 counts: exact for integers below
-    2**53, so the order of additions does not matter for raw counts.
+    Streaming, in 16 bytes a row: each shard table is read on its own, its (sample, cell line,
+    gene) packed into one int64 key (string ids from one lookup per distinct value), and
+    buffered; once the buffer holds as many rows as the running sums (at least ``min_rows``),
+    keys and counts are reduced (``np.unique`` + ``np.bincount``) into the running sums. Memory
+    follows the merged table, not the number of shards, and each row is reduced O(log(shards))
+    times. Sums of float64 counts are exact for integers below 2**53 (raw counts), so the order
+    of additions does not change them. Output sorted by sample, cell line, token id.
     """
-    running: pa.Table | None = None
-    buffer: list[pa.Table] = []
+    samples = _Ids("sample", 1 << (63 - _TOKEN_BITS - _LINE_BITS))
+    lines = _Ids("cell_line_id", (1 << _LINE_BITS) - 1)
+    run_k, run_v = np.empty(0, np.int64), np.empty(0, np.float64)
+    buf_k: list[np.ndarray] = []
+    buf_v: list[np.ndarray] = []
     buffered = 0
     for p in pb_paths:
-        t = pq.read_table(p)
-        buffer.append(t)
-        buffered += t.num_rows
-        if buffered >= max(min_rows, running.num_rows if running is not None else 0):
-            running = _sum_by_key(([running] if running is not None else []) + buffer)
-            buffer, buffered = [], 0
-    if buffer or running is None:
-        running = _sum_by_key(([running] if running is not None else []) + buffer)
-    counts = running.sort_by([(k, "ascending") for k in _PB_KEYS])
+        t = pq.read_table(p, columns=[*_PB_KEYS, "count"])
+        tok = t.column("token_id").to_numpy().astype(np.int64, copy=False)
+        if tok.size and (tok.min() < 0 or tok.max() >= 1 << _TOKEN_BITS):
+            raise InputError(p, f"token_id outside 0..{(1 << _TOKEN_BITS) - 1}")
+        s = samples.codes(t.column("sample"), p)
+        line = lines.codes(t.column("cell_line_id"), p)
+        buf_k.append((s << (_TOKEN_BITS + _LINE_BITS)) | (line << _TOKEN_BITS) | tok)
+        buf_v.append(t.column("count").to_numpy().astype(np.float64, copy=False))
+        buffered += tok.size
+        del t
+        if buffered >= max(min_rows, run_k.size):
+            run_k, run_v = _reduce([run_k, *buf_k], [run_v, *buf_v])
+            buf_k, buf_v, buffered = [], [], 0
+    if buf_k:
+        run_k, run_v = _reduce([run_k, *buf_k], [run_v, *buf_v])
+    # ids are in order of first appearance: re-key by the sorted names, then sort
+    s_id = run_k >> (_TOKEN_BITS + _LINE_BITS)
+    l_id = (run_k >> _TOKEN_BITS) & ((1 << _LINE_BITS) - 1)
+    tok = run_k & ((1 << _TOKEN_BITS) - 1)
+    s_rank = samples.rank()[s_id] if s_id.size else s_id
+    l_rank = lines.rank()[l_id] if l_id.size else l_id
+    order = np.argsort((s_rank << (_TOKEN_BITS + _LINE_BITS)) | (l_rank << _TOKEN_BITS) | tok)
+    s_names = np.asarray(samples.names, dtype=object)
+    l_names = np.asarray(lines.names, dtype=object)
+    counts = pa.table(
+        {
+            "sample": pa.DictionaryArray.from_arrays(
+                pa.array(s_id[order], pa.int64()), pa.array(s_names, pa.string())
+            ).cast(pa.string()),
+            "cell_line_id": pa.DictionaryArray.from_arrays(
+                pa.array(l_id[order], pa.int64()), pa.array(l_names, pa.string())
+            ).cast(pa.string()),
+            "token_id": pa.array(tok[order], pa.int64()),
+            "count": pa.array(run_v[order], pa.float64()),
+        }
+    )
     cells = pq.read_table(
         cells_path,
         columns=[
