@@ -120,6 +120,20 @@ def test_pseudobulk_merge_streams_to_the_same_table(merged, tmp_path):
     pd.testing.assert_frame_equal(streamed.to_pandas(), ref)
 
 
+def test_pseudobulk_groups_equal_pandas_groupby(merged):
+    *_, cells, _, groups, paths = merged
+    ref = cells.groupby(["sample", "cell_line_id"], as_index=False, sort=True).agg(
+        plate=("plate", "first"),
+        drug=("drug", "first"),
+        dose_uM=("dose_uM", "first"),
+        moa_fine=("moa_fine", "first"),
+        is_control=("is_control", "first"),
+        n_cells=("total_counts", "size"),
+        total_counts=("total_counts", "sum"),
+    )
+    pd.testing.assert_frame_equal(groups, ref, check_exact=False, rtol=1e-12)
+
+
 def test_pseudobulk_merge_rejects_unpackable_rows(merged, tmp_path):
     *_, paths = merged
     t = pq.read_table(paths["pb"][0]).slice(0, 10).to_pandas()
@@ -132,6 +146,10 @@ def test_pseudobulk_merge_rejects_unpackable_rows(merged, tmp_path):
     t.loc[4, "sample"] = None
     t.to_parquet(bad)
     with pytest.raises(InputError, match=r"bad\.parquet.*null sample"):
+        merge_pseudobulk([bad], paths["cells_merged"])
+    t.loc[4, "sample"] = "not-a-sample"
+    t.to_parquet(bad)
+    with pytest.raises(InputError, match=r"bad\.parquet.*'not-a-sample' is not in the merged"):
         merge_pseudobulk([bad], paths["cells_merged"])
 
 

@@ -211,32 +211,64 @@ _TOKEN_BITS, _LINE_BITS = 17, 12
 
 
 class _Ids:
-    """Dense ids of the distinct strings seen so far (the first time each is seen)."""
+    """Ids of strings in sorted order (from the merged cells), looked up per distinct value."""
 
-    def __init__(self, what: str, limit: int) -> None:
-        self.what, self.limit, self.ids, self.names = what, limit, {}, []
+    def __init__(self, what: str, names: Sequence[str], limit: int, path: object) -> None:
+        if len(names) > limit:
+            raise InputError(path, f"more than {limit} distinct {what} values")
+        self.what, self.names = what, list(names)
+        self.ids = {n: i for i, n in enumerate(self.names)}
 
     def codes(self, column: pa.ChunkedArray, path: object) -> np.ndarray:
         """Ids of a column's values (dictionary-encoded first: one lookup per distinct value)."""
         enc = pc.dictionary_encode(column).combine_chunks()
         if enc.null_count:
             raise InputError(path, f"null {self.what}")
-        local = np.fromiter(
-            (self.ids.setdefault(v, len(self.ids)) for v in enc.dictionary.to_pylist()),
-            dtype=np.int64,
-            count=len(enc.dictionary),
-        )
-        self.names.extend(list(self.ids)[len(self.names) :])
-        if len(self.ids) > self.limit:
-            raise InputError(path, f"more than {self.limit} distinct {self.what} values")
+        values = enc.dictionary.to_pylist()
+        unknown = [v for v in values if v not in self.ids]
+        if unknown:
+            raise InputError(path, f"{self.what} {unknown[0]!r} is not in the merged cells")
+        local = np.array([self.ids[v] for v in values], dtype=np.int64)
         return local[enc.indices.to_numpy(zero_copy_only=False)]
 
-    def rank(self) -> np.ndarray:
-        """Position of each id in the sorted order of the names."""
-        order = np.argsort(np.asarray(self.names, dtype=object), kind="stable")
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        return rank
+
+_GROUP_COLUMNS = ["sample", "cell_line_id", "plate", "drug", "dose_uM", "moa_fine", "is_control"]
+
+
+def _groups_of_cells(cells_path: str | Path) -> pa.Table:
+    """One row per (sample, cell line) of the merged cells: its design (first value), cell
+    count and summed total counts. Streamed over the file's record batches (memory: one batch
+    plus the groups), sorted by sample, cell line."""
+    first = [(c, "first") for c in _GROUP_COLUMNS[2:]]
+    parts = []
+    pf = pq.ParquetFile(cells_path)
+    for b in pf.iter_batches(batch_size=1 << 20, columns=[*_GROUP_COLUMNS, "total_counts"]):
+        parts.append(
+            pa.Table.from_batches([b])
+            .group_by(_GROUP_COLUMNS[:2], use_threads=False)
+            .aggregate([*first, ([], "count_all"), ("total_counts", "sum")])
+            .rename_columns([*_GROUP_COLUMNS[:2], *_GROUP_COLUMNS[2:], "n_cells", "total_counts"])
+        )
+    if not parts:
+        raise InputError(cells_path, "no cells")
+    g = (
+        pa.concat_tables(parts)
+        .group_by(_GROUP_COLUMNS[:2], use_threads=False)
+        .aggregate([*first, ("n_cells", "sum"), ("total_counts", "sum")])
+    )
+    g = g.rename_columns([*_GROUP_COLUMNS, "n_cells", "total_counts"])
+    return g.sort_by([(c, "ascending") for c in _GROUP_COLUMNS[:2]]).cast(
+        pa.schema(
+            [
+                *((c, pa.string()) for c in _GROUP_COLUMNS[:4]),
+                ("dose_uM", pa.float64()),
+                ("moa_fine", pa.string()),
+                ("is_control", pa.bool_()),
+                ("n_cells", pa.int64()),
+                ("total_counts", pa.float64()),
+            ]
+        )
+    )
 
 
 def _reduce(keys: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -254,15 +286,28 @@ def merge_pseudobulk(
     """(long counts per (sample, cell line, gene), one row per (sample, cell line) with its design).
 
     Streaming, in 16 bytes a row: each shard table is read on its own, its (sample, cell line,
-    gene) packed into one int64 key (string ids from one lookup per distinct value), and
-    buffered; once the buffer holds as many rows as the running sums (at least ``min_rows``),
+    gene) packed into one int64 key (ids in the sorted order of the names in the merged cells,
+    one lookup per distinct value; a name not in the cells is an error), and buffered; once the buffer holds as many rows as the running sums (at least ``min_rows``),
     keys and counts are reduced (``np.unique`` + ``np.bincount``) into the running sums. Memory
     follows the merged table, not the number of shards, and each row is reduced O(log(shards))
     times. Sums of float64 counts are exact for integers below 2**53 (raw counts), so the order
-    of additions does not change them. Output sorted by sample, cell line, token id.
+    of additions does not change them. The sorted keys are the output order (sample, cell
+    line, token id). The groups table streams over the merged cells' record batches.
     """
-    samples = _Ids("sample", 1 << (63 - _TOKEN_BITS - _LINE_BITS))
-    lines = _Ids("cell_line_id", (1 << _LINE_BITS) - 1)
+    groups = _groups_of_cells(cells_path)
+    # ids in sorted name order, so sorted keys are the output order
+    samples = _Ids(
+        "sample",
+        pc.unique(groups.column("sample")).to_pylist(),
+        1 << (63 - _TOKEN_BITS - _LINE_BITS),
+        cells_path,
+    )
+    lines = _Ids(
+        "cell_line_id",
+        sorted(pc.unique(groups.column("cell_line_id")).to_pylist()),
+        (1 << _LINE_BITS) - 1,
+        cells_path,
+    )
     run_k, run_v = np.empty(0, np.int64), np.empty(0, np.float64)
     buf_k: list[np.ndarray] = []
     buf_v: list[np.ndarray] = []
@@ -283,47 +328,20 @@ def merge_pseudobulk(
             buf_k, buf_v, buffered = [], [], 0
     if buf_k:
         run_k, run_v = _reduce([run_k, *buf_k], [run_v, *buf_v])
-    # ids are in order of first appearance: re-key by the sorted names, then sort
-    s_id = run_k >> (_TOKEN_BITS + _LINE_BITS)
-    l_id = (run_k >> _TOKEN_BITS) & ((1 << _LINE_BITS) - 1)
+    s_id = (run_k >> (_TOKEN_BITS + _LINE_BITS)).astype(np.int32)
+    l_id = ((run_k >> _TOKEN_BITS) & ((1 << _LINE_BITS) - 1)).astype(np.int32)
     tok = run_k & ((1 << _TOKEN_BITS) - 1)
-    s_rank = samples.rank()[s_id] if s_id.size else s_id
-    l_rank = lines.rank()[l_id] if l_id.size else l_id
-    order = np.argsort((s_rank << (_TOKEN_BITS + _LINE_BITS)) | (l_rank << _TOKEN_BITS) | tok)
-    s_names = np.asarray(samples.names, dtype=object)
-    l_names = np.asarray(lines.names, dtype=object)
+    del run_k
     counts = pa.table(
         {
             "sample": pa.DictionaryArray.from_arrays(
-                pa.array(s_id[order], pa.int64()), pa.array(s_names, pa.string())
+                s_id, pa.array(samples.names, pa.string())
             ).cast(pa.string()),
             "cell_line_id": pa.DictionaryArray.from_arrays(
-                pa.array(l_id[order], pa.int64()), pa.array(l_names, pa.string())
+                l_id, pa.array(lines.names, pa.string())
             ).cast(pa.string()),
-            "token_id": pa.array(tok[order], pa.int64()),
-            "count": pa.array(run_v[order], pa.float64()),
+            "token_id": pa.array(tok, pa.int64()),
+            "count": pa.array(run_v, pa.float64()),
         }
     )
-    cells = pq.read_table(
-        cells_path,
-        columns=[
-            "sample",
-            "cell_line_id",
-            "plate",
-            "drug",
-            "dose_uM",
-            "moa_fine",
-            "is_control",
-            "total_counts",
-        ],
-    ).to_pandas()
-    groups = cells.groupby(["sample", "cell_line_id"], as_index=False, sort=True).agg(
-        plate=("plate", "first"),
-        drug=("drug", "first"),
-        dose_uM=("dose_uM", "first"),
-        moa_fine=("moa_fine", "first"),
-        is_control=("is_control", "first"),
-        n_cells=("total_counts", "size"),
-        total_counts=("total_counts", "sum"),
-    )
-    return counts, pa.Table.from_pandas(groups, preserve_index=False)
+    return counts, groups
