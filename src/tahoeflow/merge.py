@@ -204,8 +204,8 @@ def merge_cells(
 
 _PB_KEYS = ["sample", "cell_line_id", "token_id"]
 PSEUDOBULK_MERGE_MIN_ROWS = 4_000_000
-"""Shard tables are buffered until they hold at least this many rows (or as many as the running
-sums) before they are added to the running sums."""
+"""Shard tables are buffered until they hold at least this many rows (or an eighth of the
+running sums) before they are reduced and added to the running sums."""
 # A row's (sample, cell line, gene) packed into one int64: sample id << 29 | line id << 17 | token
 _TOKEN_BITS, _LINE_BITS = 17, 12
 
@@ -278,6 +278,27 @@ def _reduce(keys: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarra
     return uniq, np.bincount(inverse, weights=np.concatenate(values), minlength=uniq.size)
 
 
+def _add_into(
+    run_k: np.ndarray, run_v: np.ndarray, k: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add sorted distinct keys ``k`` (values ``v``) into the sorted distinct running sums.
+
+    Keys already there are added in place; new keys are inserted at their sorted positions
+    (one linear copy of the running arrays, only when there are new keys).
+    """
+    if run_k.size == 0:
+        return k, v
+    pos = np.searchsorted(run_k, k)
+    hit = pos < run_k.size
+    hit[hit] = run_k[pos[hit]] == k[hit]
+    run_v[pos[hit]] += v[hit]  # positions are distinct: k is
+    new = ~hit
+    if new.any():
+        run_k = np.insert(run_k, pos[new], k[new])
+        run_v = np.insert(run_v, pos[new], v[new])
+    return run_k, run_v
+
+
 def merge_pseudobulk(
     pb_paths: Sequence[str | Path],
     cells_path: str | Path,
@@ -285,14 +306,16 @@ def merge_pseudobulk(
 ) -> tuple[pa.Table, pa.Table]:
     """(long counts per (sample, cell line, gene), one row per (sample, cell line) with its design).
 
-    Streaming, in 16 bytes a row: each shard table is read on its own, its (sample, cell line,
-    gene) packed into one int64 key (ids in the sorted order of the names in the merged cells,
-    one lookup per distinct value; a name not in the cells is an error), and buffered; once the buffer holds as many rows as the running sums (at least ``min_rows``),
-    keys and counts are reduced (``np.unique`` + ``np.bincount``) into the running sums. Memory
-    follows the merged table, not the number of shards, and each row is reduced O(log(shards))
-    times. Sums of float64 counts are exact for integers below 2**53 (raw counts), so the order
-    of additions does not change them. The sorted keys are the output order (sample, cell
-    line, token id). The groups table streams over the merged cells' record batches.
+    Streaming, in 16 bytes a row: each shard table is read on its own and its (sample, cell
+    line, gene) packed into one int64 key (ids in the sorted order of the names in the merged
+    cells, one lookup per distinct value; a name not in the cells is an error). Buffered rows
+    are reduced (``np.unique`` + ``np.bincount``) once they reach an eighth of the running sums
+    (at least ``min_rows``) and added into the sorted running sums: in place where the key
+    exists, by ``np.insert`` where it is new. Memory follows the merged table (about 32 bytes
+    per merged row at the peak, plus the buffer), not the number of shards. Sums of float64
+    counts are exact for integers below 2**53 (raw counts), so the order of additions does not
+    change them. The sorted keys are the output order (sample, cell line, token id). The groups
+    table streams over the merged cells' record batches.
     """
     groups = _groups_of_cells(cells_path)
     # ids in sorted name order, so sorted keys are the output order
@@ -323,11 +346,11 @@ def merge_pseudobulk(
         buf_v.append(t.column("count").to_numpy().astype(np.float64, copy=False))
         buffered += tok.size
         del t
-        if buffered >= max(min_rows, run_k.size):
-            run_k, run_v = _reduce([run_k, *buf_k], [run_v, *buf_v])
+        if buffered >= max(min_rows, run_k.size // 8):
+            run_k, run_v = _add_into(run_k, run_v, *_reduce(buf_k, buf_v))
             buf_k, buf_v, buffered = [], [], 0
     if buf_k:
-        run_k, run_v = _reduce([run_k, *buf_k], [run_v, *buf_v])
+        run_k, run_v = _add_into(run_k, run_v, *_reduce(buf_k, buf_v))
     s_id = (run_k >> (_TOKEN_BITS + _LINE_BITS)).astype(np.int32)
     l_id = ((run_k >> _TOKEN_BITS) & ((1 << _LINE_BITS) - 1)).astype(np.int32)
     tok = run_k & ((1 << _TOKEN_BITS) - 1)
