@@ -405,6 +405,19 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
             "",
             *(
                 [
+                    "Orchestration cost: the workflow's jobs ran "
+                    f"{sum(r['ours_job_s_by_kind_last_repeat'].values()):.1f} job-seconds in all "
+                    f"(sum of their `benchmark:` seconds, last repeat) for the work the library "
+                    f"does in {r['library_wall_s']['median']:.1f} s in one process; the "
+                    "difference is each job's own Python start, imports, numba cache loads and "
+                    "metadata reads, plus Snakemake's start-up and bookkeeping outside the jobs.",
+                    "",
+                ]
+                if "library_wall_s" in r
+                else []
+            ),
+            *(
+                [
                     "Library (one process, no Snakemake) phases (median s): "
                     + ", ".join(f"{k} {v:.1f}" for k, v in r["library_phase_s"].items())
                     + f"; HVGs identical to the workflow's: {c.get('library_hvg_identical')}; "
