@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -32,6 +34,78 @@ SMALL = dict(
     n_plates=1,
     control_wells_per_plate=3,
 )
+
+
+# --- configs and workflow snapshots shared by the workflow-level tests ----------------------
+SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+# Small sizes for the analysis stages, applied only where the schema has the key (stages are
+# still being added; a key that does not exist yet is left out). The demo shape (3 lines,
+# 6 drugs, 1 plate) gives every (drug, dose, line) condition enough cells for the DE stages.
+SMALL_STAGES = {
+    ("demo", "n_cell_lines"): 3,
+    ("demo", "n_drugs"): 6,
+    ("demo", "n_plates"): 1,
+    ("demo", "seed"): 1,
+    ("embed", "hvg", "n_top"): 200,
+    ("embed", "n_components"): 10,
+    ("models", "rf", "n_estimators"): 10,
+    ("models", "rf_regressor", "grid"): {
+        "n_estimators": [10],
+        "max_depth": [4],
+        "min_samples_leaf": [1],
+    },
+    ("de", "min_cells"): 5,
+    ("updown", "max_rows"): 3000,
+    ("updown", "cv_folds"): 3,
+    ("updown", "rf_grid"): {"n_estimators": [10], "max_depth": [5]},
+    ("pergene", "n_top_genes"): 40,
+    ("pergene", "cv_folds"): 3,
+    ("pergene", "n_alphas"): 10,
+}
+
+
+def schema_has(path: tuple[str, ...]) -> bool:
+    """Whether config/schema.yaml has the key at ``path`` (e.g. ``("embed", "n_components")``)."""
+    node = SCHEMA
+    for key in path:
+        node = node.get("properties", {}).get(key)
+        if node is None:
+            return False
+    return True
+
+
+def set_key(cfg: dict, path: tuple[str, ...], value: Any) -> dict:
+    node = cfg
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return cfg
+
+
+def config_with(settings: dict[tuple[str, ...], Any], base: dict | None = None) -> dict:
+    """A copy of ``base`` with each setting applied where the schema has its key."""
+    cfg = copy.deepcopy(base or {})
+    for path, value in settings.items():
+        if schema_has(path):
+            set_key(cfg, path, copy.deepcopy(value))
+    return cfg
+
+
+def copy_repo(dst: Path) -> Path:
+    """The workflow's files (tracked and untracked-but-not-ignored) copied to ``dst``, mtimes kept.
+
+    Tests that run several Snakemake calls use such a snapshot, so edits to the working tree
+    while they run (scripts are rerun triggers) cannot leak in.
+    """
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, files):
+        if (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    return dst
 
 
 def write_demo(root: Path, params: DemoParams) -> Design:

@@ -10,7 +10,6 @@ the changed key, or the edited script's rule).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 import shutil
@@ -21,12 +20,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, run_smk
+from conftest import REPO, SMALL_STAGES, config_with, copy_repo, run_smk, schema_has, set_key
 
 pytestmark = pytest.mark.workflow
 
-SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
 
 # The source has 4 demo files from the start; the base run uses the first 2. Growing the
 # selection to 0:4 is then "two new source files" (changing demo.n_files would change the demo
@@ -35,57 +32,12 @@ BASE_CONFIG = {
     "source": {"kind": "demo", "files": "0:2", "cells_per_shard": None},
     "demo": {"n_files": 4, "cells_per_file": 500},
 }
-# Small sizes for the analysis stages, applied only where the schema has the key (stages are
-# still being added; a key that does not exist yet is left out). The demo shape (3 lines,
-# 6 drugs, 1 plate) gives every (drug, dose, line) condition enough cells for the DE stages.
-SMALL_STAGES = {
-    ("demo", "n_cell_lines"): 3,
-    ("demo", "n_drugs"): 6,
-    ("demo", "n_plates"): 1,
-    ("demo", "seed"): 1,
-    ("embed", "hvg", "n_top"): 200,
-    ("embed", "n_components"): 10,
-    ("models", "rf", "n_estimators"): 10,
-    ("models", "rf_regressor", "grid"): {
-        "n_estimators": [10],
-        "max_depth": [4],
-        "min_samples_leaf": [1],
-    },
-    ("de", "min_cells"): 5,
-    ("updown", "max_rows"): 3000,
-    ("updown", "cv_folds"): 3,
-    ("updown", "rf_grid"): {"n_estimators": [10], "max_depth": [5]},
-    ("pergene", "n_top_genes"): 40,
-    ("pergene", "cv_folds"): 3,
-    ("pergene", "n_alphas"): 10,
-}
 
 
 # --------------------------------------------------------------------------- config helpers
-def schema_has(path: tuple[str, ...]) -> bool:
-    node = SCHEMA
-    for key in path:
-        props = node.get("properties", {})
-        if key not in props:
-            return False
-        node = props[key]
-    return True
-
-
-def set_key(cfg: dict, path: tuple[str, ...], value) -> dict:
-    node = cfg
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = value
-    return cfg
-
-
 def small_config(**changes) -> dict:
     """BASE_CONFIG + small analysis sizes; ``changes`` maps 'a.b.c' to a value."""
-    cfg = copy.deepcopy(BASE_CONFIG)
-    for path, value in SMALL_STAGES.items():
-        if schema_has(path):
-            set_key(cfg, path, copy.deepcopy(value))
+    cfg = config_with(SMALL_STAGES, BASE_CONFIG)
     for dotted, value in changes.items():
         path = tuple(dotted.split("."))
         assert schema_has(path), f"config key {dotted} is not in config/schema.yaml"
@@ -172,20 +124,6 @@ def descendants(graph: dict[str, set[str]], roots: set[str]) -> set[str]:
 def expected_jobs(graph, full_counts, roots) -> dict[str, int]:
     """Every job of every rule downstream of ``roots`` (inclusive)."""
     return {r: full_counts[r] for r in descendants(graph, roots)}
-
-
-def copy_repo(dst: Path) -> Path:
-    """The workflow's files (tracked and untracked-but-not-ignored) copied to ``dst``, mtimes kept."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    return dst
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import copy
 import errno
 import hashlib
 import os
@@ -29,11 +28,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, local_mirror, run_smk
+from conftest import REPO, config_with, local_mirror, run_smk
 
 pytestmark = pytest.mark.workflow
 
-SCHEMA = yaml.safe_load((REPO / "config/schema.yaml").read_text())
 N_FILES = 6
 # The whole default DAG at tiny sizes. Keys are applied only where the schema has them, so the
 # config follows the workflow as stages come and go.
@@ -73,24 +71,8 @@ COMPARED = (".parquet", ".csv", ".json", ".npz", ".h5ad", ".joblib")
 NOT_COMPARED_DIRS = ("results/logs/", "results/benchmarks/")
 
 
-def _schema_has(path: tuple[str, ...]) -> bool:
-    node = SCHEMA
-    for key in path:
-        node = node.get("properties", {}).get(key)
-        if node is None:
-            return False
-    return True
-
-
 def tiny_config() -> dict:
-    cfg: dict = {}
-    for path, value in TINY.items():
-        if _schema_has(path):
-            node = cfg
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = copy.deepcopy(value)
-    return cfg
+    return config_with(TINY)
 
 
 @pytest.fixture(scope="module", autouse=True)

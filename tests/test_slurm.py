@@ -9,7 +9,6 @@ with $CI set it fails instead of skipping.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -24,65 +23,24 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, SMALL_STAGES, config_with, copy_repo
 
 pytestmark = pytest.mark.slurm
 
 UP_LIMIT_S = 300
 RUN_LIMIT_S = 540
 SLURM_PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server")
-SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
 BASE_CONFIG = {
     "source": {"kind": "demo", "files": "0:2", "cells_per_shard": None},
     "demo": {"n_files": 2, "cells_per_file": 500},
-}
-# Small sizes for the analysis stages, applied only where the schema has the key (stages are
-# still being added; a key that does not exist yet is left out). The demo shape (3 lines,
-# 6 drugs, 1 plate) gives every (drug, dose, line) condition enough cells for the DE stages.
-SMALL_STAGES = {
-    ("demo", "n_cell_lines"): 3,
-    ("demo", "n_drugs"): 6,
-    ("demo", "n_plates"): 1,
-    ("demo", "seed"): 1,
-    ("embed", "hvg", "n_top"): 200,
-    ("embed", "n_components"): 10,
-    ("models", "rf", "n_estimators"): 10,
-    ("models", "rf_regressor", "grid"): {
-        "n_estimators": [10],
-        "max_depth": [4],
-        "min_samples_leaf": [1],
-    },
-    ("de", "min_cells"): 5,
-    ("updown", "max_rows"): 3000,
-    ("updown", "cv_folds"): 3,
-    ("updown", "rf_grid"): {"n_estimators": [10], "max_depth": [5]},
-    ("pergene", "n_top_genes"): 40,
-    ("pergene", "cv_folds"): 3,
-    ("pergene", "n_alphas"): 10,
 }
 # outputs that are not compared: figures, logs, timings, pickled models
 SKIP_DIRS = ("results/logs/", "results/benchmarks/")
 SKIP_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".joblib", ".log")
 
 
-def schema_has(path: tuple[str, ...]) -> bool:
-    node = SCHEMA
-    for key in path:
-        node = node.get("properties", {}).get(key)
-        if node is None:
-            return False
-    return True
-
-
 def small_config() -> dict:
-    cfg = copy.deepcopy(BASE_CONFIG)
-    for path, value in SMALL_STAGES.items():
-        if schema_has(path):
-            node = cfg
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = copy.deepcopy(value)
-    return cfg
+    return config_with(SMALL_STAGES, BASE_CONFIG)
 
 
 def _unavailable(reason: str):
@@ -123,22 +81,6 @@ def slurm_cluster():
             capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         print(down.stderr)
-
-
-def copy_repo(dst: Path) -> Path:
-    """The workflow's files (tracked and untracked-but-not-ignored) copied to ``dst``, mtimes kept.
-
-    Both runs use this snapshot, so edits to the working tree during the test cannot leak in.
-    """
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for rel in filter(None, files):
-        if (REPO / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
-    return dst
 
 
 def snakemake_cmd(snakefile: Path, workdir: Path, cfg_path: Path, *args: str) -> list[str]:
