@@ -168,9 +168,7 @@ def run_part(part: str, args: argparse.Namespace) -> dict:
         "mode": "quick" if args.quick else "full",
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(cmd),
-        "git": subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip(),  # fmt: skip
+        "git": git_describe(),
         "part_wall_s": wall,
         "loadavg_before": load0,
         "loadavg_after": os.getloadavg(),
@@ -201,6 +199,13 @@ def run_part(part: str, args: argparse.Namespace) -> dict:
 
 
 # --- the report ---------------------------------------------------------------------------
+def git_describe() -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes)."""
+    return subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -229,9 +234,7 @@ def machine() -> dict:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = os.cpu_count()
-    git = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    git = git_describe()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -412,12 +415,6 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
                     "difference is each job's own Python start, imports, numba cache loads and "
                     "metadata reads, plus Snakemake's start-up and bookkeeping outside the jobs.",
                     "",
-                ]
-                if "library_wall_s" in r
-                else []
-            ),
-            *(
-                [
                     "Library (one process, no Snakemake) phases (median s): "
                     + ", ".join(f"{k} {v:.1f}" for k, v in r["library_phase_s"].items())
                     + f"; HVGs identical to the workflow's: {c.get('library_hvg_identical')}; "
@@ -425,7 +422,7 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
                     f"{c.get('library_evr_max_rel_diff_vs_workflow', float('nan')):.1e}.",
                     "",
                 ]
-                if "library_phase_s" in r
+                if "library_wall_s" in r
                 else []
             ),
             "Ours, job seconds by kind (sum over shards, last repeat): "
