@@ -37,3 +37,7 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+# No config key may name a rule's output (or the output folders) as an input.
+check_user_inputs(workflow.rules)

@@ -17,6 +17,7 @@ os.environ.update(
 )
 
 from tahoeflow.config import METADATA_KINDS, make_plan, validate_config
+from tahoeflow.h5ad_source import prepared_path
 from tahoeflow.errors import ConfigError
 from tahoeflow.shards import plan_batches
 
@@ -190,3 +191,46 @@ def pergene_inputs(wildcards):
 def pergene_apply_input(wildcards):
     """New feature table to predict (pergene.apply_table), default the fitted features."""
     return config["pergene"]["apply_table"] or f"{R}/pergene/features.parquet"
+
+
+def user_inputs():
+    """(config key, path) of every file or folder the config names as the user's input."""
+    src = config["source"]
+    out = []
+    if PLAN.kind == "local":
+        out.append(("source.local.path", PLAN.root))
+        out += [("source.local.path", PLAN.data_path(f)) for f in PLAN.files]
+        out += [("source.local.path", PLAN.metadata_path(k)) for k in METADATA_KINDS]
+    if PLAN.kind == "h5ad":
+        prepare = src["h5ad"].get("prepare") or {}
+        if prepare:
+            out.append(("source.h5ad.prepare.input", prepare["input"]))
+        else:
+            out += [("source.h5ad.paths", p) for p in PLAN.paths]
+    out.append(("source.manifest", src["manifest"]))
+    out.append(("updown.toptable", config["updown"]["toptable"]))
+    out.append(("pergene.apply_table", config["pergene"]["apply_table"]))
+    if config["pergene"]["mode"] == "table":
+        out.append(("pergene.table.path", config["pergene"]["table"]["path"]))
+    return [(k, p) for k, p in out if p]
+
+
+def check_user_inputs(rules):
+    """Fail at parse time when a config key names, as an input, a path a rule writes or a path
+    inside the workflow's output folders (Snakemake deletes a rule's outputs before rerunning
+    it, so such an input could be lost)."""
+    owned = [R]
+    if PLAN.kind == "hub":
+        owned.append(PLAN.root)
+    owned = [os.path.normpath(o) for o in owned]
+    for key, path in user_inputs():
+        rel = os.path.relpath(os.path.abspath(path))
+        producer = next((r.name for r in rules if r.is_producer(rel)), None)
+        inside = [o for o in owned if rel == o or rel.startswith(o + os.sep)]
+        if producer:
+            problem = f"{path} is written by rule {producer}; an input must not be a rule's output"
+        elif inside:
+            problem = f"{path} lies in the workflow's output folder {inside[0]}/; keep inputs outside it"
+        else:
+            continue
+        raise WorkflowError(f"Invalid configuration: config key '{key}': {problem}")

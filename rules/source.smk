@@ -1,122 +1,130 @@
 # Inputs: the simulated demo dataset, or verified downloads from the hub. A local mirror
-# (source.kind local) needs no rule: its files are the inputs.
+# (source.kind local) needs no rule: its files are the inputs. Each source's rules exist only when
+# that source is chosen, so no rule can name a user's file as an output (Snakemake deletes a
+# rule's outputs before it reruns it); common.smk checks the config's input paths as well.
 
 DEMO_ROOT = f"{R}/demo"
 
 
-rule demo_metadata:
-    output:
-        gene=f"{DEMO_ROOT}/metadata/gene_metadata.parquet",
-        sample=f"{DEMO_ROOT}/metadata/sample_metadata.parquet",
-        drug=f"{DEMO_ROOT}/metadata/drug_metadata.parquet",
-        cell_line=f"{DEMO_ROOT}/metadata/cell_line_metadata.parquet",
-        effects=f"{DEMO_ROOT}/truth/effects.parquet",
-        params=f"{DEMO_ROOT}/truth/params.json",
-    log:
-        f"{R}/logs/demo/metadata.log",
-    localrule: True
-    conda:
-        "../envs/tahoeflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=10,
-    params:
-        demo=config["demo"],
-    script:
-        "../workflow/scripts/demo_metadata.py"
+if PLAN.kind == "demo":
 
+    rule demo_metadata:
+        output:
+            gene=f"{DEMO_ROOT}/metadata/gene_metadata.parquet",
+            sample=f"{DEMO_ROOT}/metadata/sample_metadata.parquet",
+            drug=f"{DEMO_ROOT}/metadata/drug_metadata.parquet",
+            cell_line=f"{DEMO_ROOT}/metadata/cell_line_metadata.parquet",
+            effects=f"{DEMO_ROOT}/truth/effects.parquet",
+            params=f"{DEMO_ROOT}/truth/params.json",
+        log:
+            f"{R}/logs/demo/metadata.log",
+        localrule: True
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=1500,
+            runtime=10,
+        params:
+            demo=config["demo"],
+        script:
+            "../workflow/scripts/demo_metadata.py"
 
-rule demo_file:
-    output:
-        f"{DEMO_ROOT}/data/train-{{file}}-of-{{total}}.parquet",
-    log:
-        f"{R}/logs/demo/file_{{file}}-of-{{total}}.log",
-    benchmark:
-        f"{R}/benchmarks/demo/file_{{file}}-of-{{total}}.tsv"
-    conda:
-        "../envs/tahoeflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: int(
-            (800 + config["demo"]["cells_per_file"] * 0.15) * (1 + 0.5 * (attempt - 1))
-        ),
-        runtime=lambda wc: 5 + config["demo"]["cells_per_file"] // 5000,
-    params:
-        demo=config["demo"],
-        file_index=lambda wc: int(wc.file),
-    script:
-        "../workflow/scripts/demo_file.py"
+    rule demo_file:
+        output:
+            f"{DEMO_ROOT}/data/train-{{file}}-of-{{total}}.parquet",
+        log:
+            f"{R}/logs/demo/file_{{file}}-of-{{total}}.log",
+        benchmark:
+            f"{R}/benchmarks/demo/file_{{file}}-of-{{total}}.tsv"
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: int(
+                (800 + config["demo"]["cells_per_file"] * 0.15)
+                * (1 + 0.5 * (attempt - 1))
+            ),
+            runtime=lambda wc: 5 + config["demo"]["cells_per_file"] // 5000,
+        params:
+            demo=config["demo"],
+            file_index=lambda wc: int(wc.file),
+        script:
+            "../workflow/scripts/demo_file.py"
 
 
 HUB = config["source"]["hub"]
 
 
-rule download_data:
-    output:
-        f"{HUB['download_dir']}/{HUB['revision']}/data/train-{{file}}-of-{{total}}.parquet",
-    log:
-        f"{R}/logs/download/train-{{file}}-of-{{total}}.log",
-    conda:
-        "../envs/tahoeflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=30,
-    params:
-        repo_id=HUB["repo_id"],
-        revision=HUB["revision"],
-        filename=lambda wc: f"data/train-{wc.file}-of-{wc.total}.parquet",
-        cache_dir=HUB["cache_dir"],
-        max_retries=HUB["max_retries"],
-        timeout_s=HUB["timeout_s"],
-    script:
-        "../workflow/scripts/download.py"
+if PLAN.kind == "hub":
 
+    rule download_data:
+        output:
+            f"{HUB['download_dir']}/{HUB['revision']}/data/train-{{file}}-of-{{total}}.parquet",
+        log:
+            f"{R}/logs/download/train-{{file}}-of-{{total}}.log",
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=30,
+        params:
+            repo_id=HUB["repo_id"],
+            revision=HUB["revision"],
+            filename=lambda wc: f"data/train-{wc.file}-of-{wc.total}.parquet",
+            cache_dir=HUB["cache_dir"],
+            max_retries=HUB["max_retries"],
+            timeout_s=HUB["timeout_s"],
+        script:
+            "../workflow/scripts/download.py"
 
-rule download_metadata:
-    output:
-        f"{HUB['download_dir']}/{HUB['revision']}/metadata/{{kind}}_metadata.parquet",
-    log:
-        f"{R}/logs/download/{{kind}}_metadata.log",
-    conda:
-        "../envs/tahoeflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=30,
-    params:
-        repo_id=HUB["repo_id"],
-        revision=HUB["revision"],
-        filename=lambda wc: f"metadata/{wc.kind}_metadata.parquet",
-        cache_dir=HUB["cache_dir"],
-        max_retries=HUB["max_retries"],
-        timeout_s=HUB["timeout_s"],
-    script:
-        "../workflow/scripts/download.py"
+    rule download_metadata:
+        output:
+            f"{HUB['download_dir']}/{HUB['revision']}/metadata/{{kind}}_metadata.parquet",
+        log:
+            f"{R}/logs/download/{{kind}}_metadata.log",
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=30,
+        params:
+            repo_id=HUB["repo_id"],
+            revision=HUB["revision"],
+            filename=lambda wc: f"metadata/{wc.kind}_metadata.parquet",
+            cache_dir=HUB["cache_dir"],
+            max_retries=HUB["max_retries"],
+            timeout_s=HUB["timeout_s"],
+        script:
+            "../workflow/scripts/download.py"
 
 
 H5AD = config["source"]["h5ad"]
 
 
-# Convert shared real data (ECCITE-seq .rda files or an L1000 .gct plate) into an h5ad.
-rule prepare_h5ad:
-    input:
-        (H5AD.get("prepare") or {}).get("input", []),
-    output:
-        (H5AD.get("paths") or ["results/h5ad/none.h5ad"])[0],
-    log:
-        f"{R}/logs/h5ad/prepare.log",
-    conda:
-        "../envs/tahoeflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    params:
-        kind=(H5AD.get("prepare") or {}).get("kind"),
-    script:
-        "../workflow/scripts/prepare_h5ad.py"
+# Convert shared real data (ECCITE-seq .rda files or an L1000 .gct plate) into an h5ad under
+# results/h5ad/prepared/ (a path the workflow owns; source.h5ad.paths stays empty).
+if PLAN.kind == "h5ad" and H5AD.get("prepare"):
+
+    rule prepare_h5ad:
+        input:
+            H5AD["prepare"]["input"],
+        output:
+            prepared_path(H5AD["prepare"]["kind"]),
+        log:
+            f"{R}/logs/h5ad/prepare.log",
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20,
+        params:
+            kind=H5AD["prepare"]["kind"],
+        script:
+            "../workflow/scripts/prepare_h5ad.py"
 
 
 # Gene and drug tables of an h5ad source, in the hub's metadata layout.

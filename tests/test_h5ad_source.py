@@ -317,7 +317,7 @@ def test_settings_from_config():
     assert s.paths == ("a.h5ad",) and s.obs_map == {"drug": "d"} and s.layer is None
     assert s.control_value is None and s.prepare_kind is None  # control: top-level control_drug
     s = settings_from_config(
-        {"paths": ["results/h5ad/eccite.h5ad"], "obs_map": {"drug": "perturbation"},
+        {"paths": [], "obs_map": {"drug": "perturbation"},
          "prepare": {"kind": "eccite", "input": "../shared/data/real/papalexi_eccite"}}
     )  # fmt: skip
     assert s.prepare_kind == "eccite" and s.prepare_input.endswith("papalexi_eccite")

@@ -72,7 +72,7 @@ def test_example_configs_name_the_real_data():
         cfg, s = example_settings(name)
         assert cfg["source"]["kind"] == "h5ad" and s.prepare_kind == kind
         assert s.prepare_input.startswith("../shared/data/real/")
-        assert s.paths[0].startswith("results/")  # converted data land in results/, not the repo
+        assert s.paths == (f"results/h5ad/prepared/{kind}.h5ad",)  # the workflow's own path
 
 
 def test_read_gct_layout_and_errors(tmp_path):

@@ -66,6 +66,12 @@ class H5adSettings:
 
 
 PREPARE_KINDS = ("eccite", "l1000")
+PREPARED_DIR = "results/h5ad/prepared"
+
+
+def prepared_path(kind: str) -> str:
+    """Where the prepare step writes the h5ad it builds from shared real data of ``kind``."""
+    return f"{PREPARED_DIR}/{kind}.h5ad"
 SETTINGS_KEYS = ("paths", "obs_map", "control_value", "layer", "dose_unit", "gene_id_column",
                  "gene_symbol_column", "mito_prefix", "prepare")  # fmt: skip
 
@@ -80,6 +86,24 @@ def settings_from_config(section: Mapping[str, Any], key: str = CONFIG_KEY) -> H
     paths = section.get("paths")
     if isinstance(paths, str):
         paths = [paths]
+    prepare = section.get("prepare") or {}
+    if not isinstance(prepare, Mapping) or set(prepare) - {"kind", "input"}:
+        raise ConfigError(f"{key}.prepare", "must be null or a mapping with kind and input")
+    kind = prepare.get("kind")
+    if kind is not None:
+        if kind not in PREPARE_KINDS:
+            raise ConfigError(f"{key}.prepare.kind", f"{kind!r} is not one of {PREPARE_KINDS}")
+        if not isinstance(prepare.get("input"), str) or not prepare["input"]:
+            raise ConfigError(f"{key}.prepare.input", "must name the real data folder or file")
+        if paths:
+            # the prepared file is the workflow's own output: a rule never writes a path the
+            # user names (it would delete the user's file before rerunning)
+            raise ConfigError(
+                f"{key}.paths",
+                f"leave it empty when {key}.prepare is set: the prepared file is "
+                f"{prepared_path(kind)}",
+            )
+        paths = [prepared_path(kind)]
     if not paths or not all(isinstance(p, str) and p for p in paths):
         raise ConfigError(f"{key}.paths", "must be a non-empty list of .h5ad paths")
     obs_map = validate_obs_map(section.get("obs_map"), key=f"{key}.obs_map")
@@ -99,17 +123,6 @@ def settings_from_config(section: Mapping[str, Any], key: str = CONFIG_KEY) -> H
     prefix = section.get("mito_prefix", "MT-")
     if not isinstance(prefix, str):
         raise ConfigError(f"{key}.mito_prefix", "must be a string")
-    prepare = section.get("prepare") or {}
-    if not isinstance(prepare, Mapping) or set(prepare) - {"kind", "input"}:
-        raise ConfigError(f"{key}.prepare", "must be null or a mapping with kind and input")
-    kind = prepare.get("kind")
-    if kind is not None:
-        if kind not in PREPARE_KINDS:
-            raise ConfigError(f"{key}.prepare.kind", f"{kind!r} is not one of {PREPARE_KINDS}")
-        if not isinstance(prepare.get("input"), str) or not prepare["input"]:
-            raise ConfigError(f"{key}.prepare.input", "must name the real data folder or file")
-        if len(paths) != 1:
-            raise ConfigError(f"{key}.paths", "must be one path (the prepared file) with prepare")
     return H5adSettings(
         paths=tuple(paths),
         obs_map=obs_map,
