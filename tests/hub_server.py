@@ -9,6 +9,9 @@ resumes an interrupted body with one. Anything under ``/api/`` gets a harmless 4
 
 Faults can be planted per file path and per request count (see :class:`Fault`), and every
 request is recorded (method, path, headers) so a test can check what the client sent.
+:meth:`FakeHub.set_header` replaces a response header of one file (a hostile ``X-Repo-Commit``
+or ``ETag``), and :func:`echo_header` encodes an echoed ``Authorization`` header the ways a
+careless server might (percent-encoded, base64, JSON-escaped ...).
 
 Usable as a library (``with FakeHub(root) as hub: ...``) or as a script::
 
@@ -21,6 +24,7 @@ It binds 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import re
@@ -31,12 +35,39 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 FAKE_COMMIT = "5eed0000c0ffee00000000000000000000000001"
 """The 40-hex commit id the fake hub reports in ``X-Repo-Commit``."""
 
-FAULT_KINDS = ("corrupt", "drop", "status500", "slow", "404", "401")
+FAULT_KINDS = (
+    "corrupt",
+    "drop",
+    "status500",
+    "slow",
+    "404",
+    "401",
+    "429",
+    "redirect",
+    "header",
+)
+
+ECHO_KINDS = (
+    "raw",  # Bearer hf_abc
+    "quote",  # urllib quote(safe=""): Bearer%20hf_abc ("_" is unreserved, stays)
+    "quote_all",  # every non-alphanumeric byte: Bearer%20hf%5Fabc
+    "quote_all_lower",  # the same with lower-case hex: Bearer%20hf%5fabc
+    "quote_plus",  # Bearer+hf_abc
+    "quote_every_byte",  # %42%65%61...
+    "quote_twice",  # quote_all applied twice: Bearer%2520hf%255Fabc
+    "basic",  # Basic base64("user:" + token), as in an Authorization: Basic header
+    "b64_token",  # base64(token)
+    "b64url_token",  # urlsafe base64(token) without padding
+    "b64_header",  # base64 of the whole header value
+    "json",  # JSON \u-escapes of every character: \u0042\u0065...
+    "json_underscore",  # only "_" JSON-escaped: Bearer hf\u005fabc
+)
+"""How the ``401`` fault can echo the ``Authorization`` header (:func:`echo_header`)."""
 
 _RESOLVE = re.compile(
     r"^/datasets/(?P<org>[^/]+)/(?P<name>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
@@ -56,29 +87,54 @@ class Fault:
         ``404``       answer 404 ``EntryNotFound``, as the hub does for a missing file;
         ``401``       answer 401 and, deliberately hostile, echo the request's
                       ``Authorization`` header into the error message and body, so a test
-                      can show the client scrubs secrets out of server messages.
+                      can show the client scrubs secrets out of server messages; ``echo``
+                      (one of :data:`ECHO_KINDS`) says how the header is encoded;
+        ``429``       answer 429 Too Many Requests, with ``Retry-After: {retry_after}`` when
+                      ``retry_after`` is set (any text, hostile values included);
+        ``redirect``  answer 302 with ``Location: {location}{request path}`` (``location``
+                      is another server's URL, e.g. a second :class:`FakeHub` standing in
+                      for the hub's CDN); GET only unless ``method`` says otherwise;
+        ``header``    answer normally, but with the response headers in ``headers``
+                      (e.g. ``{"X-Repo-Commit": "../../x"}``) instead of the usual ones.
+                      ``headers`` also replaces headers of a ``404`` fault's answer.
     times:
         applies to the first ``times`` matching requests; ``None`` means every one.
+    skip:
+        lets the first ``skip`` matching requests through untouched (to hit, say, only the
+        client's second HEAD).
     method:
         ``"HEAD"`` or ``"GET"`` to match only that method; ``None`` matches both.
-        ``corrupt`` and ``drop`` only make sense for GET and default to it.
+        ``corrupt``, ``drop`` and ``redirect`` only make sense for GET and default to it.
     """
 
     kind: str
     times: int | None = 1
     method: str | None = None
     delay_s: float = 2.0
+    echo: str = "raw"
+    retry_after: str | None = None
+    location: str | None = None
+    headers: dict[str, str] | None = None
+    skip: int = 0
     used: int = field(default=0, init=False)
+    seen: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
-        if self.method is None and self.kind in ("corrupt", "drop"):
+        if self.echo not in ECHO_KINDS:
+            raise ValueError(f"unknown echo {self.echo!r}; expected one of {ECHO_KINDS}")
+        if self.kind == "redirect" and not self.location:
+            raise ValueError("a redirect fault needs location=<URL of the other server>")
+        if self.method is None and self.kind in ("corrupt", "drop", "redirect"):
             self.method = "GET"
 
     def take(self, method: str) -> bool:
         """True (and count it) if this fault applies to a request with ``method``."""
         if self.method is not None and self.method != method:
+            return False
+        if self.seen < self.skip:
+            self.seen += 1
             return False
         if self.times is not None and self.used >= self.times:
             return False
@@ -121,6 +177,7 @@ class FakeHub:
         self._requests: list[RecordedRequest] = []
         self._sha_cache: dict[tuple[str, int, int], str] = {}
         self._etags: dict[str, str] = {}
+        self._headers: dict[str, dict[str, str]] = {}
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -173,13 +230,28 @@ class FakeHub:
         times: int | None = 1,
         method: str | None = None,
         delay_s: float = 2.0,
+        echo: str = "raw",
+        retry_after: str | None = None,
+        location: str | None = None,
+        headers: dict[str, str] | None = None,
+        skip: int = 0,
     ) -> Fault:
         """Plant a fault on the repo file ``path`` (e.g. ``data/train-00000-of-03388.parquet``).
 
         Several faults on one path are tried in the order they were added; the first one that
         still applies to a request handles it.
         """
-        fault = Fault(kind, times=times, method=method, delay_s=delay_s)
+        fault = Fault(
+            kind,
+            times=times,
+            method=method,
+            delay_s=delay_s,
+            echo=echo,
+            retry_after=retry_after,
+            location=location,
+            headers=headers,
+            skip=skip,
+        )
         with self._lock:
             self._faults.setdefault(path, []).append(fault)
         return fault
@@ -191,6 +263,15 @@ class FakeHub:
         """
         with self._lock:
             self._etags[path] = etag
+
+    def set_header(self, path: str, name: str, value: str) -> None:
+        """Send ``name: value`` instead of the usual header (if any) when serving ``path``.
+
+        For hostile metadata, e.g. an ``X-Repo-Commit`` or ``X-Linked-Etag`` of ``../../x``.
+        Applies to successful HEAD and GET answers of that file.
+        """
+        with self._lock:
+            self._headers.setdefault(path, {})[name] = value
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -291,12 +372,24 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status500":
             return self._error(method, 500, None, "Internal Error (planted by the fake hub)")
         if fault is not None and fault.kind == "401":
-            auth = self.headers.get("Authorization", "<none>")
+            auth = echo_header(self.headers.get("Authorization", "<none>"), fault.echo)
             return self._error(method, 401, None, f"Invalid credentials: {auth}")
+        if fault is not None and fault.kind == "429":
+            extra = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
+            return self._error(method, 429, None, "Too Many Requests", extra)
+        if fault is not None and fault.kind == "redirect":
+            self.send_response(302)
+            self._repo_headers()
+            self.send_header("Location", f"{fault.location}{quote(path)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
 
         file = hub._file(repo_path)
         if file is None or (fault is not None and fault.kind == "404"):
-            return self._error(method, 404, "EntryNotFound", f"{repo_path} does not exist on main")
+            replace = fault.headers if fault is not None else None
+            message = f"{repo_path} does not exist on main"
+            return self._error(method, 404, "EntryNotFound", message, replace=replace)
 
         body = file.read_bytes()
         total = len(body)
@@ -322,16 +415,25 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
         part = body[start : end + 1]
 
-        self.send_response(status)
-        self._repo_headers()
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(part)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{sha}"')
-        self.send_header("X-Linked-Etag", f'"{sha}"')
-        self.send_header("X-Linked-Size", str(total))
+        headers = {
+            "X-Repo-Commit": hub.commit,
+            "X-Request-Id": f"fake-{threading.get_ident()}",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(len(part)),
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{sha}"',
+            "X-Linked-Etag": f'"{sha}"',
+            "X-Linked-Size": str(total),
+        }
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
+            headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+        with hub._lock:
+            headers.update(hub._headers.get(repo_path, {}))
+        if fault is not None and fault.kind == "header":
+            headers.update(fault.headers or {})
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
         if fault is not None and fault.kind == "drop":
             self.send_header("Connection", "close")
         self.end_headers()
@@ -344,14 +446,29 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(part)
 
-    def _repo_headers(self) -> None:
-        self.send_header("X-Repo-Commit", self.hub.commit)
-        self.send_header("X-Request-Id", f"fake-{threading.get_ident()}")
+    def _repo_headers(self, replace: dict[str, str] | None = None) -> None:
+        headers = {
+            "X-Repo-Commit": self.hub.commit,
+            "X-Request-Id": f"fake-{threading.get_ident()}",
+        }
+        headers.update(replace or {})
+        for name, value in headers.items():
+            self.send_header(name, value)
 
-    def _error(self, method: str, status: int, code: str | None, message: str) -> None:
+    def _error(
+        self,
+        method: str,
+        status: int,
+        code: str | None,
+        message: str,
+        extra: dict[str, str] | None = None,
+        replace: dict[str, str] | None = None,
+    ) -> None:
         payload = json.dumps({"error": message}).encode()
         self.send_response(status)
-        self._repo_headers()
+        self._repo_headers(replace)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         if code is not None:
             self.send_header("X-Error-Code", code)
         self.send_header("X-Error-Message", message)
@@ -360,6 +477,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method != "HEAD":
             self.wfile.write(payload)
+
+
+def echo_header(value: str, how: str) -> str:
+    """``value`` (an ``Authorization`` header, ``Bearer <token>``) encoded as ``how`` says.
+
+    See :data:`ECHO_KINDS`. The base64 kinds encode the token (the part after the first
+    space) or, for ``b64_header``, the whole value.
+    """
+    token = value.split(" ", 1)[-1]
+
+    def every_non_alnum(text: str, upper: bool) -> str:
+        return "".join(
+            c if c.isascii() and c.isalnum() else f"%{ord(c):02X}" if upper else f"%{ord(c):02x}"
+            for c in text
+        )
+
+    encoders = {
+        "raw": lambda: value,
+        "quote": lambda: quote(value, safe=""),
+        "quote_all": lambda: every_non_alnum(value, True),
+        "quote_all_lower": lambda: every_non_alnum(value, False),
+        "quote_plus": lambda: quote_plus(value),
+        "quote_every_byte": lambda: "".join(f"%{b:02x}" for b in value.encode()),
+        "quote_twice": lambda: quote(every_non_alnum(value, True), safe=""),
+        "basic": lambda: "Basic " + base64.b64encode(f"user:{token}".encode()).decode(),
+        "b64_token": lambda: base64.b64encode(token.encode()).decode(),
+        "b64url_token": lambda: base64.urlsafe_b64encode(token.encode()).decode().rstrip("="),
+        "b64_header": lambda: base64.b64encode(value.encode()).decode(),
+        "json": lambda: "".join(f"\\u{ord(c):04x}" for c in value),
+        "json_underscore": lambda: value.replace("_", "\\u005f"),
+    }
+    if how not in encoders:
+        raise ValueError(f"unknown echo {how!r}; expected one of {ECHO_KINDS}")
+    return encoders[how]()
 
 
 def iter_tree(root: str | Path) -> Iterator[Path]:

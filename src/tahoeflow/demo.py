@@ -25,7 +25,6 @@ gene's expected share against DMSO of the same line on the same plate.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -514,6 +513,4 @@ def write_metadata(design: Design, out: dict[str, str | Path]) -> None:
     tio.write_parquet(
         pa.Table.from_pandas(design.truth_effects(), preserve_index=False), out["effects"]
     )
-    tio.write_text(
-        json.dumps(design.truth_params(), indent=2, sort_keys=True) + "\n", out["params"]
-    )
+    tio.write_json(design.truth_params(), out["params"])

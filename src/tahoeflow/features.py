@@ -39,7 +39,7 @@ from sklearn.preprocessing import (
 )
 
 from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.io import atomic_path, write_text
+from tahoeflow.io import atomic_path, write_json
 
 SPLIT_BY = ("random", "sample", "plate")
 """Allowed values of ``split.by``."""
@@ -395,7 +395,7 @@ def save_matrix(
         sp.save_npz(fh, matrix, compressed=True)
     labels = matrix_names_path(target)
     payload = {"feature_names": feature_names, "cell_ids": ids, "shape": list(matrix.shape)}
-    write_text(json.dumps(payload, separators=(",", ":")) + "\n", labels)
+    write_json(payload, labels, indent=None, sort_keys=False, separators=(",", ":"))
     return target, labels
 
 

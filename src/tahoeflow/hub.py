@@ -10,8 +10,17 @@ cache) and adds what a long unattended workflow needs:
   mismatch raises :class:`~tahoeflow.errors.InputError`. (Third-party reports describe a
   Tahoe shard with the right size on disk but undecodable pages, so size alone is not enough.)
 * **Retries** with exponential backoff on connection errors, timeouts, HTTP 5xx, 408 and 429
-  (honouring ``Retry-After``). No retry on other 4xx (404, 401, ...): those raise
-  :class:`HubError` at once, naming the file, revision and HTTP status.
+  (honouring ``Retry-After``, capped at 600 s). No retry on other 4xx (404, 401, ...): those
+  raise :class:`HubError` at once, naming the file, revision and HTTP status. ``max_retries``
+  bounds them all: the client library's own retries (5 per request, sleeping whatever
+  ``Retry-After`` a server asks for, with no cap) are switched off, so an attempt makes one
+  HEAD and one GET; only a body that broke off *after making progress* is resumed within the
+  attempt (from the bytes already received), at most ``max_retries`` times.
+* **Hub metadata is untrusted.** The commit id and the etag the hub sends become path
+  components of the cache (``snapshots/{commit}/``, ``blobs/{etag}``). A commit id that is
+  not 40 hex digits is refused, and the library's own HEAD must report exactly the etag and
+  commit of ours (a hub that changes its answer, e.g. to ``../../x``, is refused before
+  anything is written).
 * **Atomic placement.** The verified file appears at ``dest`` whole or not at all: it is
   hard-linked (or, across file systems, copied) from the cache into a temporary file beside
   ``dest`` and renamed. A hard link shares the cache's disk blocks, which matters at 338 GB.
@@ -46,6 +55,7 @@ The token defaults, as usual, to ``HF_TOKEN`` or the stored login (read at call 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import random
@@ -58,11 +68,13 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub import file_download as _file_download
 from huggingface_hub.errors import HfHubHTTPError
 
 from tahoeflow import schema
 from tahoeflow.errors import InputError
 from tahoeflow.io import atomic_path
+from tahoeflow.logs import known_secrets, redact
 
 __all__ = [
     "DEFAULT_REPO",
@@ -84,6 +96,10 @@ _MAX_RETRY_AFTER_S = 600.0
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _SETTINGS_LOCK = threading.RLock()
+# The library's functions as imported, wrapped per attempt by :func:`_library_guard`.
+_LIB_HTTP_GET = _file_download.http_get
+_LIB_STREAM_BACKOFF = _file_download.http_stream_backoff
+_LIB_FILE_METADATA = _file_download.get_hf_file_metadata
 
 
 class HubError(RuntimeError):
@@ -217,6 +233,7 @@ def fetch_file(
                     force,
                     say,
                     attempt,
+                    max_retries,
                 )
             elapsed = time.monotonic() - t0
             rate = size / elapsed / 1e6 if elapsed > 0 else float("inf")
@@ -251,7 +268,7 @@ def fetch_file(
         # (whose text may carry server messages) is never chained onto ours.
         status = _http_status(error)
         transient = _is_transient(error)
-        reason = _describe(error, status, timeout_s)
+        reason = _describe(error, status, timeout_s, lambda text: _scrub(text, secrets))
         elapsed = time.monotonic() - t0
         if not transient:
             if status is None and not isinstance(error, (OSError, httpx2.HTTPError)):
@@ -281,6 +298,10 @@ def fetch_file(
 # -- the download itself ---------------------------------------------------------------------
 
 
+class _Refused(OSError):
+    """The hub's answer is unusable or unsafe (reported as a non-retryable :class:`HubError`)."""
+
+
 class _Mismatch(Exception):
     def __init__(self, cached: Path, algo: str, expected: str, actual: str) -> None:
         super().__init__(f"{algo} mismatch")
@@ -301,6 +322,7 @@ def _download(
     force: bool,
     say: Callable[[str], None],
     attempt: int,
+    max_resumes: int = 0,
 ) -> tuple[Path, str, int]:
     """One attempt: HEAD for the checksum, then ``hf_hub_download``. Returns (cached, etag, size)."""
     if constants.is_offline_mode():
@@ -331,24 +353,92 @@ def _download(
     expected = (meta.etag or "").lower()
     if not (_HEX64.match(expected) or _HEX40.match(expected)):
         # Raised as an OSError so it is reported as a (non-retryable) hub problem.
-        raise OSError(f"the hub sent no usable checksum for this file (etag {meta.etag!r})")
-    commit = meta.commit_hash if meta.commit_hash and _HEX40.match(meta.commit_hash) else revision
+        raise _Refused(f"the hub sent no usable checksum for this file (etag {meta.etag!r:.80})")
+    if meta.commit_hash and not _HEX40.match(meta.commit_hash):
+        raise _Refused(f"the hub sent an invalid commit id {meta.commit_hash!r:.80}")
+    commit = meta.commit_hash or revision
     size_txt = _fmt_bytes(meta.size) if meta.size is not None else "unknown size"
     say(f"{filename}: {size_txt}, expected sha {expected[:12]}..., commit {commit[:12]}")
-    cached = Path(
-        hf_hub_download(
-            repo_id,
-            filename,
-            repo_type="dataset",
-            revision=commit,
-            cache_dir=cache_dir,
-            token=token,
-            endpoint=endpoint,
-            etag_timeout=timeout_s,
-            force_download=force,
+    pinned = commit if _HEX40.match(commit) else None
+    with _library_guard(expected, pinned, max_resumes):
+        cached = Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                repo_type="dataset",
+                revision=commit,
+                cache_dir=cache_dir,
+                token=token,
+                endpoint=endpoint,
+                etag_timeout=timeout_s,
+                force_download=force,
+            )
         )
-    )
     return cached, expected, cached.stat().st_size
+
+
+@contextlib.contextmanager
+def _library_guard(expected: str, commit: str | None, max_resumes: int) -> Iterator[None]:
+    """Inside ``hf_hub_download``: pin the library's HEAD to ours and bound its retries.
+
+    * its HEAD must report etag ``expected`` and (when known) commit ``commit``: both become
+      cache paths (``blobs/{etag}``, ``snapshots/{commit}/``), and a 404's commit header
+      becomes ``.no_exist/{commit}/``; anything else is refused (:class:`_Refused`);
+    * its GET is not retried on 408/429 (those come back to :func:`fetch_file`'s loop, which
+      caps ``Retry-After``), and a body that breaks off is resumed only when it made progress
+      since the last try, at most ``max_resumes`` times.
+
+    Module attributes of ``huggingface_hub.file_download`` are swapped under the settings lock.
+    """
+    calls = 0
+
+    def http_get(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1  # the first call is the download, any later one a resume
+        if calls - 1 > max_resumes:
+            raise httpx2.RemoteProtocolError(
+                f"the body broke off {calls - 1} times in this attempt"
+            )
+        kwargs["_nb_retries"] = 0  # no retry unless bytes arrived (the library resets it then)
+        return _LIB_HTTP_GET(*args, **kwargs)
+
+    def file_metadata(*args: object, **kwargs: object) -> object:
+        try:
+            meta = _LIB_FILE_METADATA(*args, **kwargs)
+        except HfHubHTTPError as e:
+            sent = e.response.headers.get("X-Repo-Commit") if e.response is not None else None
+            if sent is not None and not _HEX40.match(sent):
+                raise _Refused(f"the hub sent an invalid commit id {sent!r:.80}") from None
+            raise
+        etag = (meta.etag or "").lower()
+        if etag != expected:
+            raise _Refused(
+                f"the hub's checksum changed between two requests ({expected[:12]}... "
+                f"then {meta.etag!r:.80})"
+            )
+        if meta.commit_hash is not None and not (
+            meta.commit_hash == commit if commit else _HEX40.match(meta.commit_hash)
+        ):
+            raise _Refused(
+                f"the hub's commit changed between two requests ({commit}, then "
+                f"{meta.commit_hash!r:.80})"
+            )
+        return meta
+
+    hooks = {
+        "http_get": http_get,
+        "http_stream_backoff": functools.partial(_LIB_STREAM_BACKOFF, max_retries=0),
+        "get_hf_file_metadata": file_metadata,
+    }
+    with _SETTINGS_LOCK:
+        saved = {name: getattr(_file_download, name) for name in hooks}
+        try:
+            for name, value in hooks.items():
+                setattr(_file_download, name, value)
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(_file_download, name, value)
 
 
 def _place_verified(cached: Path, dest: Path, expected: str) -> tuple[str, str]:
@@ -488,7 +578,14 @@ def _backoff(backoff_s: float, n: int, retry_after: float | None) -> float:
     return max(delay, retry_after or 0.0)
 
 
-def _describe(exc: BaseException, status: int | None, timeout_s: float) -> str:
+def _describe(
+    exc: BaseException, status: int | None, timeout_s: float, clean: Callable[[str], str]
+) -> str:
+    """One line for ``exc``. ``clean`` masks secrets in text from the server or the library; it
+    is applied before anything is shortened, so no cut can leave a piece of a secret behind."""
+    for e in _chain(exc):
+        if isinstance(e, _Refused):
+            return _one_line(clean(str(e)))[:300]
     if status is not None:
         response = _response(exc)
         code = response.headers.get("X-Error-Code") if response is not None else None
@@ -501,19 +598,25 @@ def _describe(exc: BaseException, status: int | None, timeout_s: float) -> str:
         elif status in (401, 403):
             text += ": not authorised (check HF_TOKEN and that the repo is accessible)"
         if server:
-            text += f"; server says: {server.strip()[:200]}"
+            text += f"; server says: {_one_line(clean(server))[:200]}"
         return text
     for e in _chain(exc):
         if isinstance(e, httpx2.TimeoutException):
             return f"timed out (timeout_s={timeout_s:g}; {type(e).__name__})"
         if isinstance(e, (httpx2.NetworkError, httpx2.RemoteProtocolError)):
-            return f"connection problem ({type(e).__name__}: {_first_line(e)})"
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+            return f"connection problem ({type(e).__name__}: {_first_line(e, clean)})"
+    return f"{type(exc).__name__}: {_first_line(exc, clean)}"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+def _first_line(exc: BaseException, clean: Callable[[str], str]) -> str:
+    text = clean(str(exc)).strip()
     return (text.splitlines()[0] if text else "")[:300]
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, without control characters (a server's text must not be able to
+    start a fake log line or send terminal escape sequences)."""
+    return "".join(c if c.isprintable() else " " for c in text).strip()
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -521,18 +624,12 @@ def _first_line(exc: BaseException) -> str:
 
 def _secrets(token: str | None) -> list[str]:
     """Every token value the client could send, longest first (for scrubbing only)."""
-    found = {token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")}
-    with contextlib.suppress(Exception):
-        from huggingface_hub import get_token
-
-        found.add(get_token())
-    return sorted((s.strip() for s in found if s and len(s.strip()) >= 4), key=len, reverse=True)
+    return known_secrets(token)
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "<redacted>")
-    return text
+    """Mask ``secrets`` in every encoding, and anything token-shaped (:func:`logs.redact`)."""
+    return redact(text, secrets)
 
 
 def _fmt_bytes(n: int) -> str:

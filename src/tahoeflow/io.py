@@ -1,10 +1,22 @@
-"""Atomic output writing: every file the workflow writes appears whole or not at all."""
+"""Atomic output writing: every file the workflow writes appears whole or not at all.
+
+Two more guarantees for files other programs open:
+
+* **CSV: no formulas.** Text cells (and header/index labels) beginning with ``=``, ``+``,
+  ``-``, ``@``, a tab or a carriage return get a leading single quote (``'=1+1``), as OWASP
+  recommends against CSV injection: a spreadsheet would otherwise run them as formulas, and
+  the text comes from the hub (drug names, cell-line ids ...), i.e. is untrusted. Numeric
+  columns are never touched (``-1.5`` stays). Parquet files keep the exact values.
+* **JSON: strict.** NaN and +/-inf (Python or numpy, at any depth) are written as ``null``;
+  ``allow_nan=False`` guards the rest, so every JSON file parses with a strict parser.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import glob
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -57,13 +69,66 @@ def write_text(text: str, path: str | os.PathLike[str]) -> None:
         tmp.write_text(text)
 
 
-def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
-    write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", path)
+def write_json(obj: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """Write ``obj`` as strict JSON atomically: NaN/inf become ``null`` (see module docs).
+
+    Defaults ``indent=2, sort_keys=True``; other :func:`json.dumps` arguments pass through
+    (e.g. ``indent=None, separators=(",", ":")`` for compact output).
+    """
+    write_text(to_json(obj, **kwargs) + "\n", path)
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+    """``obj`` as strict JSON text (what :func:`write_json` writes, without the newline)."""
+    kwargs.setdefault("indent", 2)
+    kwargs.setdefault("sort_keys", True)
+    kwargs.update(allow_nan=False, default=_json_default)
+    try:  # fast path: the C encoder, when nothing needs replacing
+        return json.dumps(obj, **kwargs)
+    except ValueError as e:
+        if "Out of range float" not in str(e):
+            raise
+    return json.dumps(_finite(obj), **kwargs)
+
+
+def _finite(o: Any) -> Any:
+    """A copy of ``o`` with every non-finite float (Python or numpy) replaced by None."""
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, float | np.floating):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, np.ndarray):
+        if o.dtype.kind in "fc":
+            out = o.astype(object)
+            out[~np.isfinite(o)] = None
+            return _finite(out.tolist())
+        return _finite(o.tolist())
+    return o
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""Leading characters that make a spreadsheet read a CSV cell as a formula (OWASP)."""
 
 
 def write_csv(df: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
-    """Write a pandas DataFrame as CSV atomically (index off unless asked)."""
+    """Write a pandas DataFrame as CSV atomically (index off unless asked).
+
+    Text cells, column labels and (when written) index labels that start like a formula are
+    prefixed with ``'`` (:func:`neutralise_formulas`); numeric columns are written as they are.
+    A text cell holding a carriage return makes every non-numeric field quoted
+    (``csv.QUOTE_NONNUMERIC``): the csv module leaves a bare ``\r`` unquoted, and readers
+    take it for the end of the row.
+    """
     kwargs.setdefault("index", False)
+    df = neutralise_formulas(df, index=bool(kwargs["index"]))
+    if "quoting" not in kwargs and _has_carriage_return(df, index=bool(kwargs["index"])):
+        import csv
+
+        kwargs["quoting"] = csv.QUOTE_NONNUMERIC
     with atomic_path(path) as tmp:
         df.to_csv(tmp, **kwargs)
 
@@ -71,11 +136,123 @@ def write_csv(df: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
 def write_csv_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
     """Write an Arrow table as CSV atomically with Arrow's C++ writer (header, quotes only
     where needed; floats in their shortest round-trip form). Several times faster than
-    pandas ``to_csv`` for wide numeric tables such as the embeddings."""
+    pandas ``to_csv`` for wide numeric tables such as the embeddings. Text columns and
+    column names are neutralised like :func:`write_csv` does (vectorised, Arrow compute)."""
     import pyarrow.csv as pcsv
 
+    table = neutralise_formulas_table(table)
     with atomic_path(path) as tmp:
         pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="needed"))
+
+
+def _neutral_label(label: Any) -> Any:
+    return "'" + label if isinstance(label, str) and label.startswith(FORMULA_PREFIXES) else label
+
+
+def _neutral_index(idx: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(idx, pd.MultiIndex):
+        levels = [_neutral_index(level) for level in idx.levels]
+        names = [_neutral_label(n) for n in idx.names]
+        return idx.set_levels(levels, verify_integrity=False).set_names(names)
+    values = _neutral_values(pd.Series(idx, dtype=idx.dtype))
+    if values is None and _neutral_label(idx.name) == idx.name:
+        return idx
+    out = pd.Index(values if values is not None else idx, dtype=idx.dtype, name=idx.name)
+    return out.rename(_neutral_label(idx.name))
+
+
+def _neutral_values(s: Any) -> Any:
+    """``s`` (a Series) with formula-like strings prefixed, or None if nothing changes.
+
+    Only strings are looked at: numbers (also inside an object column) are left alone."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = s.cat.categories
+        new = _neutral_values(pd.Series(cats, dtype=cats.dtype))
+        if new is None:
+            return None
+        new = pd.Index(new)
+        if new.is_unique:
+            return s.cat.rename_categories(new)
+        s = s.astype(object)
+    if not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
+        return None
+    mask = s.str.startswith(FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
+    if not mask.any():
+        return None
+    values = s.to_numpy(dtype=object, copy=True)
+    values[mask] = np.char.add("'", values[mask].astype(str)).astype(object)
+    return pd.Series(values, index=s.index, name=s.name, dtype=s.dtype)
+
+
+def _has_carriage_return(df: Any, *, index: bool) -> bool:
+    import pandas as pd
+
+    def text(s: Any) -> Any:
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            s = pd.Series(s.cat.categories)
+        return s if s.dtype == object or isinstance(s.dtype, pd.StringDtype) else None
+
+    series = [df.iloc[:, j] for j in range(df.shape[1])]
+    series.append(pd.Series(df.columns.to_flat_index(), dtype=object))
+    if index:
+        series.append(pd.Series(df.index.to_flat_index(), dtype=object))
+    for s in series:
+        t = text(s)
+        if t is not None and t.str.contains("\r", regex=False, na=False).any():
+            return True
+    return False
+
+
+def neutralise_formulas(df: Any, *, index: bool = False) -> Any:
+    """``df`` with formula-like text cells, column labels and (``index=True``) index labels
+    prefixed by ``'``. Returns ``df`` itself when nothing needed changing (no copy)."""
+    out = df
+    for j in range(df.shape[1]):
+        new = _neutral_values(df.iloc[:, j])
+        if new is not None:
+            if out is df:
+                out = df.copy(deep=False)
+            out.isetitem(j, new.array)
+    columns = _neutral_index(df.columns)
+    if columns is not df.columns:
+        out = out.copy(deep=False) if out is df else out
+        out.columns = columns
+    if index:
+        rows = _neutral_index(df.index)
+        if rows is not df.index:
+            out = out.copy(deep=False) if out is df else out
+            out.index = rows
+    return out
+
+
+def neutralise_formulas_table(table: pa.Table) -> pa.Table:
+    """The Arrow version of :func:`neutralise_formulas` (string and dictionary columns)."""
+    import pyarrow.compute as pc
+
+    pattern = "^[" + "".join("\\" + c if c in "-\\]^" else c for c in FORMULA_PREFIXES) + "]"
+
+    def fix(arr: pa.Array) -> pa.Array:
+        if pa.types.is_dictionary(arr.type):
+            return pa.DictionaryArray.from_arrays(arr.indices, fix(arr.dictionary))
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            return arr
+        mask = pc.fill_null(pc.match_substring_regex(arr, pattern), False)
+        if not pc.any(mask).as_py():
+            return arr
+        quoted = pc.binary_join_element_wise(pa.scalar("'", arr.type), arr, pa.scalar("", arr.type))
+        return pc.if_else(mask, quoted, arr)
+
+    columns = []
+    for column in table.columns:
+        chunks = [fix(chunk) for chunk in column.chunks]
+        columns.append(pa.chunked_array(chunks, chunks[0].type) if chunks else column)
+    names = [_neutral_label(n) for n in table.column_names]
+    return pa.Table.from_arrays(columns, names=names)
 
 
 def _json_default(o: Any) -> Any:
