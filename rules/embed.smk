@@ -43,7 +43,7 @@ rule gram_batch:
         mem_mb=lambda wc, input, attempt: batch_mem_mb(wc, input, attempt) + 200,
         runtime=batch_runtime,
     params:
-        shards=batch_shards,
+        shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
         source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
@@ -97,7 +97,7 @@ rule project_batch:
         mem_mb=batch_mem_mb,
         runtime=batch_runtime,
     params:
-        shards=batch_shards,
+        shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
         source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],
@@ -128,5 +128,7 @@ rule embeddings:
         n_clusters=config["embed"]["kmeans"]["n_clusters"],
         minibatch_threshold=config["embed"]["kmeans"]["minibatch_threshold"],
         seed=config["embed"]["kmeans"]["seed"],
+        n_init=config["embed"]["kmeans"]["n_init"],
+        batch_size=config["embed"]["kmeans"]["batch_size"],
     script:
         "../workflow/scripts/embeddings.py"

@@ -203,9 +203,9 @@ def test_hvg_indices_breaks_ties_deterministically():
 def test_hvg_config_errors(data):
     _, _, stats = data
     n_expressed = int(np.count_nonzero(stats["sum_norm"] > 0))
-    with pytest.raises(ConfigError, match="embed.hvg.n_top"):
-        ours_hvg(stats, "seurat", n_expressed + 1)
-    ours_hvg(stats, "seurat", n_expressed)  # the limit itself is fine
+    # more than the expressed genes: all of them, with a warning (tests/test_config_hardening.py)
+    with pytest.warns(UserWarning, match="embed.hvg.n_top"):
+        assert ours_hvg(stats, "seurat", n_expressed + 1)["highly_variable"].sum() == n_expressed
     with pytest.raises(ConfigError, match="embed.hvg.n_top"):
         ours_hvg(stats, "seurat", 0)
     with pytest.raises(ConfigError, match="embed.hvg.flavor"):

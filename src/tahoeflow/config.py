@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import difflib
+import json
+import re
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,177 @@ from .shards import Shard, parse_file_selection, plan_shards
 METADATA_KINDS = ("gene", "sample", "drug", "cell_line")
 
 
+# --- strict re-read of the config files ------------------------------------------------------
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1, what Snakemake reads config files with), used only to
+    compose the node tree that :func:`check_config_file` inspects for YAML 1.1 traps."""
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _node_key(node: yaml.Node) -> str:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else "<complex key>"
+
+
+def _check_node(node: yaml.Node, path: list[str], where: str, seen: set[int]) -> None:
+    if id(node) in seen:  # an alias seen before (or a recursive structure)
+        return
+    seen.add(id(node))
+    key = ".".join(path) or "(top level)"
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag in _NUMBER_TAGS and node.style is None and ":" in node.value:
+            loader = StrictLoader("")
+            value = (
+                loader.construct_yaml_int(node)
+                if node.tag.endswith(":int")
+                else loader.construct_yaml_float(node)
+            )
+            raise ConfigError(
+                key,
+                f"`{node.value}` in {where}, line {node.start_mark.line + 1} is read by YAML as "
+                f'the base-60 number {value}; quote it ("{node.value}")',
+            )
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_node(item, path, where, seen)  # list items are reported under the list's key
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for k, _v in node.value:
+            name = _node_key(k)
+            line = k.start_mark.line + 1
+            if name == "<<":  # a YAML merge key may repeat
+                continue
+            if name in first:
+                raise ConfigError(
+                    ".".join([*path, name]),
+                    f"is given twice in {where} (lines {first[name]} and {line}); "
+                    "YAML would silently keep only the last one",
+                )
+            first[name] = line
+        for k, v in node.value:
+            _check_node(v, [*path, _node_key(k)], where, seen)
+
+
+def _no_duplicate_pairs(where: str):
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        out: dict = {}
+        for k, v in pairs:
+            if k in out:
+                raise ConfigError(
+                    str(k), f"is given twice in one object of {where}; JSON keeps only the last one"
+                )
+            out[k] = v
+        return out
+
+    return hook
+
+
+def check_config_file(path: str | Path) -> None:
+    """Re-read a config file Snakemake loaded and reject what YAML 1.1 silently changes.
+
+    Snakemake reads config files with PyYAML (YAML 1.1), where an unquoted ``2:5`` is the
+    base-60 integer 125 and a repeated key silently replaces the first. Raises
+    :class:`ConfigError` naming the key, file and line for (a) an unquoted integer or float in
+    sexagesimal form and (b) a key given twice in one mapping. A file that is valid JSON is
+    checked for repeated keys only (JSON has no base-60 numbers).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    where = str(path)
+    try:
+        json.loads(text, object_pairs_hook=_no_duplicate_pairs(where))
+        return
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+    try:
+        root = yaml.compose(text, Loader=StrictLoader)
+    except yaml.YAMLError:  # Snakemake read it; leave the syntax to its message
+        return
+    if root is not None:
+        _check_node(root, [], where, set())
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """:func:`check_config_file` on each existing file of ``paths`` (once each)."""
+    done: set[str] = set()
+    for p in paths:
+        key = str(Path(p).absolute())
+        if key not in done and Path(p).is_file():
+            done.add(key)
+            check_config_file(p)
+
+
+# --- values given with `snakemake --config` --------------------------------------------------
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_TRUE, _FALSE, _NULL = (
+    ("true", "True", "TRUE"),
+    ("false", "False", "FALSE"),
+    ("null", "Null", "NULL", "~"),
+)
+
+
+def _cli_scalar(text: str, types: list[str]) -> Any:
+    """``text`` as the first of ``types`` it spells unambiguously; else ``text`` unchanged."""
+    s = text.strip()
+    for t in types:
+        if t == "integer" and _INT.fullmatch(s):
+            return int(s)
+        if t == "number" and (_INT.fullmatch(s) or _FLOAT.fullmatch(s)):
+            return int(s) if _INT.fullmatch(s) else float(s)
+        if t == "boolean" and s in _TRUE + _FALSE:
+            return s in _TRUE
+        if t == "null" and s in _NULL:
+            return None
+    return text
+
+
+def _coerce(schema: Mapping, value: Any, cli: Any) -> Any:
+    """``value`` with the strings that came from ``cli`` converted to the schema's type."""
+    if isinstance(cli, dict) and isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for k in cli:
+            if k in value:
+                sub = props.get(k, extra if isinstance(extra, Mapping) else {})
+                value[k] = _coerce(sub, value[k], cli[k])
+        return value
+    if isinstance(cli, list) and isinstance(value, list) and value == cli:
+        items = schema.get("items", {})
+        return [_coerce(items, v, v) for v in value]
+    if isinstance(value, str) and value == cli:
+        types = schema.get("type")
+        types = [types] if isinstance(types, str) else list(types or [])
+        if "string" in types or not types:  # a string is valid, or the type is not fixed
+            return value
+        return _cli_scalar(value, types)
+    return value
+
+
+def coerce_cli_values(config: dict, cli_config: Mapping, schema_path: str | Path) -> dict:
+    """Give the values set with ``snakemake --config`` the schema's types (in place).
+
+    Snakemake parses a nested value (``--config embed='{n_components: 30}'``) with YAML's
+    BaseLoader, so every scalar inside it is a string (``'30'``). Where the schema key is an
+    integer, number, boolean or null and the string spells one unambiguously (``30``, ``0.5``,
+    ``true``, ``null``), it becomes that value; keys that accept a string are left alone.
+    Only paths present in ``cli_config`` are touched (a quoted value in a config file stays a
+    string, and the schema reports it).
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    _coerce(schema, config, _plain(cli_config))
+    return config
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_plain(v) for v in node]
+    return node
+
+
 def _fill_defaults(schema: dict, node: Any) -> Any:
     """Insert schema defaults for missing keys, recursively (objects only)."""
     if schema.get("type") != "object" or not isinstance(node, dict):
@@ -35,19 +210,46 @@ def _fill_defaults(schema: dict, node: Any) -> Any:
     return node
 
 
+def _empty_sections_to_mappings(schema: dict, node: Any) -> None:
+    """A section written with all its keys commented out (``hub:``) is null in YAML: make it
+    ``{}`` so it takes the defaults (only for keys whose type is exactly ``object``)."""
+    if not isinstance(node, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key in node and node[key] is None and sub.get("type") == "object":
+            node[key] = {}
+        if key in node:
+            _empty_sections_to_mappings(sub, node[key])
+
+
+def _unknown_keys(error: jsonschema.ValidationError) -> list[str]:
+    return sorted(set(error.instance) - set(error.schema.get("properties", {})))
+
+
 def _key_of(error: jsonschema.ValidationError) -> str:
     path = [str(p) for p in error.absolute_path]
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        extra = _unknown_keys(error)
         return ".".join(path + [extra[0]]) if extra else ".".join(path)
     return ".".join(path) or "(top level)"
 
 
 def _message(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
-        return "unknown key (see config/schema.yaml for the valid keys)"
+        extra = _unknown_keys(error)
+        close = difflib.get_close_matches(
+            str(extra[0]) if extra else "", list(error.schema.get("properties", {})), n=1
+        )
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown key ({hint}see config/schema.yaml for the valid keys)"
     if error.validator == "type":
-        return f"{error.instance!r} should be of type {error.validator_value}"
+        text = f"{error.instance!r} should be of type {error.validator_value}"
+        if isinstance(error.instance, bool) and "boolean" not in str(error.validator_value):
+            text += (
+                " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote the value,"
+                ' e.g. "no")'
+            )
+        return text
     if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return f"{error.instance!r} is out of range ({error.validator} {error.validator_value})"
     if error.validator == "enum":
@@ -62,6 +264,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     (the same dict object, updated in place, so Snakemake's ``config`` sees the defaults).
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
+    _empty_sections_to_mappings(schema, config)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(
         validator.iter_errors(config),
@@ -83,6 +286,7 @@ def _cross_checks(config: dict) -> None:
             f"{emb['n_components']} components need at least as many HVGs (embed.hvg.n_top is {emb['hvg']['n_top']})",
         )
     src = config["source"]
+    _check_hub(src["hub"])
     if src["kind"] == "local" and not src["local"]["path"]:
         raise ConfigError("source.local.path", "is required when source.kind is local")
     if src["kind"] == "hub" and src["hub"]["revision"] == "main":
@@ -91,6 +295,77 @@ def _cross_checks(config: dict) -> None:
             "set a 40-hex commit id for reproducible runs",
             stacklevel=2,
         )
+
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\{}]")
+_REPO_PART = re.compile(r"[A-Za-z0-9_.-]{1,96}")
+
+
+def revision_problem(rev: str) -> str | None:
+    """Why ``rev`` is neither a 40-hex commit id nor a branch/tag name git and the hub accept
+    (``git check-ref-format`` rules), or None when it is fine. Braces are refused too: the
+    revision is part of the download paths, which are Snakemake patterns."""
+    if _HEX40.fullmatch(rev):
+        return None
+    bad = _BAD_REF_CHARS.search(rev)
+    checks = [
+        (not rev, "it is empty"),
+        (bad is not None, f"it contains {bad.group(0)!r}" if bad else ""),
+        (rev.startswith(("/", "-")), "it starts with '/' or '-'"),
+        (rev.endswith(("/", ".")), "it ends with '/' or '.'"),
+        ("//" in rev, "it contains '//'"),
+        (".." in rev, "it contains '..'"),
+        ("@{" in rev or rev == "@", "it contains '@{' or is '@'"),
+        (
+            any(c.startswith(".") or c.endswith(".lock") for c in rev.split("/")),
+            "a '/'-separated part starts with '.' or ends with '.lock'",
+        ),
+    ]
+    for failed, why in checks:
+        if failed:
+            return why
+    return None
+
+
+def _check_dir(key: str, value: str) -> None:
+    if not value.strip():
+        raise ConfigError(key, "is empty")
+    bad = re.search(r"[\x00-\x1f\x7f{}]", value)
+    if bad:
+        raise ConfigError(key, f"{value!r} contains {bad.group(0)!r}")
+    if ".." in Path(value).parts:
+        raise ConfigError(
+            key,
+            f"{value!r} has a '..' part; give an absolute path to place files outside the "
+            "working directory",
+        )
+
+
+def _check_hub(hub: dict) -> None:
+    why = revision_problem(hub["revision"])
+    if why:
+        raise ConfigError(
+            "source.hub.revision",
+            f"{hub['revision']!r} is not a 40-hex commit id or a valid branch/tag name: {why}",
+        )
+    repo = hub["repo_id"]
+    parts = repo.split("/")
+    if (
+        len(parts) != 2
+        or not all(_REPO_PART.fullmatch(p) for p in parts)
+        or any(p[0] in "-." or p[-1] in "-." for p in parts)
+        or "--" in repo
+        or ".." in repo
+        or repo.endswith(".git")
+    ):
+        raise ConfigError(
+            "source.hub.repo_id",
+            f"{repo!r} is not 'owner/name' (each 1-96 of A-Z a-z 0-9 _ . -, not starting or "
+            "ending with '-' or '.', no '--' or '..', not ending in '.git')",
+        )
+    for key in ("download_dir", "cache_dir"):
+        _check_dir(f"source.hub.{key}", hub[key])
 
 
 @dataclass(frozen=True)
@@ -116,20 +391,31 @@ class Plan:
 def read_manifest(path: str | Path) -> dict[int, int]:
     """``file<TAB>n_rows`` rows -> {file index: rows}. ``file`` may be an index or a file name."""
     rows: dict[int, int] = {}
-    with open(path, newline="") as fh:
+    try:
+        fh = open(path, newline="")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise ConfigError("source.manifest", f"cannot read {path}: {e.strerror}") from None
+    with fh:
         reader = csv.DictReader(fh, delimiter="\t")
         if reader.fieldnames is None or not {"file", "n_rows"} <= set(reader.fieldnames):
             raise ConfigError("source.manifest", f"{path} needs the columns file and n_rows")
         for i, rec in enumerate(reader):
-            f = rec["file"]
+            f = rec["file"] or ""
             try:
                 idx = int(f) if f.isdigit() else int(Path(f).name.split("-")[1])
-                rows[idx] = int(rec["n_rows"])
+                n = int(rec["n_rows"] or "")
             except (ValueError, IndexError):
                 raise ConfigError(
                     "source.manifest",
                     f"{path}, row {i}: cannot read file {f!r} / n_rows {rec['n_rows']!r}",
                 ) from None
+            if n < 0:
+                raise ConfigError("source.manifest", f"{path}, row {i}: n_rows {n} is negative")
+            if idx in rows:
+                raise ConfigError(
+                    "source.manifest", f"{path}, row {i}: file {idx} is listed a second time"
+                )
+            rows[idx] = n
     return rows
 
 
@@ -150,9 +436,14 @@ def make_plan(config: dict) -> Plan:
         settings = settings_from_config(src["h5ad"])
         n_total = len(settings.paths)
         root = "results/h5ad"
-        # exact row counts from the files' headers when they exist (a prepared file does not yet)
+        # A user's file: its exact row count from the header (None while it is missing: one
+        # shard reads it to the end). A prepared file does not exist at the first parse: its
+        # plan uses the nominal source.rows_per_file, before and after it exists, so the plan
+        # stays the same and a finished run is not replanned.
         rows = {
-            i: h5ad_n_obs(p, settings.layer) if Path(p).exists() else src["rows_per_file"]
+            i: src["rows_per_file"]
+            if settings.prepare_kind
+            else (h5ad_n_obs(p, settings.layer) if Path(p).exists() else None)
             for i, p in enumerate(settings.paths)
         }
         files = parse_file_selection(src["files"], n_total)

@@ -22,7 +22,8 @@ All functions are pure, take arrays and return arrays. The only file IO is in
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,6 +114,7 @@ def highly_variable_genes_from_stats(
     flavor: str = "seurat",
     n_bins: int = 20,
     var_names: Sequence[str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Select highly variable genes from per-gene sums merged over all shards.
 
@@ -140,6 +142,9 @@ def highly_variable_genes_from_stats(
         bins by percentiles (as scanpy does).
     var_names
         Optional gene names to use as the index; otherwise a ``RangeIndex``.
+    warn
+        Called with a one-line message when ``n_top`` is more than the genes that have a
+        normalised dispersion (default: :func:`warnings.warn`).
 
     Returns
     -------
@@ -170,12 +175,15 @@ def highly_variable_genes_from_stats(
       ties. A gene is highly variable when its value is ``>= cutoff``, after NaN -> -inf and
       +-inf -> +-float max (``np.nan_to_num``). Ties at the cutoff can therefore select more
       than ``n_top`` genes, exactly as scanpy does. :func:`hvg_indices` takes exactly ``n_top``.
+    * ``n_top`` above the number of genes with a defined (non-NaN) normalised dispersion:
+      all of those genes are selected and ``warn`` is called, as scanpy does (it warns
+      "n_top_genes > number of normalized dispersions, returning all genes with normalized
+      dispersions").
 
     Raises
     ------
     ConfigError
-        ``embed.hvg.flavor`` for an unknown flavor. ``embed.hvg.n_top`` when ``n_top < 1`` or
-        ``n_top`` is more than the number of genes with a non-zero mean.
+        ``embed.hvg.flavor`` for an unknown flavor. ``embed.hvg.n_top`` when ``n_top < 1``.
         ``embed.hvg.n_bins`` when ``n_bins < 1``.
     ValueError
         For inconsistent inputs (shapes, ``n_obs < 2``, missing log sums for cell_ranger).
@@ -191,14 +199,8 @@ def highly_variable_genes_from_stats(
     n_genes = s_norm.size
     ss_norm = _as_gene_vector("sumsq_norm", sumsq_norm, n_genes)
 
-    n_expressed = int(np.count_nonzero(s_norm > 0))
     if int(n_top) != n_top or n_top < 1:
         raise ConfigError("embed.hvg.n_top", f"must be a positive integer, got {n_top!r}")
-    if n_top > n_expressed:
-        raise ConfigError(
-            "embed.hvg.n_top",
-            f"asks for {n_top} genes but only {n_expressed} of {n_genes} genes have a non-zero mean",
-        )
 
     if flavor == "seurat":
         mean, var = _mean_var(n_obs, s_norm, ss_norm)
@@ -247,6 +249,16 @@ def highly_variable_genes_from_stats(
     if finite_or_inf.size == 0:
         raise ValueError("no gene has a defined normalised dispersion; cannot select HVGs")
     n_take = min(int(n_top), finite_or_inf.size)
+    if n_take < n_top:
+        message = (
+            f"WARNING: config key 'embed.hvg.n_top': {n_top} genes asked for but only "
+            f"{finite_or_inf.size} of {n_genes} genes have a normalised dispersion "
+            f"(expressed, not constant); all {finite_or_inf.size} are taken"
+        )
+        if warn is None:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        else:
+            warn(message)
     cutoff = np.sort(finite_or_inf)[::-1][n_take - 1]
     highly_variable = np.nan_to_num(disp_norm, nan=-np.inf) >= cutoff
 
@@ -499,7 +511,11 @@ def pca_from_gram(
         raise ConfigError("embed.n_components", f"must be a positive integer, got {n_components!r}")
     k = int(n_components)
     if k > d:
-        raise ConfigError("embed.n_components", f"{k} is more than the {d} features (HVGs)")
+        raise ConfigError(
+            "embed.n_components",
+            f"{k} is more than the {d} features (HVGs selected; when fewer genes are expressed "
+            "than embed.hvg.n_top asks for, all of them are taken): lower embed.n_components",
+        )
     if k > n:
         raise ConfigError("embed.n_components", f"{k} is more than the {n} cells")
     if center and n < 2:
@@ -573,8 +589,8 @@ def kmeans(
     *,
     seed: int,
     minibatch_threshold: int = 200_000,
-    batch_size: int = 4096,
-    n_init: int = 3,
+    batch_size: int = 1024,
+    n_init: int = 1,
     n_threads: int | None = 1,
 ) -> tuple[NDArray[np.int32], NDArray[np.floating], float, str]:
     """Cluster an embedding. Returns ``(labels int32, centers k x dims, inertia, method)``.
@@ -582,7 +598,9 @@ def kmeans(
     Below ``minibatch_threshold`` cells this runs sklearn ``KMeans`` (Lloyd, k-means++ init,
     ``n_init`` restarts), and ``method`` is ``"kmeans"``. At or above it, it runs
     ``MiniBatchKMeans(batch_size=batch_size, n_init=n_init)`` and ``method`` is
-    ``"minibatch_kmeans"``. Both are seeded with ``seed``. ``n_threads`` caps the OpenMP/BLAS
+    ``"minibatch_kmeans"``. Both are seeded with ``seed``. The defaults are scikit-learn's
+    (1.9.1): ``n_init="auto"`` is one run for the k-means++ init of both estimators, and
+    ``MiniBatchKMeans``'s ``batch_size`` is 1024. ``n_threads`` caps the OpenMP/BLAS
     threads. With the default of 1, results are identical across runs and machines. ``None``
     keeps sklearn's default, which is faster, but the order of the multi-threaded sums can
     change the last bits of the centres between runs.

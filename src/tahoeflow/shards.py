@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +67,8 @@ def parse_file_selection(spec: object, n_files_total: int, key: str = "source.fi
             lo = int(m.group(1))
             hi = int(m.group(2)) if m.group(2) is not None else lo + 1
             if hi <= lo:
-                raise ConfigError(key, f"range {item!r} is empty")
+                why = "its stop equals its start" if hi == lo else "its stop is before its start"
+                raise ConfigError(key, f"range {item!r} is empty ({why}; the stop is exclusive)")
         if lo < 0 or hi > n_files_total:
             raise ConfigError(key, f"{item!r} is outside 0..{n_files_total - 1}")
         out.update(range(lo, hi))
@@ -77,24 +78,39 @@ def parse_file_selection(spec: object, n_files_total: int, key: str = "source.fi
 
 
 def plan_shards(
-    files: Sequence[int], cells_per_shard: int | None, rows_per_file: dict[int, int] | int
+    files: Sequence[int],
+    cells_per_shard: int | None,
+    rows_per_file: Mapping[int, int | None] | int | None,
 ) -> list[Shard]:
     """One shard per file, or row ranges of ``cells_per_shard`` rows.
 
-    ``rows_per_file`` (a manifest's row counts, or one nominal count) sizes the ranges; the
+    ``rows_per_file`` gives each file's row count: a mapping (exact counts from a manifest or
+    a file header), or one count for every file. A count sizes the ranges so that every shard
+    starts below it (20,729 rows in shards of 5,000: five shards, the last one 729 rows); the
     last range of a file reads to the end of the file, so a nominal count that is slightly
-    off never loses rows.
+    off never loses rows. A file counted 0 rows gets no shard at all. ``None`` (for a file, or
+    for all) means the count is not known when planning (e.g. a file a rule has yet to
+    write): that file is one shard reading all its rows, never a guess that could plan a range
+    past its end.
+
+    Raises :class:`ConfigError` (``source.files``) when the selected files hold no rows.
     """
     shards = []
     for f in files:
+        n = rows_per_file.get(f) if isinstance(rows_per_file, Mapping) else rows_per_file
+        if n is not None and n <= 0:
+            continue  # known to be empty: a shard would read nothing
         if not cells_per_shard:
             shards.append(Shard(f"{f:05d}", f, 0, None))
             continue
-        n = rows_per_file[f] if isinstance(rows_per_file, dict) else rows_per_file
-        k = max(1, -(-n // cells_per_shard))
+        k = 1 if n is None else -(-n // cells_per_shard)
         for j in range(k):
             stop = None if j == k - 1 else (j + 1) * cells_per_shard
             shards.append(Shard(f"{f:05d}-{j:04d}", f, j * cells_per_shard, stop))
+    if files and not shards:
+        raise ConfigError(
+            "source.files", f"the {len(files)} selected file(s) hold no rows (0 rows each)"
+        )
     return shards
 
 
@@ -302,8 +318,8 @@ _R_LIST = 1
     _EXPR_VTYPE,
 ) = range(8)
 _KERNEL = 8  # kernel codes follow, in this order:
-K_LENGTH, K_EMPTY, K_MARKER, K_VOCAB, K_NONFINITE, K_NEGATIVE, K_NONINTEGER = range(7)
-N_CODES = 7
+K_LENGTH, K_EMPTY, K_MARKER, K_VOCAB, K_NONFINITE, K_NEGATIVE, K_NONINTEGER, K_REPEAT = range(8)
+N_CODES = 8
 
 
 class ObsCollector:
@@ -390,9 +406,9 @@ def _csr_kernel(
 
     Row i's values ``g_val[g_off[i]:g_off[i+1]]`` (token ids) and ``e_val[e_off[i]:...]``
     (float32 counts) are checked (equal lengths, non-empty, marker at element 0, token in the
-    vocabulary, count finite, non-negative, integer); elements 1.. are written from position
-    ``w`` of ``out_idx`` (column) / ``out_dat`` (count), each row sorted by column with repeats
-    summed. ``indptr`` (n+1) gets the row starts. ``err[code]`` gets (row, value position) of
+    vocabulary, count finite, non-negative, integer, no token twice in a row); elements 1.. are
+    written from position ``w`` of ``out_idx`` (column) / ``out_dat`` (count), each row sorted
+    by column (a repeat is summed, and reported). ``indptr`` (n+1) gets the row starts. ``err[code]`` gets (row, value position) of
     the first occurrence of each problem code, where still -1. Returns the end position.
     """
     n = g_off.size - 1
@@ -415,6 +431,7 @@ def _csr_kernel(
         lo = w
         prev = -1
         ordered = True
+        known = True
         for j in range(1, ge - gs):
             tok = g_val[gs + j]
             col = lookup[tok] if 0 <= tok < n_lookup else -1
@@ -423,6 +440,7 @@ def _csr_kernel(
                     err[K_VOCAB, 0] = i
                     err[K_VOCAB, 1] = gs + j
                 col = 0
+                known = False
             v = e_val[es + j]
             if not math.isfinite(v):
                 if err[K_NONFINITE, 0] < 0:
@@ -442,7 +460,10 @@ def _csr_kernel(
             out_dat[w] = v
             w += 1
         if not ordered:
-            w = _sort_row(out_idx, out_dat, lo, w)
+            end = _sort_row(out_idx, out_dat, lo, w)
+            if end < w and known and err[K_REPEAT, 0] < 0:  # a gene twice: summed above
+                err[K_REPEAT, 0] = i
+            w = end
     indptr[n] = w
     return w
 
@@ -598,6 +619,12 @@ class CsrBuilder:
             text = f"count {e_val[pos]} is not finite"
         elif code == K_NEGATIVE:
             text = f"negative count {e_val[pos]}"
+        elif code == K_REPEAT:
+            toks, times = np.unique(g_raw[g_off[r] + 1 : g_off[r + 1]], return_counts=True)
+            text = (
+                f"token id {int(toks[times > 1][0])} appears {int(times.max())} times in 'genes' "
+                "(one count per gene expected)"
+            )
         else:
             self.non_integer = (row, f"non-integer count {e_val[pos]} {_NON_INTEGER_HINT}")
             return
@@ -640,7 +667,8 @@ def to_csr(
 
     Checks, each reported with the file and the row (``row_offset`` + position in ``table``):
     list types, equal lengths, the marker at element 0, tokens inside the vocabulary, counts
-    finite, non-negative and integer (non-integer is a warning when ``allow_non_integer``).
+    finite, non-negative and integer (non-integer is a warning when ``allow_non_integer``), no
+    token twice in one row.
     """
     problems = Problems()
     lists = table.select(["genes", "expressions"])

@@ -20,6 +20,8 @@ def main(smk, log):
         smk.params.n_clusters,
         seed=smk.params.seed,
         minibatch_threshold=smk.params.minibatch_threshold,
+        batch_size=smk.params.batch_size,
+        n_init=smk.params.n_init,
     )
     log(f"{method} with {smk.params.n_clusters} clusters on {len(Z)} cells: inertia {inertia:.4g}")
     cells = pq.read_table(smk.input.cells, columns=META)
@@ -40,6 +42,8 @@ def main(smk, log):
         {
             "method": method,
             "n_clusters": smk.params.n_clusters,
+            "n_init": smk.params.n_init,
+            "batch_size": smk.params.batch_size,  # used by minibatch_kmeans only
             "inertia": inertia,
             "n_cells": len(Z),
         },

@@ -1,5 +1,7 @@
 """Highly variable genes from the merged gene statistics (scanpy's flavors, reproduced)."""
 
+import sys
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -9,6 +11,10 @@ from tahoeflow.logs import run
 
 
 def main(smk, log):
+    def warn(message):  # one line, to the job log and to stderr
+        log(message)
+        print(message, file=sys.stderr, flush=True)
+
     g = pq.read_table(smk.input[0]).to_pandas()
     df = highly_variable_genes_from_stats(
         int(g["n_obs"].iloc[0]),
@@ -18,6 +24,7 @@ def main(smk, log):
         sumsq_log=g["sumsq_log"].to_numpy(),
         n_top=smk.params.n_top,
         flavor=smk.params.flavor,
+        warn=warn,
     )
     out = g[["token_id", "ensembl_id", "gene_symbol"]].join(df.reset_index(drop=True))
     tio.write_parquet(pa.Table.from_pandas(out, preserve_index=False), smk.output[0])
