@@ -2,7 +2,8 @@
 
 * statistics: ``shard_stats`` against the bincount formulation it replaced;
 * pseudobulk: against the sparse indicator product it replaced (bit-identical sums);
-* lists -> CSR: against a per-row reference, with unsorted and repeated genes;
+* lists -> CSR: against a per-row reference, with unsorted genes (a repeated gene is an error:
+  tests/test_reader_hardening.py);
 * validation: the kernel's first bad position for every check, and the error of the whole
   reader (streamed in batches, problems in several rows and batches) against the sequential
   vectorised checks it replaced, message for message.
@@ -206,7 +207,7 @@ def random_lists(rng: np.random.Generator, n: int, vocab: Vocab, unsorted: bool 
     genes, exprs = [], []
     for i in range(n):
         k = 0 if i % 9 == 4 else int(rng.integers(1, 25))  # some rows hold only the marker
-        tok = rng.choice(vocab.token_ids, size=k, replace=bool(unsorted and i % 3 == 0))
+        tok = rng.choice(vocab.token_ids, size=k, replace=False)  # a repeat is an error
         if not unsorted:
             tok = np.unique(tok)
         elif i % 2:
@@ -308,7 +309,7 @@ def test_validation_kernel_reports_the_first_bad_position_of_every_check(code, v
     genes, exprs = random_lists(rng, 40, vocab, unsorted=False)
     for i in range(40):  # at least 3 genes per row so position 2 exists
         while len(genes[i]) < 4:
-            genes[i].append(int(vocab.token_ids[len(genes[i])]))
+            genes[i].append(int(next(t for t in vocab.token_ids if t not in genes[i])))
             exprs[i].append(1.0)
     j = [_inject(code, genes, exprs, r, vocab) for r in (29, 11, 17)][1]  # rows 11, 17, 29 are bad
     err, g_off, e_off = kernel_first_errors(genes, exprs, vocab)
@@ -425,7 +426,7 @@ def test_to_csr_errors_equal_the_sequential_checks_for_random_problems(vocab):
         genes, exprs = random_lists(rng, 30, vocab, unsorted=False)
         for i in range(30):
             while len(genes[i]) < 4:
-                genes[i].append(int(vocab.token_ids[len(genes[i])]))
+                genes[i].append(int(next(t for t in vocab.token_ids if t not in genes[i])))
                 exprs[i].append(1.0)
         for code, row in zip(
             rng.choice(codes, size=3), rng.choice(30, size=3, replace=False), strict=True

@@ -72,6 +72,8 @@ PREPARED_DIR = "results/h5ad/prepared"
 def prepared_path(kind: str) -> str:
     """Where the prepare step writes the h5ad it builds from shared real data of ``kind``."""
     return f"{PREPARED_DIR}/{kind}.h5ad"
+
+
 SETTINGS_KEYS = ("paths", "obs_map", "control_value", "layer", "dose_unit", "gene_id_column",
                  "gene_symbol_column", "mito_prefix", "prepare")  # fmt: skip
 
@@ -454,10 +456,12 @@ def read_rows_csr(
 ) -> sp.csr_matrix:
     """Rows ``[row_start, row_stop)`` of the matrix as canonical CSR float32 counts.
 
-    Reads only those rows (see the module docstring). Checks: CSR structure, finite,
-    non-negative, integer counts (non-integers are a warning with ``allow_non_integer``);
-    each error names the file and the first bad row. Stored zeros are dropped, so a row's
-    stored count is its number of expressed genes.
+    Reads only those rows (see the module docstring). Checks: CSR structure (``indptr``
+    complete, non-decreasing, inside ``data``; column indices in range; no column twice in a
+    row), finite, non-negative, integer counts (non-integers are a warning with
+    ``allow_non_integer``); each error names the file and the first bad row (file-relative).
+    Stored zeros are dropped, so a row's stored count is its number of expressed genes (as in
+    the Parquet reader: both give the same summaries for the same counts).
     """
     with _open(path) as f:
         node = _matrix_node(f, path, layer)
@@ -485,11 +489,26 @@ def read_rows_csr(
             if enc not in ("csr_matrix", "") or not {"data", "indices", "indptr"} <= set(node):
                 raise InputError(path, f"'{node.name}' is not a CSR matrix (encoding {enc!r})")
             indptr = np.asarray(node["indptr"][start : stop + 1], dtype=np.int64)
-            if indptr.size != stop - start + 1 or np.any(np.diff(indptr) < 0):
-                raise InputError(path, "X/indptr is truncated or decreasing", row=start)
+            if indptr.size != stop - start + 1:
+                raise InputError(
+                    path, f"X/indptr is truncated ({indptr.size} entries for rows {start}..{stop})",
+                    row=start + max(indptr.size - 1, 0),
+                )  # fmt: skip
+            down = np.flatnonzero(np.diff(indptr) < 0)
+            if down.size:  # row i ends before it starts
+                i = int(down[0])
+                raise InputError(
+                    path, f"X/indptr decreases ({int(indptr[i])} then {int(indptr[i + 1])})",
+                    row=start + i,
+                )  # fmt: skip
             lo, hi = (int(indptr[0]), int(indptr[-1])) if indptr.size else (0, 0)
-            if hi > node["data"].shape[0] or hi > node["indices"].shape[0]:
-                raise InputError(path, "X/indptr points past the end of X/data", row=start)
+            n_stored = min(node["data"].shape[0], node["indices"].shape[0])
+            if lo < 0 or hi > n_stored:
+                i = int(np.argmax((indptr[1:] > n_stored) | (indptr[:-1] < 0)))
+                raise InputError(
+                    path, f"X/indptr points outside X/data ({n_stored} stored values)",
+                    row=start + i,
+                )  # fmt: skip
             data = np.asarray(node["data"][lo:hi])
             indices = np.asarray(node["indices"][lo:hi])
             indptr -= lo
@@ -511,10 +530,30 @@ def read_rows_csr(
                 shape=(stop - start, n_vars),
                 copy=False,
             )
+            if not X.has_canonical_format:  # unsorted columns, or a column twice in a row
+                _check_no_repeats(X, path, start)
     X.eliminate_zeros()
     if not X.has_canonical_format:
-        X.sum_duplicates()
+        X.sort_indices()
     return X
+
+
+def _check_no_repeats(X: sp.csr_matrix, path: object, start: int) -> None:
+    """A column stored twice in one row is an error naming the row (as the Parquet reader's).
+
+    Summing the two would make ``n_genes`` differ from what the file stores. Vectorised: the
+    stored values sorted by (row, column), neighbours compared.
+    """
+    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    order = np.lexsort((X.indices, rows))
+    r, c = rows[order], X.indices[order]
+    same = (r[1:] == r[:-1]) & (c[1:] == c[:-1])
+    if same.any():
+        k = int(np.argmax(same))
+        raise InputError(
+            path, f"X: column {int(c[k])} is stored more than once in the row (one count per "
+            "gene expected)", row=start + int(r[k]),
+        )  # fmt: skip
 
 
 def _warn_non_integer(
@@ -652,7 +691,8 @@ def load_h5ad_shard(
 
     X = read_rows_csr(p, start, stop, layer=layer, allow_non_integer=allow_non_integer, warn=warn)
 
-    keep, counts = filter_cells(filters, cell_line, drug, plate, np.diff(X.indptr))
+    n_genes = np.diff(X.indptr)
+    keep, counts, seen = filter_cells(filters, cell_line, drug, plate, n_genes)
     idx = np.flatnonzero(keep)
     obs = pd.DataFrame(
         {
@@ -668,7 +708,10 @@ def load_h5ad_shard(
             "is_control": is_control[idx],
         }
     )
-    return LoadedShard(obs, keep_rows_inplace(X, keep) if idx.size < n else X, counts)
+    return LoadedShard(
+        obs, keep_rows_inplace(X, keep) if idx.size < n else X, counts, seen,
+        int(np.count_nonzero(n_genes == 0)),
+    )  # fmt: skip
 
 
 def _doses(

@@ -11,9 +11,11 @@ measured no faster.)
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Sequence
+import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -63,6 +65,8 @@ def parse_drugconc(text: str) -> tuple[str, float, str]:
         or not isinstance(value[0][2], str)
     ):
         raise ValueError(f"expected [('name', dose, 'unit')], got {text!r}")
+    if len(value) > 1:  # taking the first would join one drug's dose to a combination
+        raise ValueError(f"lists {len(value)} drugs (combinations are not supported): {text!r}")
     name, dose, unit = value[0]
     return name, float(dose), unit
 
@@ -71,22 +75,50 @@ _UNIT_TO_UM = {"uM": 1.0, "µM": 1.0, "nM": 1e-3, "mM": 1e3}
 
 
 def sample_doses(sample_metadata: pd.DataFrame, path: object) -> pd.Series:
-    """Dose in µM per sample, parsed from ``drugname_drugconc``; errors name the row."""
+    """Dose in µM per sample, parsed from ``drugname_drugconc``; errors name the row.
+
+    A dose must be finite and non-negative, with a known unit; the ``drug`` column, where
+    present, must name the drug of ``drugname_drugconc`` (surrounding spaces ignored: Tahoe's
+    own table has 'Erdafitinib ' in both). ``attrs`` keeps what ``load_shard`` checks the data
+    against: ``path``, and ``drug`` / ``plate`` per sample (spaces stripped; ``plate`` only
+    where the table has it).
+    """
     for col in ("sample", "drugname_drugconc"):
         if col not in sample_metadata.columns:
             raise InputError(path, f"missing column '{col}'")
     doses = np.empty(len(sample_metadata))
+    names = np.empty(len(sample_metadata), dtype=object)
     for i, text in enumerate(sample_metadata["drugname_drugconc"].astype(str)):  # ~1.3k rows
         try:
-            _, dose, unit = parse_drugconc(text)
+            name, dose, unit = parse_drugconc(text)
         except (ValueError, SyntaxError) as e:
             raise InputError(path, f"malformed drugname_drugconc: {e}", row=i) from None
         if unit not in _UNIT_TO_UM:
             raise InputError(path, f"unknown dose unit {unit!r} in drugname_drugconc", row=i)
+        if not (np.isfinite(dose) and dose >= 0):
+            raise InputError(
+                path, f"dose {dose!r} in drugname_drugconc is not a finite non-negative number",
+                row=i,
+            )  # fmt: skip
         doses[i] = dose * _UNIT_TO_UM[unit]
+        names[i] = name.strip()
+    if "drug" in sample_metadata.columns:
+        col = sample_metadata["drug"].astype(str).str.strip().to_numpy(dtype=object)
+        bad = np.flatnonzero(col != names)
+        if bad.size:
+            i = int(bad[0])
+            raise InputError(
+                path, f"column 'drug' is {col[i]!r} but drugname_drugconc names {names[i]!r}",
+                row=i,
+            )  # fmt: skip
     s = pd.Series(doses, index=sample_metadata["sample"].astype(str).to_numpy())
     if s.index.has_duplicates:
         raise InputError(path, f"duplicated sample {s.index[s.index.duplicated()][0]!r}")
+    # tuples, not arrays: pandas compares attrs with == when it combines Series
+    s.attrs["path"] = str(path)
+    s.attrs["drug"] = tuple(names)
+    if "plate" in sample_metadata.columns:
+        s.attrs["plate"] = tuple(sample_metadata["plate"].astype(str).str.strip())
     return s
 
 
@@ -362,6 +394,52 @@ def keep_rows_inplace(X: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
 
 
 # --- one shard end to end ---------------------------------------------------------
+def drop_stored_zeros(X: sp.csr_matrix) -> sp.csr_matrix:
+    """Remove stored zeros in place (scanpy's ``X.eliminate_zeros()``), so a row's stored
+    count is its number of expressed genes in both readers; X, for chaining."""
+    if X.nnz and not X.data.all():
+        X.eliminate_zeros()
+    return X
+
+
+def check_sample_metadata(
+    path: object,
+    sample: np.ndarray,
+    known: np.ndarray,
+    columns: dict[str, np.ndarray],
+    file_row: np.ndarray,
+    doses: pd.Series,
+) -> None:
+    """Each cell's ``drug`` / ``plate`` equals its sample's in sample_metadata (spaces ignored).
+
+    ``known``: each cell's position in ``doses`` (from :func:`sample_doses`, whose ``attrs``
+    hold the metadata's drug and plate per sample). A disagreement means the metadata row
+    describes another well, so its dose would be joined to the wrong cells: an error naming
+    the data row, the sample and the metadata row. Vectorised over the distinct
+    (sample, value) pairs.
+    """
+    for name, values in columns.items():
+        if doses.attrs.get(name) is None or len(values) == 0:
+            continue
+        ref = np.asarray(doses.attrs[name], dtype=object)
+        codes, uniq = pd.factorize(np.asarray(values, dtype=object))
+        got = _stripped(uniq).to_numpy(dtype=object)
+        pair = known.astype(np.int64) * max(len(uniq), 1) + codes
+        pairs = pd.unique(pair)  # order of first appearance
+        s_idx, v_idx = pairs // max(len(uniq), 1), pairs % max(len(uniq), 1)
+        bad = np.flatnonzero(got[v_idx] != ref[s_idx])
+        if bad.size:
+            b = int(bad[0])
+            r = int(np.argmax(pair == pairs[b]))
+            raise InputError(
+                path,
+                f"sample {sample[r]!r} has {name} {uniq[v_idx[b]]!r} here but {ref[s_idx[b]]!r} "
+                f"in sample_metadata ({doses.attrs.get('path', 'sample_metadata')}, row "
+                f"{int(s_idx[b])}); its dose would be joined to the wrong cells",
+                row=int(file_row[r]),
+            )
+
+
 @dataclass(frozen=True)
 class Filters:
     cell_lines: Sequence[str] = ()
@@ -370,35 +448,51 @@ class Filters:
     min_genes: int = 10
 
 
+FILTER_LISTS = ("cell_lines", "drugs", "plates")
+"""The list filters, in the order they apply (then ``min_genes``)."""
+
+
+def _stripped(values: Sequence[object]) -> pd.Index:
+    return pd.Index(np.asarray(values, dtype=object)).astype(str).str.strip()
+
+
 def filter_cells(
     filters: Filters,
     cell_line: np.ndarray,
     drug: np.ndarray,
     plate: np.ndarray,
     n_genes: np.ndarray,
-) -> tuple[np.ndarray, dict[str, int]]:
-    """(keep mask, cells removed by each filter) for the filters applied in order.
+) -> tuple[np.ndarray, dict[str, int], dict[str, list[str]]]:
+    """(keep mask, cells removed by each filter, values seen) for the filters applied in order.
 
     ``counts`` has ``input``, ``removed_by_<filter>`` for the active list filters (cell_lines,
     drugs, plates), ``removed_by_min_genes`` and ``kept``: a cell is counted against the first
-    filter that removes it.
+    filter that removes it. List values match with surrounding spaces ignored on both sides
+    (Tahoe's data has 'Erdafitinib ' with a trailing space). A cell without any non-zero count
+    is removed by ``min_genes`` even when it is 0 (none of its summaries would mean anything).
+    ``seen``: for each active list filter, the distinct values (stripped, sorted) of its column
+    in the rows read, from which the merge tells which filter values match nothing.
     """
     keep = np.ones(n_genes.size, dtype=bool)
     counts = {"input": int(n_genes.size)}
-    for name, values, allowed in (
-        ("cell_lines", cell_line, filters.cell_lines),
-        ("drugs", drug, filters.drugs),
-        ("plates", plate, filters.plates),
-    ):
+    seen: dict[str, list[str]] = {}
+    for name, values, allowed in zip(
+        FILTER_LISTS, (cell_line, drug, plate), (filters.cell_lines, filters.drugs, filters.plates),
+        strict=True,
+    ):  # fmt: skip
         if allowed:
-            ok = np.isin(values, np.asarray(list(allowed), dtype=object))
+            codes, uniq = pd.factorize(np.asarray(values, dtype=object))  # few distinct values
+            names = _stripped(uniq)
+            ok_uniq = np.append(names.isin(_stripped(list(allowed))), False)
+            ok = ok_uniq[codes]  # a code of -1 (a null) is never kept
+            seen[name] = sorted(set(names))
             counts[f"removed_by_{name}"] = int((keep & ~ok).sum())
             keep &= ok
-    ok = n_genes >= filters.min_genes
+    ok = n_genes >= max(filters.min_genes, 1)
     counts["removed_by_min_genes"] = int((keep & ~ok).sum())
     keep &= ok
     counts["kept"] = int(keep.sum())
-    return keep, counts
+    return keep, counts, seen
 
 
 @dataclass
@@ -408,6 +502,8 @@ class LoadedShard:
     filter_counts: dict[str, int] = field(
         default_factory=dict
     )  # cells removed by each filter, in order
+    values_seen: dict[str, list[str]] = field(default_factory=dict)  # see filter_cells
+    zero_count_rows: int = 0  # rows read without any non-zero count (before the filters)
 
 
 def load_shard(
@@ -424,7 +520,10 @@ def load_shard(
 ) -> LoadedShard:
     """Read, validate and filter one shard. The same function feeds every per-shard job.
 
-    ``threads`` > 1 overlaps decoding with the conversion (see ``shards.read_shard``).
+    Besides the reader's checks (``shards.read_shard``), each cell's sample must be in
+    sample_metadata with the same drug and plate (:func:`check_sample_metadata`). Stored zeros
+    are dropped (as the h5ad reader does). ``threads`` > 1 overlaps decoding with the
+    conversion (see ``shards.read_shard``).
     """
     obs, X = read_shard(
         path, vocab, shard.row_start, shard.row_stop,
@@ -440,8 +539,12 @@ def load_shard(
         raise InputError(
             path, f"sample {sample[r]!r} is not in sample_metadata", row=int(file_row[r])
         )
-    keep, counts = filter_cells(
-        filters, obs["cell_line_id"], obs["drug"], obs["plate"], np.diff(X.indptr)
+    check_sample_metadata(path, sample, known, {"drug": obs["drug"], "plate": obs["plate"]},
+                          file_row, doses)  # fmt: skip
+    drop_stored_zeros(X)
+    n_genes = np.diff(X.indptr)
+    keep, counts, seen = filter_cells(
+        filters, obs["cell_line_id"], obs["drug"], obs["plate"], n_genes
     )
     idx = np.flatnonzero(keep)
     df = pd.DataFrame(
@@ -458,7 +561,80 @@ def load_shard(
             "is_control": obs["drug"][idx] == control_drug,
         }
     )
-    return LoadedShard(df, keep_rows_inplace(X, keep) if idx.size < n else X, counts)
+    return LoadedShard(
+        df, keep_rows_inplace(X, keep) if idx.size < n else X, counts, seen,
+        int(np.count_nonzero(n_genes == 0)),
+    )  # fmt: skip
+
+
+# --- across shards (the merge) ----------------------------------------------------------
+def filter_warnings(records: Sequence[Mapping[str, Any]], filters: Mapping[str, Any]) -> list[str]:
+    """One line per problem the shards' ``qc.json`` records show only together.
+
+    * a value of ``filters.cell_lines`` / ``drugs`` / ``plates`` that matches no row of any
+      shard (a letter O typed for a zero, a name from another release): the line names the
+      config key and the value, and the closest value in the data;
+    * a file all of whose rows have no non-zero count (each of its cells is removed by
+      ``min_genes``).
+
+    A shard record lacking ``values_seen`` / ``zero_count_rows`` is skipped for that check.
+    """
+    out = []
+    n_input = sum(int(r.get("input", 0)) for r in records)
+    for key in FILTER_LISTS:
+        allowed = filters.get(key) or ()
+        parts = [r["values_seen"][key] for r in records if key in (r.get("values_seen") or {})]
+        if not allowed or len(parts) < len(records):
+            continue
+        seen = sorted({v for part in parts for v in part})
+        for value in dict.fromkeys(str(v) for v in allowed):
+            if value.strip() in seen:
+                continue
+            close = difflib.get_close_matches(value.strip(), seen, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.append(
+                f"config key 'filters.{key}': {value!r} matches no cell in the {n_input} rows "
+                f"read ({len(seen)} distinct values there){hint}"
+            )
+    by_file: dict[str, list[int]] = {}
+    for r in records:
+        if "file" in r and "zero_count_rows" in r:
+            acc = by_file.setdefault(str(r["file"]), [0, 0])
+            acc[0] += int(r["input"])
+            acc[1] += int(r["zero_count_rows"])
+    for path, (n, zero) in by_file.items():
+        if n and zero == n:
+            out.append(
+                f"{path}: all {n} rows have no non-zero count (a file of zeros?); "
+                "every cell of it is removed (counted in removed_by_min_genes)"
+            )
+    return out
+
+
+def filter_qc_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``filter_qc.csv``: the shards' numeric qc counts and a ``total`` row.
+
+    Raises :class:`InputError` naming the filter that removed the last cells when none is left.
+    """
+    qc = pd.DataFrame(
+        [{k: v for k, v in r.items() if k not in ("file", "values_seen")} for r in records]
+    ).fillna(0)
+    total = qc.drop(columns="shard").sum(numeric_only=True)
+    if total["kept"] == 0:
+        steps = [c for c in qc.columns if c.startswith("removed_by_")]
+        last = [s for s in steps if total[s] > 0]
+        detail = ", ".join(
+            f"{s.removeprefix('removed_by_')} removed {int(total[s])}" for s in steps
+        )
+        culprit = (
+            f"filters.{last[-1].removeprefix('removed_by_')}" if last else "the input (no rows)"
+        )
+        raise InputError(
+            "filters",
+            f"zero cells left after the filters ({int(total['input'])} read; {detail}); the "
+            f"last cells were removed by {culprit}",
+        )
+    return pd.concat([qc, total.to_frame().T.assign(shard="total")], ignore_index=True)
 
 
 def _strings(values: object) -> pa.Array:

@@ -1,5 +1,7 @@
 """Seed 003's per-gene models: LinearRegression against Lasso (alpha by CV), one per gene."""
 
+import sys
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -28,9 +30,15 @@ def _tahoe_tables(smk, log):
     cols = np.sort(pd.Index(tokens).get_indexer(top["token_id"]))
     X_counts = pseudobulk_matrix(counts, groups, tokens)
     names = hvg["gene_symbol"].to_numpy()[cols]
+
+    def warn(line):
+        log(f"WARNING: {line}")
+        print(f"WARNING: {line}", file=sys.stderr)
+
     cond, X, Y = condition_table(
-        X_counts, groups, pd.read_parquet(smk.input.drugs), cols, names, p.control, p.min_cells
-    )
+        X_counts, groups, pd.read_parquet(smk.input.drugs), cols, names, p.control, p.min_cells,
+        drug_metadata_path=smk.input.drugs, warn=warn,
+    )  # fmt: skip
     log(f"tahoe mode: {len(cond)} conditions x {X.shape[1]} features, {Y.shape[1]} genes")
     return pd.concat([cond, X], axis=1), X, Y
 
