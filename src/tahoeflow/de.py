@@ -84,6 +84,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 from scipy import special, stats
 
@@ -107,6 +108,30 @@ DE_COLUMNS = [
     "n_treated_cells",
     "n_control_cells",
 ]
+_KEY_FIELDS = [
+    ("drug", pa.string()),
+    ("dose_uM", pa.float64()),
+    ("cell_line_id", pa.string()),
+    ("plate", pa.string()),
+    ("gene", pa.int64()),
+]
+_CELL_COUNT_FIELDS = [("n_treated_cells", pa.int64()), ("n_control_cells", pa.int64())]
+TOPTABLE_SCHEMA = pa.schema(
+    [
+        *_KEY_FIELDS,
+        *((c, pa.float64()) for c in ("logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B")),
+        *_CELL_COUNT_FIELDS,
+    ]
+)
+"""Arrow schema of ``results/de/toptable.parquet`` (genes are token ids), also when empty."""
+WELCH_SCHEMA = pa.schema(
+    [
+        *_KEY_FIELDS,
+        *((c, pa.float64()) for c in ("scores", "pvals", "pvals_adj", "logfoldchanges")),
+        *_CELL_COUNT_FIELDS,
+    ]
+)
+"""Arrow schema of ``results/de/welch.parquet``, also when empty."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -1213,14 +1238,48 @@ def pseudobulk_de(
         )
     if parts:
         res = pd.concat(parts, ignore_index=True)
-    else:
-        res = pd.DataFrame({col: pd.Series(dtype=np.float64) for col in DE_COLUMNS})
+    else:  # nothing tested: the same columns and dtypes as a non-empty table
+        res = empty_toptable(gene_ids.dtype)
     res = res.sort_values([*CONDITION_KEYS, "gene"], kind="mergesort").reset_index(drop=True)
     res = res[DE_COLUMNS]
     if extra_skips:
         extra = pd.DataFrame(extra_skips, columns=skipped.columns)
         skipped = extra if skipped.empty else pd.concat([skipped, extra], ignore_index=True)
     return (res, skipped) if return_skipped else res
+
+
+def empty_toptable(gene_dtype: np.dtype | type = np.int64) -> pd.DataFrame:
+    """A topTable with no rows: :data:`DE_COLUMNS` with the dtypes of a non-empty one."""
+    dtypes = {c: np.float64 for c in DE_COLUMNS}
+    dtypes.update(drug=object, cell_line_id=object, plate=object, gene=gene_dtype)
+    dtypes.update(n_treated_cells=np.int64, n_control_cells=np.int64)
+    return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in DE_COLUMNS})
+
+
+def untested_reason(
+    groups_df: pd.DataFrame, skipped: pd.DataFrame, control: str = CONTROL_DRUG
+) -> str:
+    """Why :func:`pseudobulk_de` tested no contrast at all, in one line (for logs and metrics).
+
+    No control wells at all (e.g. ``filters.drugs`` without the control, or a data set without
+    one), no treated wells (only controls kept), or every condition skipped (the first
+    skipped condition's reason is quoted; ``skipped`` has all of them).
+    """
+    drugs = groups_df["drug"]
+    if not (drugs == control).any():
+        return (
+            f"no {control} control wells in the data (after the filters): there is nothing to "
+            "test the treated conditions against"
+        )
+    if (drugs == control).all():
+        return f"no treated wells: every well is a {control} control"
+    if len(skipped):
+        r = skipped.iloc[0]
+        return (
+            f"all {len(skipped)} conditions were skipped, e.g. {r['drug']} {r['dose_uM']:g} uM "
+            f"in {r['cell_line_id']} on {r['plate']}: {r['reason']}"
+        )
+    return "no treated condition to test"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1316,7 +1375,8 @@ def score_calls(
     ``de_df`` (one per contrast, i.e. per plate, and gene) is one test: ``fdr = false calls /
     calls`` (0 when there are no calls) and ``power = true calls / truly changed``, where a
     condition tested on k plates contributes its truly changed genes k times (a gene that was
-    filtered out and not tested counts as missed).
+    filtered out and not tested counts as missed). When no truly changed gene was tested,
+    ``power`` is None and ``null_reasons["power"]`` says why (never NaN: the dict is JSON).
     """
     need_de = ["drug", "dose_uM", "cell_line_id", gene_col, padj_col]
     miss = [c for c in need_de if c not in de_df.columns]
@@ -1352,5 +1412,14 @@ def score_calls(
         "n_false_calls": n_calls - n_true_calls,
         "n_truly_changed": n_truly,
         "fdr": (n_calls - n_true_calls) / n_calls if n_calls else 0.0,
-        "power": n_true_calls / n_truly if n_truly else float("nan"),
+        "power": n_true_calls / n_truly if n_truly else None,
+        **(
+            {}
+            if n_truly
+            else {
+                "null_reasons": {
+                    "power": "no truly changed gene in the tested contrasts (power is undefined)"
+                }
+            }
+        ),
     }

@@ -127,12 +127,17 @@ def _check_unique(paths: Sequence[str | Path], hashes: np.ndarray, owners: np.nd
 
 
 def control_means(sums: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(mean by (cell line, plate), mean by cell line across plates) of control mean_log_norm."""
+    """(mean by (cell line, plate), mean by cell line across plates) of control mean_log_norm.
+
+    Both are float64 Series, empty when there is no control cell at all (then every cell gets
+    ``control_level`` "none" and a null ``delta_mean``).
+    """
+    sums = sums.astype({"sum": np.float64, "count": np.float64})
     by_plate = (sums["sum"] / sums["count"]).set_axis(
-        pd.MultiIndex.from_frame(sums[["cell_line_id", "plate"]])
+        pd.MultiIndex.from_frame(sums[["cell_line_id", "plate"]].astype(object))
     )
     per_line = sums.groupby("cell_line_id")[["sum", "count"]].sum()
-    by_line = per_line["sum"] / per_line["count"]
+    by_line = (per_line["sum"] / per_line["count"]).astype(np.float64)
     return by_plate, by_line
 
 
@@ -143,9 +148,9 @@ def add_delta_mean(cells: pd.DataFrame, by_plate: pd.Series, by_line: pd.Series)
     ``control_level`` says which was used: "plate", "cell_line" or "none".
     """
     key = pd.MultiIndex.from_arrays([cells["cell_line_id"], cells["plate"]])
-    cm = by_plate.reindex(key).to_numpy()
+    cm = by_plate.reindex(key).to_numpy(dtype=np.float64, na_value=np.nan)
     level = np.where(np.isnan(cm), "none", "plate").astype(object)
-    fb = by_line.reindex(cells["cell_line_id"]).to_numpy()
+    fb = by_line.reindex(cells["cell_line_id"]).to_numpy(dtype=np.float64, na_value=np.nan)
     use_fb = np.isnan(cm) & ~np.isnan(fb)
     cm = np.where(use_fb, fb, cm)
     level[use_fb] = "cell_line"

@@ -20,7 +20,12 @@ Every fitter takes the per-cell table and a split table (``cell_id``, ``split``)
 scaling) lives inside the fitted pipeline and is refitted inside every CV fold, so no
 statistic of the test split or of a held-out fold leaks into training. Functions return
 plain dicts / DataFrames; metric dicts hold only JSON-ready values (``None`` where a value
-is undefined or not computed) and never print.
+is undefined or not computed, and then ``null_reasons[key]`` says why) and never print.
+
+A model that would be meaningless is not fitted: its metrics are ``{"skipped": "<reason>",
+...counts}`` and its tables are empty (same columns). That happens when no row has a
+``delta_mean`` (no control cells: the regressions), and when the training split holds a
+single class (one cell line left after the filters: the classifiers).
 
 Feature names understood by the fitters: any column of the cells table (numeric dtypes
 are used as numbers, everything else as categories), ``"dose"`` (``dose_uM`` as a
@@ -128,6 +133,19 @@ DEFAULT_RF_GRID: dict[str, list[Any]] = {
 BASELINE_MODELS = ("majority_class", "logistic_regression", "linear_svm", "random_forest")
 """Models :func:`fit_classifier_baselines` can run, in table order."""
 
+BASELINE_COLUMNS = [
+    "model",
+    "train_acc",
+    "test_acc",
+    "gap",
+    "cv_acc_mean",
+    "cv_acc_std",
+    "cv_kind",
+    "converged",
+    "note",
+]
+"""Columns of ``results/models/baselines.csv``."""
+
 LOGREG_MAX_ITER = 2000
 SVM_MAX_ITER = 10000
 
@@ -189,6 +207,43 @@ def _json_value(v: Any) -> Any:
     if isinstance(v, np.bool_):
         return bool(v)
     return v
+
+
+class SkipModel(Exception):  # noqa: N818 - a decision, not an error
+    """A model that would be meaningless on these rows; ``reason`` says why (one line)."""
+
+    def __init__(self, reason: str, **counts: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.counts = counts
+
+
+def _null_reasons(metrics: dict[str, Any], reasons: Mapping[str, str]) -> dict[str, Any]:
+    """Add ``null_reasons`` for the metrics in ``reasons`` that are None (only those)."""
+    why = {k: r for k, r in reasons.items() if k in metrics and metrics[k] is None}
+    if why:
+        metrics["null_reasons"] = {**metrics.get("null_reasons", {}), **why}
+    return metrics
+
+
+def _r2_reason(n: int, side: str) -> str:
+    if n < 2:
+        return f"{n} {side} row(s): R2 needs at least 2"
+    return f"R2 undefined on the {side} rows (constant target)"
+
+
+def _cv_reason(k: int, metric: str, why: str | None = None) -> str:
+    if not k:
+        return "no CV (models.cv_folds: 0)"
+    return why or f"CV {metric} undefined (a fold's score could not be computed)"
+
+
+_EMPTY_PREDICTIONS = {"cell_id": object, "split": object, "y_true": object, "y_pred": object}
+
+
+def _empty_predictions(y_dtype: Any) -> pd.DataFrame:
+    dt = {**_EMPTY_PREDICTIONS, "y_true": y_dtype, "y_pred": y_dtype}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dt.items()})
 
 
 # =========================================================================== design
@@ -327,8 +382,24 @@ def _prepare(
     elif y.isna().any():
         row = int(np.flatnonzero(y.isna().to_numpy())[0])
         raise InputError(CELLS, f"null {target!r}", row=row)
-    X, cat, num = _design(framed, feats)
     is_test = (framed["split"] == "test").to_numpy()
+    n_train, n_test = int((~is_test).sum()), int(is_test.sum())
+    if n_train < 2 or n_test < 1:
+        n_all = len(framed) + n_excluded
+        if not drop_null_target:
+            raise InputError(CELLS, f"{n_train} train and {n_test} test rows (need >= 2 and >= 1)")
+        if n_excluded == n_all:
+            reason = (
+                f"{target} is null for all {n_all} cells (no control cells of their cell "
+                "line; see results/merged/control_qc.csv)"
+            )
+        else:
+            reason = (
+                f"after dropping {n_excluded} rows with null {target!r}: {n_train} train "
+                f"and {n_test} test rows (need >= 2 and >= 1)"
+            )
+        raise SkipModel(reason, n_train=n_train, n_test=n_test, n_excluded_null_target=n_excluded)
+    X, cat, num = _design(framed, feats)
     data = _Data(
         cell_ids=framed["cell_id"].to_numpy(),
         is_test=is_test,
@@ -339,12 +410,6 @@ def _prepare(
         n_excluded=n_excluded,
         extra={"pcs": pcs, "n_missing_embeddings": n_missing_pc},
     )
-    if data.n_train < 2 or data.n_test < 1:
-        raise InputError(
-            CELLS,
-            f"after dropping rows with null {target!r}: {data.n_train} train and "
-            f"{data.n_test} test rows (need >= 2 and >= 1)",
-        )
     return data
 
 
@@ -376,7 +441,8 @@ def _cv(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         scores = cross_val_score(clone(estimator), X, y, cv=cv, scoring=scoring, n_jobs=n_jobs)
-    return _json_number(np.mean(scores)), _json_number(np.std(scores)), [float(s) for s in scores]
+    folds = [_json_number(s) for s in scores]  # a fold whose score is undefined: None, not NaN
+    return _json_number(np.mean(scores)), _json_number(np.std(scores)), folds
 
 
 def _predictions(data: _Data, y_true: Any, y_pred: Any) -> pd.DataFrame:
@@ -435,7 +501,9 @@ def fit_ridge(
     training split; rows with null ``delta_mean`` (e.g. no DMSO control of
     that line on that plate) are left out and counted. CV R2: ``KFold(cv_folds,
     shuffle=True, random_state=seed)`` over the training rows, encoder refitted per fold;
-    ``cv_folds=0`` skips it.
+    ``cv_folds=0`` skips it. Too few rows with a ``delta_mean`` (e.g. no control cells at
+    all): nothing is fitted, ``model`` is None and ``metrics`` is ``{"skipped": reason, ...}``.
+    An R2 over fewer than 2 rows is None with its reason in ``metrics["null_reasons"]``.
     """
     if (
         isinstance(alpha, bool)
@@ -448,7 +516,13 @@ def fit_ridge(
     seed = _check_int(seed, "models.seed", 0)
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
     _check_cv_folds(cv_folds)
-    data = _prepare(cells, split, feats, target=TARGET, drop_null_target=True)
+    try:
+        data = _prepare(cells, split, feats, target=TARGET, drop_null_target=True)
+    except SkipModel as skip:
+        metrics = {"skipped": skip.reason, **skip.counts, "alpha": float(alpha), "features": feats}
+        return RidgeResult(
+            model=None, predictions=_empty_predictions(np.float64), metrics=metrics, features=feats
+        )
     k = _check_cv_folds(cv_folds, data.n_train)
     y = data.frame[TARGET].to_numpy(dtype=np.float64)
     tr, te = data.train, data.is_test
@@ -475,6 +549,15 @@ def fit_ridge(
         "features": feats,
         "n_onehot_columns": int(len(model.named_steps["onehot"].get_feature_names_out())),
     }
+    _null_reasons(
+        metrics,
+        {
+            "train_r2": _r2_reason(data.n_train, "train"),
+            "test_r2": _r2_reason(data.n_test, "test"),
+            "cv_r2_mean": _cv_reason(k, "R2"),
+            "cv_r2_std": _cv_reason(k, "R2"),
+        },
+    )
     return RidgeResult(
         model=model, predictions=_predictions(data, y, pred), metrics=metrics, features=feats
     )
@@ -550,8 +633,11 @@ def ridge_fraction_of_ceiling(
     ``*_n_groups`` values let a reader judge that.
 
     Returns ``{"keys", "train_n_groups", "train_r2", "train_r2_ceiling",
-    "train_fraction_of_ceiling", and the same for test}`` (``None`` where undefined).
+    "train_fraction_of_ceiling", and the same for test}`` (``None`` where undefined, with the
+    reason in ``null_reasons``); ``{"skipped": reason}`` when the Ridge itself was skipped.
     """
+    if "skipped" in result.metrics:
+        return {"skipped": result.metrics["skipped"]}
     used = [c for f in result.features for c in _RIDGE_SOURCE.get(f, [f])]
     if keys is None:
         base = [k for k in CEILING_KEYS if k in cells.columns]
@@ -581,6 +667,22 @@ def ridge_fraction_of_ceiling(
         out[f"{side}_fraction_of_ceiling"] = _json_number(frac)
         out[f"{side}_r2_ceiling_adjusted"] = adj
         out[f"{side}_fraction_of_adjusted_ceiling"] = _json_number(frac_adj)
+        n_side = int(m.sum())
+        few = f"{n_side} {side} row(s): needs at least 2"
+        flat = f"delta_mean is constant on the {side} rows" if n_side > 1 else few
+        groups = f"as many condition groups as {side} rows: no within-group variance"
+        _null_reasons(
+            out,
+            {
+                f"{side}_r2": _r2_reason(n_side, side),
+                f"{side}_r2_ceiling": flat,
+                f"{side}_r2_ceiling_adjusted": flat if ceiling is None else groups,
+                f"{side}_fraction_of_ceiling": "R2 or its ceiling is undefined or <= 0",
+                f"{side}_fraction_of_adjusted_ceiling": (
+                    "R2 or its adjusted ceiling is undefined or <= 0"
+                ),
+            },
+        )
     return out
 
 
@@ -612,13 +714,85 @@ def _class_data(
     return data, encoder, encoder.transform(labels)
 
 
-def _class_cv(y_train: np.ndarray, k: int, seed: int) -> tuple[Any, str]:
-    """StratifiedKFold when every training class has >= k members, else shuffled KFold."""
+def _class_cv(y_train: np.ndarray, k: int, seed: int) -> tuple[Any, str, str | None]:
+    """StratifiedKFold when every training class has >= k members, else shuffled KFold.
+
+    Returns ``(cv, kind, reason)``: no CV (``None, "none"``) with the reason when ``k`` is 0
+    or when a fold would train on a single class (a class with very few training rows and
+    only two classes): an accuracy of such a fold is not a classifier's.
+    """
     if k == 0:
-        return None, "none"
-    if np.bincount(y_train)[np.unique(y_train)].min() >= k:
-        return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), "StratifiedKFold"
-    return KFold(n_splits=k, shuffle=True, random_state=seed), "KFold"
+        return None, "none", _cv_reason(0, "accuracy")
+    sizes = np.bincount(y_train)[np.unique(y_train)]
+    if sizes.min() >= k:
+        return (
+            StratifiedKFold(n_splits=k, shuffle=True, random_state=seed),
+            "StratifiedKFold",
+            None,
+        )
+    cv = KFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (fold_train, _) in enumerate(cv.split(y_train)):
+        if np.unique(y_train[fold_train]).size < 2:
+            return (
+                None,
+                "none",
+                f"CV skipped: fold {i + 1} of {k} would train on one class (the rarest "
+                f"training class has {int(sizes.min())} row(s), fewer than models.cv_folds={k})",
+            )
+    return cv, "KFold", None
+
+
+def _one_class_reason(encoder: LabelEncoder, y: np.ndarray, train: np.ndarray) -> str | None:
+    """Why a classifier of ``cell_line_id`` would be meaningless here (None if it is not)."""
+    classes = [str(c) for c in encoder.classes_]
+    if len(classes) < 2:
+        return (
+            f"only one class (cell line {classes[0] if classes else 'none'}) after filters: a "
+            f"classifier of {CLASS_TARGET} needs at least 2"
+        )
+    in_train = np.unique(y[train])
+    if in_train.size < 2:
+        return (
+            f"the training split holds one class (cell line {classes[int(in_train[0])]}) of the "
+            f"{len(classes)} in the data: a classifier needs at least 2 to learn from"
+        )
+    return None
+
+
+def _skipped_classifier(
+    reason: str, data: _Data, encoder: LabelEncoder, k: int, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """:func:`fit_rf_classifier`'s result for a classifier that is not fitted: the metrics say
+    why; the tables are empty with their usual columns."""
+    confusion = pd.DataFrame(index=pd.Index([], name="true", dtype=object))
+    confusion.columns = pd.Index([], name="predicted", dtype=object)
+    return {
+        "model": None,
+        "label_encoder": encoder,
+        "metrics": {
+            "skipped": reason,
+            "classes": [str(c) for c in encoder.classes_],
+            "n_classes": len(encoder.classes_),
+            "n_train": data.n_train,
+            "n_test": data.n_test,
+            "cv_folds": k,
+            "n_missing_embeddings": data.extra["n_missing_embeddings"],
+            "features": list(data.X.columns),
+            **extra,
+        },
+        "report": pd.DataFrame(
+            {
+                "label": pd.Series(dtype=object),
+                **{c: pd.Series(dtype=np.float64) for c in ("precision", "recall", "f1")},
+                "support": pd.Series(dtype=np.int64),
+            }
+        ),
+        "confusion": confusion,
+        "importances": pd.DataFrame(
+            {"feature": pd.Series(dtype=object), "importance": pd.Series(dtype=np.float64)}
+        ),
+        "predictions": _empty_predictions(object),
+    }
 
 
 def _rf_classifier(
@@ -690,6 +864,12 @@ def fit_rf_classifier(
     * ``importances``: ``feature, importance`` sorted descending (impurity-based);
     * ``predictions``: ``cell_id, split, y_true, y_pred`` (label strings);
     * ``model`` (fitted Pipeline), ``label_encoder``.
+
+    With a single class in the training split (e.g. one cell line left after the filters)
+    nothing is fitted: ``metrics`` is ``{"skipped": reason, "classes", "n_classes",
+    "n_train", "n_test", ...}``, ``model`` is None and the tables are empty. When a CV fold
+    would train on one class, CV is skipped (``cv_kind`` "none") and
+    ``metrics["null_reasons"]`` says why.
     """
     n_estimators, max_depth = _check_rf(n_estimators, max_depth)
     max_samples = _check_max_samples(max_samples)
@@ -701,13 +881,17 @@ def fit_rf_classifier(
     if isinstance(max_samples, int):
         max_samples = min(max_samples, data.n_train)
     tr, te = data.train, data.is_test
+    skip = _one_class_reason(encoder, y, tr)
+    if skip is not None:
+        extra = {"n_estimators": n_estimators, "max_depth": max_depth, "max_samples": max_samples}
+        return _skipped_classifier(skip, data, encoder, k, extra)
     model = Pipeline(
         [
             ("pre", _tabular_preprocessor(data.categorical, data.numeric, scale=False)),
             ("rf", _rf_classifier(n_estimators, max_depth, seed, n_jobs, max_samples)),
         ]
     )
-    cv, cv_kind = _class_cv(y[tr], k, seed)
+    cv, cv_kind, cv_why = _class_cv(y[tr], k, seed)
     cv_mean, cv_std, cv_scores = _cv(model, data.X.loc[tr], y[tr], cv, "accuracy", 1)
     model.fit(data.X.loc[tr], y[tr])
     pred = model.predict(data.X)
@@ -746,6 +930,8 @@ def fit_rf_classifier(
         "max_depth": max_depth,
         "max_samples": max_samples,
     }
+    cv_note = cv_why or _cv_reason(k, "accuracy")
+    _null_reasons(metrics, {"cv_accuracy_mean": cv_note, "cv_accuracy_std": cv_note})
     labels = encoder.inverse_transform
     return {
         "model": model,
@@ -806,8 +992,10 @@ def fit_classifier_baselines(
       ``n_estimators``, ``max_depth``, ``max_samples``, seed).
 
     Returns one row per model: ``model, train_acc, test_acc, gap, cv_acc_mean,
-    cv_acc_std, cv_kind, converged`` (``converged``: the final fit stopped before its
-    iteration cap; None for non-iterative models).
+    cv_acc_std, cv_kind, converged, note`` (``converged``: the final fit stopped before its
+    iteration cap; None for non-iterative models; ``note``: why values are null, empty when
+    none is). With a single class in the training split nothing is fitted: every row has
+    null metrics and ``note`` "skipped: <reason>".
     """
     n_estimators, max_depth = _check_rf(n_estimators, max_depth)
     max_samples = _check_max_samples(max_samples)
@@ -815,12 +1003,26 @@ def fit_classifier_baselines(
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
     chosen = _check_features(models, "models.baselines.models", BASELINE_MODELS)
     _check_cv_folds(cv_folds)
-    data, _, y = _class_data(cells, split, features, "models.rf.features", embeddings, n_pcs)
+    data, encoder, y = _class_data(cells, split, features, "models.rf.features", embeddings, n_pcs)
     k = _check_cv_folds(cv_folds, data.n_train)
     if isinstance(max_samples, int):
         max_samples = min(max_samples, data.n_train)
     tr, te = data.train, data.is_test
-    cv, cv_kind = _class_cv(y[tr], k, seed)
+    order = [m for m in BASELINE_MODELS if m in chosen]
+    skip = _one_class_reason(encoder, y, tr)
+    if skip is not None:
+        return pd.DataFrame(
+            [
+                {
+                    "model": name,
+                    **dict.fromkeys(BASELINE_COLUMNS[1:-1]),
+                    "note": f"skipped: {skip}",
+                }
+                for name in order
+            ],
+            columns=BASELINE_COLUMNS,
+        )
+    cv, cv_kind, cv_why = _class_cv(y[tr], k, seed)
 
     def scaled(est: Any) -> Pipeline:
         pre = _tabular_preprocessor(data.categorical, data.numeric, scale=True)
@@ -845,7 +1047,7 @@ def fit_classifier_baselines(
         ),
     }
     rows = []
-    for name in [m for m in BASELINE_MODELS if m in chosen]:
+    for name in order:
         est = candidates[name]
         cv_mean, cv_std, _ = _cv(est, data.X.loc[tr], y[tr], cv, "accuracy", 1)
         with warnings.catch_warnings():
@@ -869,9 +1071,10 @@ def fit_classifier_baselines(
                 "cv_acc_std": cv_std,
                 "cv_kind": cv_kind,
                 "converged": converged,
+                "note": "" if cv_mean is not None else (cv_why or _cv_reason(k, "accuracy")),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=BASELINE_COLUMNS)
 
 
 # =========================================================================== seed 001
@@ -916,7 +1119,9 @@ def fit_rf_regressor_grid(
     cv_rmse, cv_rmse_std, train_r2, test_r2, cv_folds, n_candidates, n_train, n_test,
     n_excluded_null_target, features, best_params``), ``cv_results`` (one row per
     candidate: its parameters, ``mean_cv_rmse, std_cv_rmse, rank``), ``predictions``
-    (``cell_id, split, y_true, y_pred``) and ``model`` (refitted best Pipeline).
+    (``cell_id, split, y_true, y_pred``) and ``model`` (refitted best Pipeline). Too few rows
+    with a ``delta_mean`` (no control cells): nothing is fitted, ``metrics`` is ``{"skipped":
+    reason, ...}``, ``model`` and ``best_params`` are None and the tables are empty.
     """
     feats = _check_features(features, "models.rf_regressor.features")
     if TARGET in feats:
@@ -930,15 +1135,31 @@ def fit_rf_regressor_grid(
     seed = _check_int(seed, "models.seed", 0)
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
     _check_cv_folds(cv_folds, allow_zero=False)
-    data = _prepare(
-        cells,
-        split,
-        feats,
-        target=TARGET,
-        drop_null_target=True,
-        embeddings=embeddings,
-        n_pcs=n_pcs,
-    )
+    try:
+        data = _prepare(
+            cells,
+            split,
+            feats,
+            target=TARGET,
+            drop_null_target=True,
+            embeddings=embeddings,
+            n_pcs=n_pcs,
+        )
+    except SkipModel as skip:
+        return {
+            "model": None,
+            "best_params": None,
+            "metrics": {"skipped": skip.reason, **skip.counts, "features": feats},
+            "cv_results": pd.DataFrame(
+                {
+                    **{p: pd.Series(dtype=object) for p in param_grid},
+                    "mean_cv_rmse": pd.Series(dtype=np.float64),
+                    "std_cv_rmse": pd.Series(dtype=np.float64),
+                    "rank": pd.Series(dtype=np.int64),
+                }
+            ),
+            "predictions": _empty_predictions(np.float64),
+        }
     k = _check_cv_folds(cv_folds, data.n_train, allow_zero=False)
     y = data.frame[TARGET].to_numpy(dtype=np.float64)
     tr, te = data.train, data.is_test
@@ -975,8 +1196,8 @@ def fit_rf_regressor_grid(
     metrics = {
         "train_rmse": float(root_mean_squared_error(y[tr], pred[tr])),
         "test_rmse": float(root_mean_squared_error(y[te], pred[te])),
-        "cv_rmse": float(-search.best_score_),
-        "cv_rmse_std": float(res["std_test_score"][i]),
+        "cv_rmse": _json_number(-search.best_score_),
+        "cv_rmse_std": _json_number(res["std_test_score"][i]),
         "train_r2": _json_number(r2_score(y[tr], pred[tr])),
         "test_r2": _json_number(r2_score(y[te], pred[te])) if data.n_test > 1 else None,
         "cv_folds": k,
@@ -987,6 +1208,15 @@ def fit_rf_regressor_grid(
         "features": list(data.X.columns),
         "best_params": best_params,
     }
+    _null_reasons(
+        metrics,
+        {
+            "train_r2": _r2_reason(data.n_train, "train"),
+            "test_r2": _r2_reason(data.n_test, "test"),
+            "cv_rmse": _cv_reason(k, "RMSE"),
+            "cv_rmse_std": _cv_reason(k, "RMSE"),
+        },
+    )
     return {
         "model": best,
         "best_params": best_params,
@@ -997,6 +1227,33 @@ def fit_rf_regressor_grid(
 
 
 # =========================================================================== leakage
+
+
+def comparison_splits(
+    cells: pd.DataFrame, group_by: str = "sample", test_size: float = 0.2, seed: int = 0
+) -> dict[str, pd.DataFrame | str]:
+    """The random split and the split grouped by ``group_by`` (``"sample"`` or ``"plate"``).
+
+    A grouped split needs at least 2 groups; with one (e.g. the filters kept a single well)
+    its entry is the reason instead of a table, and :func:`split_comparison` reports its
+    rows as skipped rather than stopping the whole comparison.
+    """
+    if group_by not in ("sample", "plate"):
+        raise ConfigError(
+            "models.grouped_split_by",
+            f"grouped split must be 'sample' or 'plate', got {group_by!r}",
+        )
+    out: dict[str, pd.DataFrame | str] = {"random": make_split(cells, "random", test_size, seed)}
+    require_columns(cells, [group_by])
+    n_groups = int(cells[group_by].nunique(dropna=True))
+    if n_groups < 2:
+        out[group_by] = (
+            f"a split grouped by {group_by!r} needs at least 2 distinct values; the cells "
+            f"have {n_groups}"
+        )
+    else:
+        out[group_by] = make_split(cells, group_by, test_size, seed)
+    return out
 
 
 def split_comparison(
@@ -1021,44 +1278,46 @@ def split_comparison(
 
     ``splits`` maps a name to a split table; default: ``{"random": random 80/20,
     group_by: grouped split}`` built with :func:`make_split` (``group_by`` is "sample"
-    or "plate"). Columns: ``split, model, metric, train, test, gap`` (train - test;
+    or "plate"; see :func:`comparison_splits`; a split given as a string is that split's
+    skip reason). Columns: ``split, model, metric, train, test, gap`` (train - test;
     a large gap, or a drop in ``test`` from the random to the grouped split, means the
     random split leaks), ``cv_mean, cv_std, n_train, n_test, test_r2_ceiling`` (Ridge
-    rows only, see :func:`ridge_fraction_of_ceiling`).
+    rows only, see :func:`ridge_fraction_of_ceiling`), ``note`` (why a row's values are
+    null: "skipped: <reason>" for a model or split that was not fitted; empty otherwise).
     """
     if splits is None:
-        if group_by not in ("sample", "plate"):
-            raise ConfigError(
-                "models.grouped_split_by",
-                f"grouped split must be 'sample' or 'plate', got {group_by!r}",
-            )
-        splits = {
-            "random": make_split(cells, "random", test_size, seed),
-            group_by: make_split(cells, group_by, test_size, seed),
-        }
+        splits = comparison_splits(cells, group_by, test_size, seed)
     elif not isinstance(splits, Mapping) or not splits:
         raise ConfigError(
             "models.grouped_split_by", "splits must be a non-empty mapping name -> split table"
         )
     rows = []
     for name, split in splits.items():
+        if isinstance(split, str):
+            for model, metric in (("ridge", "r2"), ("rf_classifier", "accuracy")):
+                rows.append(_skipped_row(name, model, metric, split))
+            continue
         ridge = fit_ridge(cells, split, alpha, ridge_features, cv_folds, seed, n_jobs)
-        ceiling = ridge_fraction_of_ceiling(ridge, cells)
         m = ridge.metrics
-        rows.append(
-            _comparison_row(
-                name,
-                "ridge",
-                "r2",
-                m["train_r2"],
-                m["test_r2"],
-                m["cv_r2_mean"],
-                m["cv_r2_std"],
-                m["n_train"],
-                m["n_test"],
-                ceiling["test_r2_ceiling"],
+        if "skipped" in m:
+            rows.append(_skipped_row(name, "ridge", "r2", m["skipped"], m))
+        else:
+            ceiling = ridge_fraction_of_ceiling(ridge, cells)
+            rows.append(
+                _comparison_row(
+                    name,
+                    "ridge",
+                    "r2",
+                    m["train_r2"],
+                    m["test_r2"],
+                    m["cv_r2_mean"],
+                    m["cv_r2_std"],
+                    m["n_train"],
+                    m["n_test"],
+                    ceiling["test_r2_ceiling"],
+                    _note(m, ceiling, keys=("train_r2", "test_r2", "test_r2_ceiling")),
+                )
             )
-        )
         rf = fit_rf_classifier(
             cells,
             split,
@@ -1073,6 +1332,9 @@ def split_comparison(
             max_samples,
         )
         m = rf["metrics"]
+        if "skipped" in m:
+            rows.append(_skipped_row(name, "rf_classifier", "accuracy", m["skipped"], m))
+            continue
         rows.append(
             _comparison_row(
                 name,
@@ -1087,7 +1349,47 @@ def split_comparison(
                 None,
             )
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = [
+    "split",
+    "model",
+    "metric",
+    "train",
+    "test",
+    "gap",
+    "cv_mean",
+    "cv_std",
+    "n_train",
+    "n_test",
+    "test_r2_ceiling",
+    "note",
+]
+"""Columns of ``results/models/split_comparison.csv``."""
+
+
+def _note(*parts: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
+    """The null reasons of ``keys`` (all when None) in metric dicts, as one "key: reason; ..." line."""
+    out = [
+        f"{k}: {why}"
+        for part in parts
+        for k, why in part.get("null_reasons", {}).items()
+        if keys is None or k in keys
+    ]
+    return "; ".join(out)
+
+
+def _skipped_row(
+    split: str, model: str, metric: str, reason: str, counts: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    row = _comparison_row(split, model, metric, None, None, None, None, None, None, None)
+    row.update(
+        n_train=(counts or {}).get("n_train"),
+        n_test=(counts or {}).get("n_test"),
+        note=f"skipped: {reason}",
+    )
+    return row
 
 
 def _comparison_row(
@@ -1098,9 +1400,10 @@ def _comparison_row(
     test: float | None,
     cv_mean: float | None,
     cv_std: float | None,
-    n_train: int,
-    n_test: int,
+    n_train: int | None,
+    n_test: int | None,
     ceiling: float | None,
+    note: str = "",
 ) -> dict[str, Any]:
     gap = None if train is None or test is None else train - test
     return {
@@ -1115,6 +1418,7 @@ def _comparison_row(
         "n_train": n_train,
         "n_test": n_test,
         "test_r2_ceiling": ceiling,
+        "note": note,
     }
 
 

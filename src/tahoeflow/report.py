@@ -6,7 +6,8 @@ Each function takes plain arrays or DataFrames and a path, and writes one PNG at
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -26,6 +27,76 @@ def _save(fig, path: str | os.PathLike[str]) -> None:
     with tio.atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fig.savefig(fh, dpi=DPI, format="png")
     plt.close(fig)
+
+
+def skipped_figure(path: str | os.PathLike[str], title: str, reason: str) -> None:
+    """A figure that says why its stage or model was skipped (the report shows the reason)."""
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(
+        0.5, 0.5, "Skipped:\n" + textwrap.fill(reason, 70), ha="center", va="center", fontsize=9
+    )
+    _save(fig, path)
+
+
+def metrics_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """``results/report/metrics_summary.csv``: one row per number in each metrics dict.
+
+    Columns ``source`` (the dict's name), ``metric`` (dotted path of nested keys), ``value``,
+    ``note``. A skipped model (``{"skipped": reason}``) gives a row ``skipped`` with no value
+    and the reason as its note; a null metric whose reason is in ``null_reasons`` gives a row
+    with no value and that reason. Strings, booleans and lists are left out.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def walk(source: str, path: str, d: Mapping[str, Any]) -> None:
+        if isinstance(d.get("skipped"), str):
+            name = f"{path}.skipped" if path else "skipped"
+            rows.append({"source": source, "metric": name, "value": None, "note": d["skipped"]})
+        why = d.get("null_reasons", {})
+        for k, v in d.items():
+            metric = f"{path}.{k}" if path else str(k)
+            if k == "null_reasons":
+                continue
+            if isinstance(v, Mapping):
+                walk(source, metric, v)
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                rows.append({"source": source, "metric": metric, "value": v, "note": ""})
+            elif v is None and k in why:
+                rows.append({"source": source, "metric": metric, "value": None, "note": why[k]})
+
+    for source, d in metrics.items():
+        walk(source, "", d)
+    return pd.DataFrame(rows, columns=["source", "metric", "value", "note"])
+
+
+def model_figures(
+    metrics: Mapping[str, Mapping[str, Any]],
+    inputs: Mapping[str, str | os.PathLike[str]],
+    outputs: Mapping[str, str | os.PathLike[str]],
+) -> None:
+    """The Ridge's predicted-vs-true plot and the forest's confusion matrix and importances.
+
+    ``metrics`` holds the ``ridge`` and ``rf_classifier`` metrics dicts; ``inputs`` and
+    ``outputs`` the paths ``ridge`` (predictions), ``confusion`` and ``importances``. A
+    skipped model's figures show its reason instead of plotting its empty tables.
+    """
+    from .models import plot_confusion, plot_importances, plot_pred_vs_true
+
+    ridge, rf = metrics["ridge"], metrics["rf_classifier"]
+    if "skipped" in ridge:
+        skipped_figure(outputs["ridge"], "Ridge: predicted vs true", ridge["skipped"])
+    else:
+        plot_pred_vs_true(pd.read_parquet(inputs["ridge"]), outputs["ridge"])
+    if "skipped" in rf:
+        skipped_figure(outputs["confusion"], "Random forest: confusion matrix", rf["skipped"])
+        skipped_figure(outputs["importances"], "Random forest: importances", rf["skipped"])
+    else:
+        plot_confusion(pd.read_csv(inputs["confusion"], index_col=0), outputs["confusion"])
+        plot_importances(pd.read_csv(inputs["importances"]), outputs["importances"])
 
 
 def value_histogram(values: np.ndarray, path: str | os.PathLike[str]) -> None:

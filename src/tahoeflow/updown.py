@@ -186,9 +186,94 @@ def detect_deterministic_target(df: pd.DataFrame, features: Sequence[str]) -> di
     return {"per_feature": table, "separating": separating, "statement": statement}
 
 
+def detection_json(detection: dict) -> dict:
+    """:func:`detect_deterministic_target`'s result as strict JSON: the per-feature table as
+    records, a threshold that does not exist (no separation) as None instead of NaN."""
+    out = dict(detection)
+    table = detection["per_feature"]
+    out["per_feature"] = [
+        {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+        for r in table.to_dict(orient="records")
+    ]
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Benchmark
 # --------------------------------------------------------------------------------------------
+
+SCORE_COLUMNS = ["model", "test_accuracy", "cv_accuracy_mean", "cv_accuracy_std"]
+
+
+def skip_reason(df: pd.DataFrame, *, seed: int, test_size: float = 0.2, cv: int = 5) -> str | None:
+    """Why the benchmark cannot give a meaningful accuracy on this topTable; None if it can.
+
+    It cannot when the table has no rows (e.g. DE tested nothing, or an external topTable
+    holds only a header), when the target has one class only (every gene up or every gene
+    down: any accuracy would be 1.0 by construction), or when the rarer class is too small
+    for the stratified train/test split and the stratified ``cv``-fold CV on the training
+    part (each class needs >= 2 genes on each side, and one class >= ``cv``).
+    """
+    y = make_target(df)
+    n, n_up = int(y.size), int(y.sum())
+    if n == 0:
+        return "the topTable has no rows (no DE result to classify)"
+    if n_up in (0, n):
+        side = "up (logFC > 0)" if n_up else "down (logFC <= 0)"
+        return (
+            f"the target has one class only: all {n} genes are {side}; an accuracy over one "
+            "class is meaningless"
+        )
+    counts = {"up": n_up, "down": n - n_up}
+    rare = min(counts, key=counts.get)
+    if counts[rare] < 2:
+        return (
+            f"only {counts[rare]} of {n} genes is {rare}: the stratified train/test split "
+            "needs at least 2 genes of each class"
+        )
+    try:
+        _, _, y_tr, _ = train_test_split(
+            np.arange(n), y, test_size=test_size, stratify=y, random_state=seed
+        )
+    except ValueError as exc:
+        return f"the stratified train/test split of {n} genes is impossible: {exc}"
+    tr = np.bincount(y_tr, minlength=2)
+    if tr.min() < 2:
+        which = "up" if tr[1] < tr[0] else "down"
+        return (
+            f"the training split holds {int(tr.min())} {which} gene(s): a stratified CV fold "
+            "would train on one class"
+        )
+    if tr.max() < cv:
+        return f"the training split holds {int(tr.sum())} genes, too few for updown.cv_folds={cv}"
+    return None
+
+
+def skipped_benchmark(reason: str, features: Sequence[str] = DEFAULT_FEATURES) -> dict:
+    """What :func:`run_both` returns for a topTable :func:`skip_reason` rejects: the reason,
+    one score row per model with null accuracies, and empty importance / coefficient tables."""
+    nulls = {c: np.nan for c in SCORE_COLUMNS[1:]}
+    comp = pd.DataFrame(
+        [
+            {"model": m, **{f"{c}_{k}": v for k in ("full", "reduced") for c, v in nulls.items()}}
+            for m in MODEL_NAMES
+        ]
+    )
+    comp["skipped"] = reason
+    return {
+        "skipped": reason,
+        "detection": {
+            "per_feature": pd.DataFrame(columns=["feature", "separable", "threshold", "direction"]),
+            "separating": [],
+            "statement": f"Up/down benchmark skipped: {reason}.",
+            "skipped": reason,
+        },
+        "full": None,
+        "reduced": None,
+        "features_full": list(features),
+        "features_reduced": [f for f in features if f not in set(SIGN_FEATURES)],
+        "comparison": comp,
+    }
 
 
 def _rf_grid(grid: dict | None) -> dict:
@@ -239,8 +324,9 @@ def run_benchmark(
         raise ValueError(f"features not in table: {', '.join(missing)}")
     X = df[features].to_numpy(dtype=np.float64)
     y = make_target(df)
-    if np.unique(y).size < 2:
-        raise ValueError("the target has one class only (all logFC > 0 or all <= 0)")
+    reason = skip_reason(df, seed=seed, test_size=test_size, cv=cv)
+    if reason is not None:  # run_both returns skipped_benchmark(reason) instead of calling this
+        raise ValueError(f"up/down benchmark impossible: {reason}")
     X_tr, X_te, y_tr, y_te = train_test_split(
         X, y, test_size=test_size, stratify=y, random_state=seed
     )
@@ -314,15 +400,24 @@ def run_both(
     """Benchmark with all ``features`` and without ``drop`` (logFC, t, B), side by side.
 
     Returns ``{"detection", "full", "reduced", "comparison"}``; ``comparison`` has per model
-    the full and reduced test and CV accuracies. ``kwargs`` go to :func:`run_benchmark`.
+    the full and reduced test and CV accuracies (and a ``skipped`` column, empty here).
+    ``kwargs`` go to :func:`run_benchmark`. When :func:`skip_reason` says the benchmark would
+    be meaningless (no rows, one class, a class too rare to split), nothing is fitted: the
+    result is :func:`skipped_benchmark` (``"skipped"`` holds the reason).
     """
     features = list(features)
     reduced = [f for f in features if f not in set(drop)]
     if not reduced:
         raise ValueError("no features left after dropping the sign-carrying ones")
+    reason = skip_reason(
+        df, seed=seed, test_size=kwargs.get("test_size", 0.2), cv=kwargs.get("cv", 5)
+    )
+    if reason is not None:
+        return skipped_benchmark(reason, features)
     full_res = run_benchmark(df, features, seed=seed, **kwargs)
     red_res = run_benchmark(df, reduced, seed=seed, **kwargs)
     comp = full_res["scores"].merge(red_res["scores"], on="model", suffixes=("_full", "_reduced"))
+    comp["skipped"] = ""
     return {
         "detection": detect_deterministic_target(df, features),
         "full": full_res,

@@ -20,11 +20,16 @@ def main(smk, log):
         max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
     )  # fmt: skip
     rf = json.loads(open(smk.input.rf_metrics).read())
-    rf_row = {
-        "model": "random_forest", "train_acc": rf["train_accuracy"], "test_acc": rf["test_accuracy"], "gap": rf["gap"],
-        "cv_acc_mean": rf["cv_accuracy_mean"], "cv_acc_std": rf["cv_accuracy_std"], "cv_kind": rf["cv_kind"], "converged": True,
-    }  # fmt: skip
-    table = pd.concat([table, pd.DataFrame([rf_row])], ignore_index=True)
+    if "skipped" in rf:  # the forest was not fitted: its row says why, like the others
+        rf_row = {"model": "random_forest", "note": f"skipped: {rf['skipped']}"}
+    else:
+        why = rf.get("null_reasons", {})
+        rf_row = {
+            "model": "random_forest", "train_acc": rf["train_accuracy"], "test_acc": rf["test_accuracy"], "gap": rf["gap"],
+            "cv_acc_mean": rf["cv_accuracy_mean"], "cv_acc_std": rf["cv_accuracy_std"], "cv_kind": rf["cv_kind"], "converged": True,
+            "note": why.get("cv_accuracy_mean", ""),
+        }  # fmt: skip
+    table = pd.concat([table, pd.DataFrame([rf_row], columns=table.columns)], ignore_index=True)
     tio.write_csv(table, smk.output[0])
     log("baselines:\n" + table.to_string(index=False))
 

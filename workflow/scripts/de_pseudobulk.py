@@ -1,5 +1,7 @@
 """Pseudobulk DE of every (drug, dose, cell line) against DMSO of the same line and plate."""
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -7,7 +9,7 @@ import pyarrow as pa
 from tahoeflow import io as tio
 from tahoeflow import report as rp
 from tahoeflow.conditions import pseudobulk_matrix
-from tahoeflow.de import pseudobulk_de, score_calls
+from tahoeflow.de import TOPTABLE_SCHEMA, pseudobulk_de, score_calls, untested_reason
 from tahoeflow.logs import run
 
 
@@ -25,7 +27,10 @@ def main(smk, log):
     log(
         f"{top[['drug', 'dose_uM', 'cell_line_id', 'plate']].drop_duplicates().shape[0]} contrasts, {len(top)} rows; {len(skipped)} skipped"
     )
-    tio.write_parquet(pa.Table.from_pandas(top, preserve_index=False), smk.output.toptable)
+    tio.write_parquet(
+        pa.Table.from_pandas(top, schema=TOPTABLE_SCHEMA, preserve_index=False),
+        smk.output.toptable,
+    )
     tio.write_csv(skipped, smk.output.skipped)
     called = top[top["adj.P.Val"] < p.alpha]
     keys = ["drug", "dose_uM", "cell_line_id", "plate"]
@@ -44,7 +49,12 @@ def main(smk, log):
         "n_called": int(len(called)),
         "alpha": p.alpha,
     }
-    if smk.input.truth:
+    if top.empty:  # nothing tested: the outputs are empty tables, and the metrics say why
+        metrics["skipped"] = untested_reason(groups, skipped, p.control)
+        line = f"WARNING: {smk.output.toptable}: DE skipped, {metrics['skipped']}"
+        log(line)
+        print(line, file=sys.stderr)
+    elif smk.input.truth:
         truth = pd.read_parquet(smk.input.truth)
         metrics["vs_truth"] = score_calls(top, truth, alpha=p.alpha)
         log(f"against the demo's truth: {metrics['vs_truth']}")

@@ -7,22 +7,7 @@ import pandas as pd
 from tahoeflow import io as tio
 from tahoeflow import report as rp
 from tahoeflow.logs import run
-from tahoeflow.models import plot_confusion, plot_importances, plot_pred_vs_true
 from tahoeflow.workflow_io import load_filtered_shard
-
-
-def _flatten(prefix, d, rows):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            _flatten(f"{prefix}.{k}", v, rows)
-        elif isinstance(v, int | float) and not isinstance(v, bool):
-            rows.append(
-                {
-                    "source": prefix.split(".")[0],
-                    "metric": f"{prefix}.{k}".split(".", 1)[1],
-                    "value": v,
-                }
-            )
 
 
 def main(smk, log):
@@ -34,24 +19,28 @@ def main(smk, log):
     rp.top_counts(cells["drug"], o.drugs, "Top 10 drugs")
     rp.top_counts(cells["cell_line_id"], o.lines, "Cells per cell line", top=50)
     rp.top_counts(cells["moa_fine"], o.moa, "Cells per mechanism of action (moa-fine)", top=20)
-    plot_pred_vs_true(pd.read_parquet(i.ridge), o.ridge)
-    plot_confusion(pd.read_csv(i.confusion, index_col=0), o.confusion)
-    plot_importances(pd.read_csv(i.importances), o.importances)
+    metrics = {
+        name: json.loads(open(path).read())
+        for name, path in (
+            ("ridge", i.ridge_metrics),
+            ("rf_classifier", i.rf_metrics),
+            ("rf_regressor", i.rf_regressor),
+            ("kmeans", i.kmeans),
+        )
+    }
+    # a skipped model's figures say why instead of plotting empty tables
+    rp.model_figures(
+        metrics,
+        {"ridge": i.ridge, "confusion": i.confusion, "importances": i.importances},
+        {"ridge": o.ridge, "confusion": o.confusion, "importances": o.importances},
+    )
     rp.scree(pd.read_csv(i.variance)["explained_variance_ratio"].to_numpy(), o.scree)
     emb = pd.read_parquet(i.embeddings, columns=["pc1", "pc2", "cluster", "cell_line_id"])
     rp.pc_scatter(
         emb["pc1"], emb["pc2"], emb["cluster"], o.pc_cluster, "PC1 vs PC2 by KMeans cluster"
     )
     rp.pc_scatter(emb["pc1"], emb["pc2"], emb["cell_line_id"], o.pc_line, "PC1 vs PC2 by cell line")
-    rows = []
-    for name, path in (
-        ("ridge", i.ridge_metrics),
-        ("rf_classifier", i.rf_metrics),
-        ("rf_regressor", i.rf_regressor),
-        ("kmeans", i.kmeans),
-    ):
-        _flatten(name, json.loads(open(path).read()), rows)
-    tio.write_csv(pd.DataFrame(rows), o.metrics)
+    tio.write_csv(rp.metrics_summary(metrics), o.metrics)
     log(f"{len(o)} report outputs written")
 
 

@@ -1,5 +1,7 @@
 """Model 2 (seed 000): Random Forest classification of cell_line_id."""
 
+import sys
+
 import pandas as pd
 import pyarrow as pa
 
@@ -17,16 +19,35 @@ def main(smk, log):
         cells, split, n_estimators=p.n_estimators, max_depth=p.max_depth, seed=p.seed, cv_folds=p.cv_folds,
         n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
     )  # fmt: skip
-    save_model(res["model"], smk.output.model)
-    tio.write_json(res["metrics"], smk.output.metrics)
+    m = res["metrics"]
+    skipped = "skipped" in m
+    if skipped:  # nothing fitted: the metrics say why, the tables are empty
+        line = f"WARNING: {smk.output.metrics}: random forest classifier skipped, {m['skipped']}"
+        log(line)
+        print(line, file=sys.stderr)
+    save_model(res["model"] if not skipped else {"skipped": m["skipped"]}, smk.output.model)
+    tio.write_json(m, smk.output.metrics)
     tio.write_csv(res["report"], smk.output.report, index=True)
     tio.write_csv(res["confusion"], smk.output.confusion, index=True)
     tio.write_csv(res["importances"], smk.output.importances)
     tio.write_parquet(
-        pa.Table.from_pandas(res["predictions"], preserve_index=False), smk.output.predictions
+        pa.Table.from_pandas(
+            res["predictions"], schema=PREDICTIONS if skipped else None, preserve_index=False
+        ),
+        smk.output.predictions,
     )
-    m = res["metrics"]
-    log(f"rf: train acc {m['train_accuracy']:.4f}, test acc {m['test_accuracy']:.4f}")
+    if not skipped:
+        log(f"rf: train acc {m['train_accuracy']:.4f}, test acc {m['test_accuracy']:.4f}")
+
+
+PREDICTIONS = pa.schema(
+    [
+        ("cell_id", pa.string()),
+        ("split", pa.string()),
+        ("y_true", pa.string()),
+        ("y_pred", pa.string()),
+    ]
+)
 
 
 run(main, snakemake)  # noqa: F821

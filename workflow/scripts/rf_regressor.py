@@ -1,5 +1,7 @@
 """Seed 001's model: RandomForestRegressor on delta_mean tuned with GridSearchCV."""
 
+import sys
+
 import pandas as pd
 
 from tahoeflow import io as tio
@@ -23,6 +25,11 @@ def main(smk, log):
     tio.write_json(res["metrics"], smk.output.metrics)
     tio.write_csv(res["cv_results"], smk.output.cv_results)
     m = res["metrics"]
+    if "skipped" in m:
+        line = f"WARNING: {smk.output.metrics}: random forest regressor skipped, {m['skipped']}"
+        log(line)
+        print(line, file=sys.stderr)
+        return
     log(
         f"rf regressor best {res['best_params']}: train RMSE {m['train_rmse']:.4f}, test RMSE {m['test_rmse']:.4f}"
     )

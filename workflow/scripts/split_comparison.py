@@ -3,18 +3,15 @@
 import pandas as pd
 
 from tahoeflow import io as tio
-from tahoeflow.features import make_split
 from tahoeflow.logs import run
-from tahoeflow.models import split_comparison
+from tahoeflow.models import comparison_splits, split_comparison
 
 
 def main(smk, log):
     cells = pd.read_parquet(smk.input.cells)
     p = smk.params
-    splits = {
-        "random": make_split(cells, by="random", test_size=p.test_size, seed=p.seed),
-        p.group_by: make_split(cells, by=p.group_by, test_size=p.test_size, seed=p.seed),
-    }
+    # a grouped split that is impossible (one sample or plate left) is a reason, not an error
+    splits = comparison_splits(cells, p.group_by, test_size=p.test_size, seed=p.seed)
     table = split_comparison(
         cells, splits, ridge_features=p.ridge_features, alpha=p.alpha, n_estimators=p.n_estimators,
         max_depth=p.max_depth, max_samples=p.max_samples, seed=p.seed, n_jobs=smk.threads,

@@ -1,10 +1,35 @@
 """Seed 004's up/down classification benchmark, with and without the sign-carrying features."""
 
+import sys
+
 import pandas as pd
 
 from tahoeflow import io as tio
+from tahoeflow import report as rp
 from tahoeflow.logs import run
-from tahoeflow.updown import load_toptable, plot_importances, plot_pca, run_both
+from tahoeflow.updown import (
+    detection_json,
+    load_toptable,
+    plot_importances,
+    plot_pca,
+    run_both,
+)
+
+
+def write_skipped(smk, log, res):
+    """A benchmark that cannot be meaningful: every output says why, nothing is fitted."""
+    reason = res["skipped"]
+    line = f"WARNING: {smk.input.toptable}: up/down benchmark skipped, {reason}"
+    log(line)
+    print(line, file=sys.stderr)
+    tio.write_csv(res["comparison"], smk.output.scores)
+    tio.write_json(detection_json(res["detection"]), smk.output.detection)
+    tio.write_csv(
+        pd.DataFrame(columns=["feature", "importance", "features"]), smk.output.importances
+    )
+    tio.write_csv(pd.DataFrame(columns=["feature", "coef", "features"]), smk.output.lasso)
+    rp.skipped_figure(smk.output.pca, "Up/down benchmark: PCA", reason)
+    rp.skipped_figure(smk.output.importance_plot, "Up/down benchmark: importances", reason)
 
 
 def main(smk, log):
@@ -15,10 +40,11 @@ def main(smk, log):
         df = df.sample(n=p.max_rows, random_state=p.seed).sort_index()
         log(f"subsampled to {len(df)} rows (updown.max_rows)")
     res = run_both(df, p.seed, cv=p.cv_folds, rf_grid=p.rf_grid, n_jobs=smk.threads)
+    if res.get("skipped"):
+        write_skipped(smk, log, res)
+        return
     tio.write_csv(res["comparison"], smk.output.scores)
-    det = dict(res["detection"])
-    det["per_feature"] = det["per_feature"].to_dict(orient="records")
-    tio.write_json(det, smk.output.detection)
+    tio.write_json(detection_json(res["detection"]), smk.output.detection)
     imp = pd.concat(
         [
             res["full"]["rf_importances"].assign(features="all"),
