@@ -41,3 +41,5 @@ rule all:
 
 # No config key may name a rule's output (or the output folders) as an input.
 check_user_inputs(workflow.rules)
+# Every script rule records the digest of the library code it runs (params.code).
+record_code(workflow.rules)

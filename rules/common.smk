@@ -1,5 +1,6 @@
 # Config validation, the static shard plan and path helpers. Evaluated at parse time: it
 # never opens a data file, so a dry run over thousands of shards stays fast.
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -16,13 +17,26 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")]))
 )
 
-from tahoeflow.config import METADATA_KINDS, make_plan, validate_config
+from tahoeflow.config import (
+    METADATA_KINDS,
+    check_config_files,
+    coerce_cli_values,
+    make_plan,
+    validate_config,
+)
 from tahoeflow.h5ad_source import prepared_path
+from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
 from tahoeflow.shards import plan_batches
 
+_SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
-    validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    # The files Snakemake loaded (--configfile ones and the Snakefile's), re-read strictly:
+    # YAML 1.1 turns an unquoted 2:5 into 125 and silently drops a repeated key.
+    check_config_files(workflow.configfiles)
+    # --config embed='{n_components: 30}' arrives as strings ('30'): give them the schema's type.
+    coerce_cli_values(config, workflow.config_settings.config, _SCHEMA)
+    validate_config(config, _SCHEMA)
     PLAN = make_plan(config)
 except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
@@ -31,6 +45,13 @@ SHARDS = PLAN.shards
 # The embedding passes run one job per group of shards (embed.shards_per_job).
 BATCHES = plan_batches(SHARDS, config["embed"]["shards_per_job"])
 R = "results"
+
+
+def untracked(value):
+    """A params value Snakemake does not compare between runs (it leaves out params computed
+    from a job's files): for settings that cannot change an output, such as a download's
+    timeout, so that changing them does not redo finished work."""
+    return lambda wildcards, output: value
 
 
 def raw_data(wildcards):
@@ -65,6 +86,12 @@ def shard_size_mb(wildcards, input):
         else Path(input.data).stat().st_size / 2**20
     )
     return _share_mb(SHARDS[wildcards.shard], size)
+
+
+def shard_record(shard):
+    """A shard as a plain dict (name, file, row range) for params: Snakemake records plain values
+    only, so a change of a shard's row range reruns its jobs."""
+    return dataclasses.asdict(shard)
 
 
 def batch_shards(wildcards):
@@ -234,3 +261,15 @@ def check_user_inputs(rules):
         else:
             continue
         raise WorkflowError(f"Invalid configuration: config key '{key}': {problem}")
+
+
+def record_code(rules):
+    """Give each script-running rule the param ``code`` (the digest of its script and of the package
+    modules the script imports). Snakemake records params, so an edit of the library reruns
+    exactly the rules that run the edited code (it tracks only the script files itself).
+    """
+    scripts = Path(workflow.basedir) / "workflow" / "scripts"
+    package = Path(_SRC) / "tahoeflow"
+    for r in rules:
+        if r.script:
+            r.set_params(code=code_digest(scripts / Path(r.script).name, package))

@@ -67,7 +67,7 @@ rule de_welch:
         mem_mb=lambda wc, attempt: 2500 * attempt,
         runtime=60,
     params:
-        shards=[SHARDS[s] for s in sorted(SHARDS)],
+        shards=[shard_record(SHARDS[s]) for s in sorted(SHARDS)],
         files=PLAN.files,
         source=SOURCE,
         filters=config["filters"],

@@ -85,7 +85,7 @@ rule report_figures:
         mem_mb=lambda wc, input, attempt: int((1200 + 4 * input.size_mb) * attempt),
         runtime=20,
     params:
-        shard=first_shard(),
+        shard=shard_record(first_shard()),
         source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],

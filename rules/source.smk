@@ -63,6 +63,7 @@ if PLAN.kind == "hub":
             f"{HUB['download_dir']}/{HUB['revision']}/data/train-{{file}}-of-{{total}}.parquet",
         log:
             f"{R}/logs/download/train-{{file}}-of-{{total}}.log",
+        localrule: HUB["download_on_submit_host"]
         conda:
             "../envs/tahoeflow.yaml"
         threads: 1
@@ -73,9 +74,10 @@ if PLAN.kind == "hub":
             repo_id=HUB["repo_id"],
             revision=HUB["revision"],
             filename=lambda wc: f"data/train-{wc.file}-of-{wc.total}.parquet",
-            cache_dir=HUB["cache_dir"],
-            max_retries=HUB["max_retries"],
-            timeout_s=HUB["timeout_s"],
+            # transport settings cannot change a verified file: not rerun triggers
+            cache_dir=untracked(HUB["cache_dir"]),
+            max_retries=untracked(HUB["max_retries"]),
+            timeout_s=untracked(HUB["timeout_s"]),
         script:
             "../workflow/scripts/download.py"
 
@@ -84,6 +86,7 @@ if PLAN.kind == "hub":
             f"{HUB['download_dir']}/{HUB['revision']}/metadata/{{kind}}_metadata.parquet",
         log:
             f"{R}/logs/download/{{kind}}_metadata.log",
+        localrule: HUB["download_on_submit_host"]
         conda:
             "../envs/tahoeflow.yaml"
         threads: 1
@@ -94,11 +97,20 @@ if PLAN.kind == "hub":
             repo_id=HUB["repo_id"],
             revision=HUB["revision"],
             filename=lambda wc: f"metadata/{wc.kind}_metadata.parquet",
-            cache_dir=HUB["cache_dir"],
-            max_retries=HUB["max_retries"],
-            timeout_s=HUB["timeout_s"],
+            # transport settings cannot change a verified file: not rerun triggers
+            cache_dir=untracked(HUB["cache_dir"]),
+            max_retries=untracked(HUB["max_retries"]),
+            timeout_s=untracked(HUB["timeout_s"]),
         script:
             "../workflow/scripts/download.py"
+
+    # `snakemake --cores 4 download_all` on a host with internet fetches every file the run
+    # needs; a later run (e.g. on SLURM compute nodes without internet) plans no download.
+    rule download_all:
+        input:
+            [PLAN.data_path(f) for f in PLAN.files],
+            [raw_meta(k) for k in METADATA_KINDS],
+        localrule: True
 
 
 H5AD = config["source"]["h5ad"]

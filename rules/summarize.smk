@@ -23,7 +23,7 @@ rule summarize_shard:
         mem_mb=shard_mem_mb,
         runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 20),
     params:
-        shard=lambda wc: SHARDS[wc.shard],
+        shard=lambda wc: shard_record(SHARDS[wc.shard]),
         source=SOURCE,
         filters=config["filters"],
         normalised=config["input"]["normalised"],

@@ -145,14 +145,21 @@ def no_host_slurm():
 
 
 def run_smk(
-    workdir: Path, config: dict, *args: str, cores: int = 1, check: bool = False, timeout: int = 600
+    workdir: Path,
+    config: dict,
+    *args: str,
+    cores: int = 1,
+    check: bool = False,
+    timeout: int = 600,
+    repo: Path = REPO,
 ):
-    """Run the real workflow in ``workdir`` with ``config`` merged over config/config.yaml."""
+    """Run the real workflow in ``workdir`` with ``config`` merged over config/config.yaml
+    (``repo``: the workflow's checkout, e.g. a copy from :func:`copy_repo`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "test_config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(REPO / "config/config.yaml"), str(cfg), "--cores", str(cores), *args]  # fmt: skip
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(repo / "config/config.yaml"), str(cfg), "--cores", str(cores), *args]  # fmt: skip
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",

@@ -213,6 +213,27 @@ def test_script_edit_reruns_that_rule_and_downstream(base, tmp_path):
     assert not {"summarize_shard", "merge_cells", "merge_pseudobulk", "demo_file"} & set(got)
 
 
+# Library modules and the rules whose scripts import them (directly or through other modules),
+# read off the scripts' import lines by hand: the test does not use the code under test.
+LIBRARY_EDITS = {
+    "merge.py": {"merge_cells", "merge_gene_stats", "merge_pseudobulk"},
+    "updown.py": {"updown"},
+    "embed.py": {"hvg", "gram_batch", "pca", "project_batch", "embeddings"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(LIBRARY_EDITS))
+def test_library_edit_reruns_exactly_the_rules_that_run_it(base, tmp_path, module):
+    repo = tmp_path / "repo"
+    shutil.copytree(base["sf"].parent, repo)
+    snakefile = repo / "Snakefile"
+    src = repo / "src" / "tahoeflow" / module
+    src.write_text(src.read_text() + "\nEDITED_BY_TEST = 1\n")
+    got = planned(base["wd"], base["cfg"], snakefile=snakefile)
+    assert got == expected_jobs(base["graph"], base["full"], LIBRARY_EDITS[module])
+    assert "summarize_shard" not in got and "demo_file" not in got
+
+
 # key changed, new value, rules whose params use it (where the change enters the DAG), rules
 # that must exist, and rules that must NOT rerun (a sanity bound on top of the exact set).
 PARAM_CASES = {
@@ -423,3 +444,164 @@ def test_dry_run_scales_to_all_hub_files(tmp_path, monkeypatch):
     assert got["summarize_shard"] == N_HUB_FILES
     assert got["download_data"] == N_HUB_FILES
     assert elapsed < 300
+
+
+# --------------------------------------------------------------------------- every config key
+# Each leaf key of config/schema.yaml: a new value and the rules whose params (or inputs) take
+# it, i.e. where the change enters the DAG; everything downstream of them must be planned, and
+# nothing else. Keys that cannot change any output of the demo run are changed all together in
+# one dry run that must plan nothing; keys that change the shape of the DAG are listed with the
+# test that covers them. A key added to the schema without an entry here fails the test.
+DEMO = {"demo_metadata", "demo_file"}
+FILTERED = {"summarize_shard", "gram_batch", "project_batch", "de_welch", "report_figures",
+            "merge_cells"}  # fmt: skip
+KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
+    **{f"demo.{k}": (v, DEMO) for k, v in {
+        "seed": 2, "row_group_size": 100, "n_drugs": 5, "control_wells_per_plate": 2,
+        "frac_active_drugs": 0.5, "genes_per_effect": 100, "effect_sd": 0.8,
+        "frac_resistant": 0.5, "well_sd": 0.1, "libsize_log_mean": 7.0, "libsize_sd": 0.3,
+        "n_expressed_genes": 15000, "n_cell_lines": 2, "n_plates": 2, "cells_per_file": 400,
+        "n_files": 5,
+    }.items()},
+    "filters.cell_lines": (["CVCL_0131", "CVCL_1239"], FILTERED),
+    "filters.plates": (["plate1"], FILTERED),
+    "filters.drugs": ("<two drugs of the data>", FILTERED),
+    "filters.min_genes": (20, FILTERED),
+    "input.normalised": (True, FILTERED),
+    "control_drug": ("DMSO_TF ", FILTERED | {"de_pseudobulk", "pergene_fit"}),
+    "split.by": ("sample", {"split"}),
+    "split.test_size": (0.25, {"split", "split_comparison"}),
+    "split.seed": (1, {"split", "split_comparison"}),
+    "features.numeric": (["expr_mean", "n_genes"], {"features"}),
+    "features.categorical": (["drug", "cell_line_id"], {"features"}),
+    "features.poly_degree": (1, {"features"}),
+    "embed.hvg.n_top": (150, {"hvg"}),
+    "embed.hvg.flavor": ("cell_ranger", {"hvg"}),
+    "embed.n_components": (8, {"pca"}),
+    "embed.center": (False, {"pca"}),
+    "embed.kmeans.n_clusters": (5, {"embeddings"}),
+    "embed.kmeans.minibatch_threshold": (100, {"embeddings"}),
+    "embed.kmeans.seed": (1, {"embeddings"}),
+    "embed.kmeans.n_init": (2, {"embeddings"}),
+    "embed.kmeans.batch_size": (256, {"embeddings"}),
+    "models.cv_folds": (3, {"ridge", "rf_classifier", "baselines"}),
+    "models.seed": (1, {"ridge", "rf_classifier", "baselines", "rf_regressor"}),
+    "models.ridge.alpha": (2.0, {"ridge", "split_comparison"}),
+    "models.ridge.features": (["drug", "cell_line_id"], {"ridge", "split_comparison"}),
+    "models.rf.n_estimators": (12, {"rf_classifier", "baselines", "split_comparison"}),
+    "models.rf.max_depth": (6, {"rf_classifier", "baselines", "split_comparison"}),
+    "models.rf.max_samples": (0.5, {"rf_classifier", "baselines", "split_comparison"}),
+    "models.rf.use_pcs": (True, {"rf_classifier", "baselines"}),
+    "models.rf_regressor.features": (["drug", "dose", "n_genes"], {"rf_regressor"}),
+    "models.rf_regressor.grid": ({"n_estimators": [8], "max_depth": [3]}, {"rf_regressor"}),
+    "models.rf_regressor.cv_folds": (2, {"rf_regressor"}),
+    "models.grouped_split_by": ("plate", {"split_comparison"}),
+    "de.method": ("trend", {"de_pseudobulk"}),
+    "de.min_cells": (6, {"de_pseudobulk", "pergene_fit"}),
+    "de.min_control_wells": (1, {"de_pseudobulk"}),
+    "de.prior_count": (1.0, {"de_pseudobulk"}),
+    "de.alpha": (0.1, {"de_pseudobulk"}),
+    "de.top_volcano": (3, {"de_pseudobulk"}),
+    "de.welch.max_conditions": (2, {"de_welch"}),
+    "updown.seed": (1, {"updown"}),
+    "updown.cv_folds": (2, {"updown"}),
+    "updown.max_rows": (2000, {"updown"}),
+    "updown.rf_grid": ({"n_estimators": [8], "max_depth": [3]}, {"updown"}),
+    "pergene.n_top_genes": (30, {"pergene_fit"}),
+    "pergene.cv_folds": (2, {"pergene_fit"}),
+    "pergene.n_alphas": (5, {"pergene_fit"}),
+    "pergene.test_size": (0.3, {"pergene_fit"}),
+    "pergene.seed": (1, {"pergene_fit"}),
+    "pergene.table.feature_columns": (["x"], {"pergene_fit", "pergene_apply"}),
+    "pergene.table.gene_columns": (["g"], {"pergene_fit"}),
+}  # fmt: skip
+# Changed all at once, these must plan nothing with the demo source (they configure the other
+# sources, which the demo run does not read).
+NO_RERUN_UNDER_DEMO: dict[str, object] = {
+    "source.rows_per_file": 500,  # demo shards take their rows from demo.cells_per_file
+    "source.hub.repo_id": "someone/Other",
+    "source.hub.revision": "0123456789abcdef0123456789abcdef01234567",
+    "source.hub.n_files_total": 10,
+    "source.hub.download_dir": "elsewhere/hub",
+    "source.hub.cache_dir": "elsewhere/cache",
+    "source.hub.max_retries": 1,
+    "source.hub.timeout_s": 5,
+    "source.hub.download_on_submit_host": True,
+    "source.h5ad.paths": ["x.h5ad"],
+    "source.h5ad.prepare": None,
+    "source.h5ad.obs_map": {"drug": "treatment"},
+    "source.h5ad.control_value": "DMSO",
+    "source.h5ad.layer": "counts",
+    "source.h5ad.dose_unit": "nM",
+    "source.h5ad.gene_id_column": "gene_ids",
+    "source.h5ad.gene_symbol_column": "symbol",
+    "source.h5ad.mito_prefix": "mt-",
+    "source.local.path": "elsewhere/mirror",
+    "source.local.n_files_total": 10,
+    # switching a stage off removes targets; the finished outputs of the others stay current
+    **{f"stages.{k}": False for k in ("embed", "models", "de", "updown", "pergene", "anndata",
+                                      "report")},
+}  # fmt: skip
+# Keys that change the shape of the DAG (which jobs exist), each covered by its own test.
+DAG_SHAPE = {
+    "source.kind": "another source: test_hub_workflow, test_h5ad_source, test_data_safety",
+    "source.files": "test_new_source_files_run_only_new_shards_then_merges",
+    "source.cells_per_shard": "test_staleness (row ranges of shards)",
+    "source.manifest": "test_staleness (row ranges of shards); a manifest is read at parse time",
+    "embed.shards_per_job": "test_shards_per_job_regroups_only_the_embedding_passes",
+    "updown.toptable": "test_external_inputs (up/down on an external topTable)",
+    "pergene.mode": "test_external_inputs (per-gene models in table mode)",
+    "pergene.table.path": "test_external_inputs (per-gene models in table mode)",
+    "pergene.apply_table": "test_external_inputs; test_data_safety (never a rule's output)",
+    "models.rf.n_pcs": "used only with models.rf.use_pcs (tested above), else the param is None",
+}
+
+
+def schema_leaves() -> list[str]:
+    from conftest import SCHEMA
+
+    out = []
+
+    def walk(node, path):
+        props = node.get("properties")
+        if props and node.get("type") == "object":
+            for k, v in props.items():
+                walk(v, [*path, k])
+        else:
+            out.append(".".join(path))
+
+    walk(SCHEMA, [])
+    return out
+
+
+def test_every_schema_key_is_classified():
+    keys = set(schema_leaves())
+    known = set(KEY_ENTRIES) | set(NO_RERUN_UNDER_DEMO) | set(DAG_SHAPE)
+    assert not keys - known, f"add these keys to the tables above: {sorted(keys - known)}"
+    assert not known - keys, f"not in config/schema.yaml: {sorted(known - keys)}"
+
+
+def test_keys_of_other_sources_change_nothing_in_a_demo_run(base):
+    assert planned(base["wd"], small_config(**NO_RERUN_UNDER_DEMO), snakefile=base["sf"]) == {}
+
+
+def test_every_key_reruns_exactly_the_rules_that_use_it_and_their_descendants(base):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    cells = pq.read_table(base["wd"] / "results/merged/cells.parquet", columns=["drug"])
+    drugs = sorted(set(cells.column("drug").to_pylist()) - {"DMSO_TF"})[:2]
+
+    def check(key):
+        value, entries = KEY_ENTRIES[key]
+        value = drugs + ["DMSO_TF"] if key == "filters.drugs" else value
+        got = planned(base["wd"], small_config(**{key: value}), snakefile=base["sf"])
+        want = expected_jobs(base["graph"], base["full"], entries)
+        return key, got, want
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(check, sorted(KEY_ENTRIES)))
+    wrong = {k: (sorted(set(got) ^ set(want)), got, want) for k, got, want in results
+             if got != want}  # fmt: skip
+    assert not wrong, wrong

@@ -24,8 +24,13 @@ def _doses(sample_metadata: str) -> Any:
     return sample_doses(pq.read_table(sample_metadata).to_pandas(), sample_metadata)
 
 
+def as_shard(shard: Shard | dict[str, Any]) -> Shard:
+    """A shard from a job's params (a plain dict there, so Snakemake can record it)."""
+    return shard if isinstance(shard, Shard) else Shard(**shard)
+
+
 def load_filtered_shard(
-    smk: Any, log: Any, shard: Shard | None = None, data_path: str | None = None
+    smk: Any, log: Any, shard: Shard | dict[str, Any] | None = None, data_path: str | None = None
 ) -> tuple[LoadedShard, Vocab]:
     """Read, validate and filter a shard exactly as the summary job did (same cells, same order).
 
@@ -33,7 +38,7 @@ def load_filtered_shard(
     files. ``shard``/``data_path`` default to the job's own (``params.shard``, ``input.data``).
     """
     p = smk.params
-    shard = shard or p.shard
+    shard = as_shard(shard or p.shard)
     data_path = data_path or smk.input.data
     filters = Filters(**p.filters)
     if p.source["kind"] == "h5ad":
@@ -76,7 +81,7 @@ def hvg_tokens(hvg_path: str) -> np.ndarray:
 def load_hvg_matrix(
     smk: Any,
     log: Any,
-    shard: Shard | None = None,
+    shard: Shard | dict[str, Any] | None = None,
     data_path: str | None = None,
     tokens: np.ndarray | None = None,
     with_ids: bool = False,

@@ -1,15 +1,17 @@
 """Single-cell Welch t-tests (scanpy's rank_genes_groups t-test) for the top pseudobulk conditions."""
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
 from tahoeflow import io as tio
-from tahoeflow.de import welch_de
+from tahoeflow.de import WELCH_SCHEMA, welch_de
 from tahoeflow.logs import run
 from tahoeflow.pp import log_normalize
-from tahoeflow.workflow_io import load_filtered_shard
+from tahoeflow.workflow_io import as_shard, load_filtered_shard
 
 
 def main(smk, log):
@@ -22,10 +24,23 @@ def main(smk, log):
     )
     conds = n_called.sort_values(ascending=False, kind="stable").index[: p.max_conditions].tolist()
     log(f"Welch tests for {len(conds)} conditions: {conds}")
+    if not conds:  # nothing to test: an empty table with the schema, the reason in the log
+        why = (
+            "the pseudobulk topTable is empty (no contrast was tested; the reason is in "
+            "results/de/metrics.json)"
+            if top.empty
+            else "no pseudobulk contrast has a gene with adj.P.Val < 0.05"
+        )
+        line = f"WARNING: {smk.output[0]}: Welch tests skipped, {why}"
+        log(line)
+        if top.empty:  # a stage skipped, not just a contrast without calls
+            print(line, file=sys.stderr)
+        tio.write_parquet(WELCH_SCHEMA.empty_table(), smk.output[0])
+        return
     wanted_lines = {(c[2], c[3]) for c in conds}
     obs_parts, X_parts = [], []
     path_of = dict(zip(p.files, smk.input.data, strict=True))
-    for shard in p.shards:
+    for shard in map(as_shard, p.shards):
         ls, vocab = load_filtered_shard(smk, log, shard=shard, data_path=path_of[shard.file_index])
         keep = pd.MultiIndex.from_frame(ls.obs[["cell_line_id", "plate"]]).isin(list(wanted_lines))
         if keep.any():
@@ -52,12 +67,14 @@ def main(smk, log):
             res.insert(0, "drug", drug)
             res["n_treated_cells"], res["n_control_cells"] = int(treated.sum()), int(control.sum())
             frames.append(res)
-    out = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["drug", "dose_uM", "cell_line_id", "plate", "gene"])
+    if not frames:
+        log("no condition had >= 2 treated and >= 2 control cells: the table is empty")
+        tio.write_parquet(WELCH_SCHEMA.empty_table(), smk.output[0])
+        return
+    out = pd.concat(frames, ignore_index=True)
+    tio.write_parquet(
+        pa.Table.from_pandas(out, schema=WELCH_SCHEMA, preserve_index=False), smk.output[0]
     )
-    tio.write_parquet(pa.Table.from_pandas(out, preserve_index=False), smk.output[0])
 
 
 run(main, snakemake)  # noqa: F821
