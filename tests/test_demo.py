@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tahoeflow.demo import DemoParams, Design, generate_file, write_file
+from tahoeflow.demo import DemoParams, Design, generate_file, write_file, write_metadata
 from tahoeflow.schema import EXPRESSION_SCHEMA, N_GENES
 
 
@@ -43,7 +45,7 @@ def test_metadata_tables(small_demo):
     root, design = small_demo
     gm = pq.read_table(root / "metadata/gene_metadata.parquet")
     assert gm.num_rows == N_GENES and gm.column_names == ["gene_symbol", "ensembl_id", "token_id"]
-    assert sum(s.startswith("MT-") for s in gm.column("gene_symbol").to_pylist()) == 13
+    assert sum(s.startswith("MT-") for s in gm.column("gene_symbol").to_pylist()) == 37
     sm = pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas()
     parsed = [ast.literal_eval(s)[0] for s in sm["drugname_drugconc"]]
     assert {p[1] for p in parsed if p[0] != "DMSO_TF"} == {0.05, 0.5, 5.0}
@@ -72,9 +74,7 @@ def test_effects_are_visible_in_the_counts():
     design = Design(p)
     t = generate_file(design, 0)
     eff = design.truth_effects()
-    top = eff[(eff["dose_uM"] == 5.0)].sort_values("effect_ln", key=abs).iloc[-20:]
-    drug = top["drug"].iloc[0]
-    top = top[top["drug"] == drug]
+    drug = eff[(eff["dose_uM"] == 5.0)].sort_values("effect_ln", key=abs)["drug"].iloc[-1]
     df = t.select(["drug", "sample"]).to_pandas()
     genes = t.column("genes").combine_chunks()
     expr = t.column("expressions").combine_chunks()
@@ -85,17 +85,26 @@ def test_effects_are_visible_in_the_counts():
         .to_numpy()
     )
 
-    def share(mask):
+    def counts(mask):
         rows = np.flatnonzero(mask)
         tot = np.zeros(62_713)
         for r in rows:  # a test-only reference, a few hundred cells
             g = genes[int(r)].values.to_numpy()[1:]
             np.add.at(tot, g, expr[int(r)].values.to_numpy()[1:])
-        return tot / tot.sum()
+        return tot
 
-    treated = share((df["drug"] == drug).to_numpy() & (dose == 5.0))
-    control = share((df["drug"] == "DMSO_TF").to_numpy())
-    est = np.log2(treated[top["token_id"]] / control[top["token_id"]])
+    treated = counts((df["drug"] == drug).to_numpy() & (dose == 5.0))
+    control = counts((df["drug"] == "DMSO_TF").to_numpy())
+    # the 20 strongest effects among genes the smaller pseudobulk measures (expected >= 30
+    # counts in both): real well sizes vary and a cytotoxic drug leaves fewer treated cells
+    top = eff[(eff["drug"] == drug) & (eff["dose_uM"] == 5.0)]
+    expected = treated.sum() * control[top["token_id"]] / control.sum() * np.exp(top["effect_ln"])
+    top = top[(control[top["token_id"]] >= 30) & (expected >= 30)]
+    top = top.sort_values("effect_ln", key=abs).iloc[-20:]
+    assert len(top) == 20
+    est = np.log2(
+        (treated / treated.sum())[top["token_id"]] / (control / control.sum())[top["token_id"]]
+    )
     assert np.corrcoef(est, top["log2fc_share"])[0, 1] > 0.9
 
 
@@ -129,3 +138,156 @@ def test_lengths_per_row_are_consistent(small_table):
             pc.list_value_length(small_table["expressions"]),
         )
     ).as_py()
+
+
+# --- the real design ---------------------------------------------------------------------
+def _config_demo() -> DemoParams:
+    """The demo `make demo` runs (config/config.yaml's demo section)."""
+    import yaml
+    from conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    return DemoParams.from_dict(cfg["demo"])
+
+
+def test_demo_metadata_are_the_real_tables_byte_for_byte(small_demo):
+    from tahoeflow.demo import REAL_METADATA_DIR
+
+    root, _ = small_demo
+    for kind in ("gene", "sample", "drug", "cell_line"):
+        ours = (root / f"metadata/{kind}_metadata.parquet").read_bytes()
+        assert ours == (REAL_METADATA_DIR / f"{kind}_metadata.parquet").read_bytes(), kind
+
+
+def test_default_slice_shows_the_real_traps_mixed_doses_and_replicate_plates():
+    p = _config_demo()
+    design = Design(p)
+    assert design.plate_names == ["plate1", "plate7", "plate13"]
+    w = design.wells.assign(d=design.well_drug)
+    treated = w[w["d"] >= 0]
+    # the DMSO solvate of trametinib is a treated drug of plate 7, not a control
+    solvate = treated[treated["drug"] == "Trametinib (DMSO_TF solvate)"]
+    assert solvate["plate"].tolist() == ["plate7"]
+    # a name with a trailing space, as the real data spells it, with its real MoA
+    assert "Erdafitinib " in design.drug_names
+    i = design.drug_names.index("Erdafitinib ")
+    assert design.drug_moa_fine[i] != "unclear" and design.drug_cid[i].endswith(".0")
+    # plate 13 mixes the three doses; some drug-doses are on two or three plates
+    assert set(treated.loc[treated["plate"] == "plate13", "conc"]) == {0.05, 0.5, 5.0}
+    assert (treated.groupby(["drug", "conc"])["plate"].nunique() >= 2).sum() >= 10
+    # 2 real DMSO wells per plate, real Cellosaurus ids, A-172 and H4 first
+    assert (w[w["d"] < 0].groupby("plate").size() == 2).all()
+    assert design.line_ids[:2] == ["CVCL_0131", "CVCL_1239"] and len(design.line_ids) == 8
+    assert all(c.startswith("CVCL_") for c in design.line_ids)
+    # every plate has a file; files hold one plate each, in plate order
+    assert [len(f) for f in design.plate_files] == [1, 1, 2]
+    assert [design.file_plate(i) for i in range(p.n_files)] == [0, 1, 2, 2]
+
+
+def test_files_one_plate_each_sorted_by_plate_real_barcodes_and_row_groups(tmp_path):
+    p = DemoParams(seed=7, n_files=4, cells_per_file=1500, n_cell_lines=3, n_drugs=6, n_plates=3)
+    design = Design(p)
+    plates, ids = [], []
+    for i in range(p.n_files):
+        path = tmp_path / f"f{i}.parquet"
+        write_file(design, i, path)
+        md = pq.ParquetFile(path).metadata
+        assert [md.row_group(k).num_rows for k in range(md.num_row_groups)] == [1000, 500]
+        t = pq.read_table(path)
+        assert t.schema.remove_metadata().equals(EXPRESSION_SCHEMA)
+        (plate,) = set(t.column("plate").to_pylist())
+        plates.append(int(plate.removeprefix("plate")))
+        bc = t.column("BARCODE_SUB_LIB_ID").to_pylist()
+        assert all(re.fullmatch(r"\d{2}_\d{3}_\d{3}-lib_\d{4}", b) for b in bc)
+        # round 1 is the well's position on its plate (the sample's place among the plate's
+        # 96 rows of sample_metadata); the sub-library encodes the plate
+        sm = design.sample_metadata.to_pandas()
+        pos = (sm.groupby("plate").cumcount() + 1).set_axis(sm["sample"])
+        s = t.column("sample").to_pylist()
+        assert [int(b[:2]) for b in bc] == pos[s].tolist()
+        assert {int(b[-4:]) // 10 - 100 for b in bc} == {plates[-1]}
+        ids += bc
+    assert plates == sorted(plates) and set(plates) == {1, 7, 13}
+    assert len(set(ids)) == len(ids) == p.n_files * p.cells_per_file
+
+
+def test_cells_per_line_and_well_follow_the_real_grid_times_survival(tmp_path):
+    """Each plate's cells are apportioned exactly to (well, line) in proportion to
+    obs_cell_grid's count x survival; the files hold exactly the cells truth_cells lists."""
+    p = DemoParams(seed=3, n_files=3, cells_per_file=2000, n_cell_lines=4, n_drugs=8, n_plates=2,
+                   frac_active_drugs=0.5)  # fmt: skip
+    design = Design(p)
+    truth = design.truth_cells()
+    grid = pq.read_table(design.real.paths["grid"]).to_pandas()
+    names = dict(zip(design.line_ids, design.line_names, strict=True))
+    # real_cells: the grid's count for (drug, line, plate, dose), split over duplicate wells
+    sm = design.samples
+    row = truth.iloc[0]
+    n_share = ((sm["drug"] == row["drug"]) & (sm["plate"] == row["plate"])
+               & (sm["conc"] == row["dose_uM"])).sum()  # fmt: skip
+    g = grid[(grid["drug"] == row["drug"]) & (grid["plate"] == row["plate"])
+             & (grid["conc"] == row["dose_uM"]) & (grid["cell_name"] == names[row["cell_line_id"]])]  # fmt: skip
+    assert row["real_cells"] == g["n_cells"].sum() / n_share > 0
+    for plate, t in truth.groupby("plate"):
+        w = t["real_cells"] * t["survival"]
+        exact = t["n_cells"].sum() * w / w.sum()
+        assert (np.abs(t["n_cells"] - exact) < 1).all(), plate
+    # the files hold exactly those cells
+    got = []
+    for i in range(p.n_files):
+        got.append(generate_file(design, i).select(["sample", "cell_line_id"]).to_pandas())
+    got = pd.concat(got).value_counts().rename("n").reset_index()
+    m = truth.merge(got, on=["sample", "cell_line_id"], how="left").fillna({"n": 0})
+    np.testing.assert_array_equal(m["n"].to_numpy(), m["n_cells"].to_numpy())
+    assert truth["n_cells"].sum() == p.n_files * p.cells_per_file
+
+
+def test_cytotoxic_drugs_kill_cells_of_their_sensitive_lines_and_the_truth_says_so(tmp_path):
+    design = Design(DemoParams(seed=0, n_files=4, cells_per_file=6000, n_drugs=20, n_plates=3))
+    truth = design.truth_cells()
+    tox = {design.drug_names[d] for d in np.flatnonzero(design.cytotoxic)}
+    assert len(tox) >= 2 and tox <= set(design.truth_params()["active_drugs"])
+    assert set(design.truth_params()["cytotoxic_drugs"]) == tox
+    hit = truth[truth["survival"] < 1]
+    assert set(hit["drug"]) == tox
+    assert (truth.loc[~truth["drug"].isin(tox), "survival"] == 1).all()
+    # stronger at a higher dose, in the same line
+    for (drug, line), g in hit.groupby(["drug", "cell_line_id"]):
+        s = g.groupby("dose_uM")["survival"].mean().sort_index()
+        assert s.is_monotonic_decreasing, (drug, line)
+    # visible in the cells: a (well, line) has its real count (scaled to the plate) times its
+    # survival, so a killed line has fewer cells than the real count alone would give
+    t = truth[truth["plate"] == "plate13"]
+    scale = t["n_cells"].sum() / (t["real_cells"] * t["survival"]).sum()
+    assert (np.abs(t["n_cells"] - t["real_cells"] * scale * t["survival"]) < 1).all()
+    killed = t[(t["survival"] < 0.6) & (t["real_cells"] * scale >= 20)]
+    assert len(killed) >= 5
+    assert (killed["n_cells"] / (killed["real_cells"] * scale) < 0.65).all()
+    # write_metadata writes the table (as rule demo_metadata does) beside effects.parquet
+    out = {k: tmp_path / f"{k}.parquet" for k in ("gene", "sample", "drug", "cell_line",
+                                                  "effects", "cells")}  # fmt: skip
+    write_metadata(design, {**out, "params": tmp_path / "params.json"})
+    cells = pd.read_parquet(out["cells"])
+    pd.testing.assert_frame_equal(cells, truth)
+    assert list(cells.columns) == ["sample", "plate", "drug", "dose_uM", "cell_line_id",
+                                   "real_cells", "survival", "n_cells"]  # fmt: skip
+
+
+def test_truth_files_keep_their_schema(small_demo):
+    import json
+
+    root, design = small_demo
+    eff = pq.read_table(root / "truth/effects.parquet")
+    assert eff.column_names == ["drug", "dose_uM", "cell_line_id", "plate", "token_id",
+                                "effect_ln", "log2fc_share"]  # fmt: skip
+    params = json.loads((root / "truth/params.json").read_text())
+    assert {"params", "doses_uM", "dose_scale", "active_drugs", "noise_model", "well_sd",
+            "libsize_sd"} <= set(params)  # fmt: skip
+    assert params["design"]["plates"] == ["plate13"]
+
+
+def test_more_drugs_than_the_plates_hold_is_a_config_error():
+    from tahoeflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"demo.n_drugs.*more than the 43 drugs of the plates"):
+        Design(DemoParams(n_plates=1, n_drugs=45))

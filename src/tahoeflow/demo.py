@@ -1,83 +1,121 @@
-"""A simulated dataset with Tahoe-100M's exact schema and hub layout, and a known ground truth.
+"""A simulated dataset on Tahoe-100M's real design, with the hub's schema and a known truth.
 
-Everything is deterministic from ``DemoParams.seed``. The *design* (genes, cell lines, drugs,
-plates, wells, expression programs, true effects) is cheap and recomputed by every job; each
-expression file is then generated independently from its own random stream, so files can be
-written by parallel jobs, one at a time, and the dataset can grow to millions of cells without
-ever being held in memory.
+The design is the real one (``resources/tahoe_metadata/``, Tahoe-100M's own metadata tables at
+revision 2dc57900b7981cfcf5e211527169a0b006546a95, CC0-1.0): the 62,710 real genes (token ids
+3..62712, 37 ``MT-`` genes), the real samples (wells), plates, drugs (names exactly as the data
+spells them, ``'Erdafitinib '`` with its trailing space and ``Trametinib (DMSO_TF solvate)``
+included), doses (``drugname_drugconc``), MoA, SMILES and PubChem ids, and the real cell lines
+(Cellosaurus ids). The metadata tables the demo writes are byte copies of the real ones. Only
+the expression values are simulated.
+
+**The slice.** ``n_plates`` plates in the order of :data:`PLATE_ORDER` (plate 13, which mixes
+the three doses, then plate 7, which holds the solvate drug, then plate 1, which holds
+'Erdafitinib '); the ``n_cell_lines`` first lines of :func:`line_order` (seed 000's A-172 and
+H4, the two of its seven glioblastoma lines that Tahoe has, then the others by abundance);
+the wells of the ``n_drugs`` first drugs of :func:`drug_order` on those plates (the real traps
+first, then the drugs with the most wells: several doses or several plates) and
+``control_wells_per_plate`` of the 2 real DMSO_TF wells of each plate.
+
+**Cells.** ``n_files * cells_per_file`` cells. Files hold one plate each, sorted by plate number,
+and each plate gets files in proportion to its cells. A plate's cells are apportioned exactly
+(largest remainder) to its (well, cell line) groups in proportion to the real cell counts of
+``obs_cell_grid`` (cells per drug, line, plate and dose; a count shared by two wells of the same
+drug and dose is split between them) times the simulated survival below, then shuffled (a
+seeded permutation per plate), so lines, drugs and wells are interleaved within each file as on
+the hub. ``BARCODE_SUB_LIB_ID`` has the real form ``01_001_052-lib_1105``: the first barcode is
+the well's position on its plate, the sub-library encodes the plate.
 
 Generative model (natural-log scale; written to ``truth/params.json``):
 
-* gene g has a baseline log-weight ``b_g`` (about 18k expressed genes, the rest near-silent),
-  13 ``MT-`` genes carry a few percent of the reads;
+* gene g has a baseline log-weight ``b_g`` (``n_expressed_genes`` expressed genes, the rest
+  near-silent); the 13 protein-coding ``MT-`` genes and the 2 mitochondrial rRNAs carry a few
+  percent of the reads, the 22 ``MT-T*`` tRNAs little;
 * cell line l adds an expression program ``c_lg`` on 800 genes and a library-size offset;
 * plate p adds a small batch shift ``a_pg`` on every expressed gene and a library-size factor;
 * well (sample s, cell line l) adds replicate noise ``w_slg ~ N(0, well_sd^2)``;
 * an *active* drug d at dose k in a *sensitive* line l adds ``e_dklg = beta_dg * dose_scale_k *
   sens_dl`` on its target genes (``genes_per_effect`` of them); most drugs are inactive;
-* cell i of well s, line l: library size ``L_i ~ LogNormal(mu_l + plate + drug, libsize_sd)``
+* a *cytotoxic* drug (half of the active ones) also kills cells of its sensitive lines: the
+  line's share of the well is multiplied by ``survival_dkl = exp(-tox_d * dose_scale_k *
+  sens_dl)`` (``truth/cells.parquet`` lists every (well, line) with its survival and cells);
+* cell i of well s, line l: library size ``L_i ~ LogNormal(mu_l + plate + drug, libsize_sd)``,
+  where an active drug shifts the log library size by 0.3-0.8 at the top dose in every line
+  (down for a cytotoxic one);
   and counts ``~ Multinomial(L_i, softmax(b + c_l + a_p + w_sl + e_dkl))``.
 
-The truth table holds every non-zero ``e_dklg`` and the exact log2 fold change of the
-gene's expected share against DMSO of the same line on the same plate.
+The truth table holds every non-zero ``e_dklg`` and the exact log2 fold change of the gene's
+expected share against DMSO of the same line on the same plate.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import hashlib
+import shutil
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import io as tio
+from .errors import ConfigError, InputError
 from .schema import CLS_TOKEN, CLS_VALUE, CONTROL_DRUG, EXPRESSION_SCHEMA, FIRST_TOKEN, N_GENES
 
 DOSES_UM = (0.05, 0.5, 5.0)
 DOSE_SCALE = (0.3, 0.65, 1.0)
-MT_SYMBOLS = [
-    "MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3",
-    "MT-ND3", "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB",
-]  # fmt: skip
-GBM_LINES = [  # seed 000's seven glioblastoma lines come first
-    ("CVCL_0131", "A-172"), ("CVCL_1239", "H4"), ("CVCL_0021", "U-251MG"),
-    ("CVCL_0022", "U-87MG"), ("CVCL_S471", "U-343MG"), ("CVCL_5735", "D-54MG"),
-    ("CVCL_RU29", "BT048"),
-]  # fmt: skip
-SEED_DRUGS = [
-    "(R)-Verapamil (hydrochloride)", "Aliskiren", "Palmatine (chloride)", "Quinestrol",
-    "Isocorydine", "Megestrol", "Pasireotide (acetate)", "Terfenadine", "Temsirolimus",
-]  # fmt: skip
-MOAS = [
-    ("unclear", "unclear"),
-    ("DNA synthesis/repair inhibitor", "DNA damage"),
-    ("mTOR inhibitor", "kinase inhibitor"),
-    ("HDAC inhibitor", "epigenetic"),
-    ("Tubulin polymerisation inhibitor", "cytoskeleton"),
-    ("Calcium channel blocker", "ion channel"),
-    ("EGFR inhibitor", "kinase inhibitor"),
-    ("Proteasome inhibitor", "protein degradation"),
-]
-MOA_WEIGHTS = np.array([0.55, 0.12, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03])
-DRIVERS = ["TP53", "PTEN", "EGFR", "CDKN2A", "NF1", "PIK3CA", "RB1", "KRAS", "BRAF", "IDH1"]
+
+REAL_METADATA_DIR = Path(__file__).resolve().parents[2] / "resources" / "tahoe_metadata"
+"""Tahoe-100M's metadata tables, committed with the repository (see its README)."""
+REAL_REVISION = "2dc57900b7981cfcf5e211527169a0b006546a95"
+REAL_FILES = {
+    "gene": "gene_metadata.parquet",
+    "sample": "sample_metadata.parquet",
+    "drug": "drug_metadata.parquet",
+    "cell_line": "cell_line_metadata.parquet",
+    "grid": "obs_cell_grid.parquet",
+}
+REAL_COLUMNS = {
+    "gene": ("gene_symbol", "ensembl_id", "token_id"),
+    "sample": ("sample", "plate", "drug", "drugname_drugconc"),
+    "drug": ("drug", "moa-fine", "canonical_smiles", "pubchem_cid"),
+    "cell_line": ("cell_name", "Cell_ID_Cellosaur"),
+    "grid": ("drug", "cell_name", "plate", "conc", "n_cells"),
+}
+PLATE_ORDER = (
+    "plate13", "plate7", "plate1", "plate14", "plate8", "plate9", "plate2", "plate3", "plate4",
+    "plate5", "plate6", "plate10", "plate11", "plate12",
+)  # fmt: skip
+"""Plates in the order the demo takes them: plate13 mixes 0.05/0.5/5 uM, plate7 has the drug
+'Trametinib (DMSO_TF solvate)' and shares 13 drug-doses with plate13, plate1 has 'Erdafitinib '."""
+SEED000_LINES = ("CVCL_0131", "CVCL_1239")
+"""A-172 and H4: the two of seed 000's seven glioblastoma lines that are among Tahoe's 50."""
+TRAP_DRUGS = ("Trametinib (DMSO_TF solvate)", "Erdafitinib ", "Selinexor ")
+"""Real names a careless reader gets wrong: a drug whose name contains the control's, and two
+names with a trailing space (in sample_metadata and the data, not in drug_metadata)."""
+CYTOTOXIC_FRACTION = 0.5
+"""Share of the active drugs that also kill cells of their sensitive lines."""
+BARCODES_PER_SUBLIB = 96 * 96
+SUBLIBS_PER_PLATE = 10
 
 
 @dataclass(frozen=True)
 class DemoParams:
-    """Size and shape of the demo dataset. Defaults give a whole-DAG run of a few minutes."""
+    """Size and shape of the demo (the demo keys of config/schema.yaml, with their defaults)."""
 
     seed: int = 0
     n_files: int = 4
     cells_per_file: int = 5000
     row_group_size: int = 1000
     n_cell_lines: int = 8
-    n_drugs: int = 24
-    n_plates: int = 2
-    control_wells_per_plate: int = 4
+    n_drugs: int | None = 20
+    n_plates: int = 3
+    control_wells_per_plate: int = 2
     frac_active_drugs: float = 0.35
     genes_per_effect: int = 150
     effect_sd: float = 1.0
@@ -92,19 +130,17 @@ class DemoParams:
             "n_files": self.n_files >= 1,
             "cells_per_file": self.cells_per_file >= 1,
             "row_group_size": self.row_group_size >= 1,
-            "n_cell_lines": 1 <= self.n_cell_lines <= 999,
-            "n_drugs": self.n_drugs >= 1,
-            "n_plates": self.n_plates >= 1,
+            "n_cell_lines": 1 <= self.n_cell_lines <= 50,
+            "n_drugs": self.n_drugs is None or self.n_drugs >= 1,
+            "n_plates": 1 <= self.n_plates <= len(PLATE_ORDER),
             "control_wells_per_plate": self.control_wells_per_plate >= 1,
             "frac_active_drugs": 0.0 <= self.frac_active_drugs <= 1.0,
             "frac_resistant": 0.0 <= self.frac_resistant <= 1.0,
             "genes_per_effect": 1 <= self.genes_per_effect <= self.n_expressed_genes,
-            "n_expressed_genes": 100 <= self.n_expressed_genes <= N_GENES,
+            "n_expressed_genes": 100 <= self.n_expressed_genes <= N_GENES - 37,
         }
         for key, ok in checks.items():
             if not ok:
-                from .errors import ConfigError
-
                 raise ConfigError(f"demo.{key}", f"value {getattr(self, key)!r} is out of range")
 
     @classmethod
@@ -113,51 +149,197 @@ class DemoParams:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+# --- the real tables ----------------------------------------------------------------
+@dataclass(frozen=True)
+class RealTables:
+    """Tahoe-100M's metadata tables as read (``gene``, ``sample``, ``drug``, ``cell_line``:
+    Arrow tables, exactly the hub's; ``grid``: obs_cell_grid as pandas) and their paths."""
+
+    paths: dict[str, Path]
+    gene: pa.Table
+    sample: pa.Table
+    drug: pa.Table
+    cell_line: pa.Table
+    grid: pd.DataFrame
+
+
+@functools.lru_cache(maxsize=4)
+def real_tables(metadata_dir: str | Path = REAL_METADATA_DIR) -> RealTables:
+    """Read and check the real metadata tables; a missing file or column is an InputError."""
+    root = Path(metadata_dir)
+    paths = {k: root / name for k, name in REAL_FILES.items()}
+    tables = {}
+    for kind, path in paths.items():
+        if not path.is_file():
+            raise InputError(
+                path, "missing: the demo is built on Tahoe-100M's real metadata tables, "
+                "committed under resources/tahoe_metadata/",
+            )  # fmt: skip
+        t = pq.read_table(path)
+        missing = [c for c in REAL_COLUMNS[kind] if c not in t.column_names]
+        if missing:
+            raise InputError(
+                path, f"missing column(s) {', '.join(missing)} (it has {', '.join(t.column_names)}): "
+                f"not the tables of revision {REAL_REVISION}",
+            )  # fmt: skip
+        tables[kind] = t
+    tokens = tables["gene"].column("token_id").to_numpy()
+    if not np.array_equal(tokens, np.arange(FIRST_TOKEN, FIRST_TOKEN + N_GENES)):
+        raise InputError(
+            paths["gene"], f"token_id is not {FIRST_TOKEN}..{FIRST_TOKEN + N_GENES - 1} in order"
+        )
+    grid = tables.pop("grid").to_pandas()
+    return RealTables(paths=paths, grid=grid, **tables)
+
+
+def real_metadata_digest(metadata_dir: str | Path = REAL_METADATA_DIR) -> str:
+    """sha256 over the real tables' names and bytes (a rerun trigger of the demo rules that
+    does not depend on where the checkout lies); a missing file is hashed as missing."""
+    h = hashlib.sha256()
+    for name in sorted(REAL_FILES.values()):
+        path = Path(metadata_dir) / name
+        h.update(name.encode() + b"\0")
+        h.update(path.read_bytes() if path.is_file() else b"<missing>")
+    return h.hexdigest()
+
+
+def parse_dose(text: str) -> float:
+    """Dose in uM of a ``drugname_drugconc`` value (``"[('Drug', 0.5, 'uM')]"``)."""
+    name, dose, unit = ast.literal_eval(text)[0]
+    if unit != "uM":
+        raise ValueError(f"unexpected unit {unit!r} in {text!r}")
+    return float(dose)
+
+
+def sample_table(real: RealTables) -> pd.DataFrame:
+    """sample_metadata with ``row`` (position in the table), ``conc`` (uM), ``is_control``
+    (drug equal to DMSO_TF, spaces ignored: never a substring match) and ``position`` (1..96,
+    the well's place among its plate's rows)."""
+    s = real.sample.select(["sample", "plate", "drug", "drugname_drugconc"]).to_pandas()
+    s["row"] = np.arange(len(s))
+    s["conc"] = [parse_dose(t) for t in s["drugname_drugconc"]]  # 1,344 rows
+    s["is_control"] = s["drug"].str.strip() == CONTROL_DRUG
+    s["position"] = s.groupby("plate").cumcount() + 1
+    return s
+
+
+def line_order(real: RealTables) -> list[tuple[str, str]]:
+    """The 50 lines of the data as (Cellosaurus id, name): A-172 and H4 first, then the others
+    by their number of cells in Tahoe-100M (most first)."""
+    names = real.cell_line.select(["cell_name", "Cell_ID_Cellosaur"]).to_pandas()
+    names = names.drop_duplicates("cell_name").set_index("cell_name")["Cell_ID_Cellosaur"]
+    total = real.grid.groupby("cell_name")["n_cells"].sum()
+    df = pd.DataFrame({"name": total.index, "cells": total.to_numpy()})
+    df["cid"] = names.reindex(df["name"]).to_numpy()
+    df["first"] = [SEED000_LINES.index(c) if c in SEED000_LINES else 99 for c in df["cid"]]
+    df = df.sort_values(["first", "cells", "name"], ascending=[True, False, True])
+    return list(zip(df["cid"], df["name"], strict=True))
+
+
+def drug_order(samples: pd.DataFrame) -> list[str]:
+    """Treated drugs of ``samples`` (names as the data spells them) in the demo's order: the
+    real traps (:data:`TRAP_DRUGS`), then by number of wells (several doses or plates first),
+    then by first appearance."""
+    treated = samples[~samples["is_control"]]
+    g = treated.groupby("drug", sort=False).agg(n=("row", "size"), first=("row", "min"))
+    g["trap"] = [TRAP_DRUGS.index(d) if d in TRAP_DRUGS else 99 for d in g.index]
+    g = g.sort_values(["trap", "n", "first"], ascending=[True, False, True])
+    return list(g.index)
+
+
+def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
+    """``total`` split in proportion to ``weights`` (largest remainder; sums to ``total``)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.sum() <= 0:
+        w = np.ones_like(w)
+    exact = total * w / w.sum()
+    out = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - out), kind="stable")
+    out[order[: total - int(out.sum())]] += 1
+    return out
+
+
 class Design:
     """The fixed part of the demo (everything except the per-cell draws)."""
 
-    def __init__(self, p: DemoParams) -> None:
+    def __init__(self, p: DemoParams, metadata_dir: str | Path | None = None) -> None:
         self.p = p
+        real = real_tables(Path(metadata_dir) if metadata_dir else REAL_METADATA_DIR)
+        self.real = real
         rng = np.random.default_rng([p.seed, 0])
         G = N_GENES
-        # genes: MT genes spread through the vocabulary, the expressed set chosen at random
-        self.mt_idx = np.sort(rng.choice(G, size=len(MT_SYMBOLS), replace=False))
+        # genes: the real ones (column g is token g + 3); MT genes by their real symbols
+        self.gene_symbols = np.asarray(real.gene.column("gene_symbol").to_pylist(), dtype=object)
+        sym = self.gene_symbols.astype(str)
+        self.mt_idx = np.flatnonzero(np.char.startswith(sym, "MT-"))
         others = np.setdiff1d(np.arange(G), self.mt_idx)
         self.expressed = np.sort(rng.choice(others, size=p.n_expressed_genes, replace=False))
         base = np.full(G, -9.0) + rng.normal(0, 0.5, G)  # near-silent background
         base[self.expressed] = rng.normal(0.0, 2.0, self.expressed.size)
-        base[self.mt_idx] = rng.normal(4.0, 0.4, self.mt_idx.size)
+        mt_sym = sym[self.mt_idx]
+        trna = np.char.startswith(mt_sym, "MT-T")
+        rrna = np.char.startswith(mt_sym, "MT-RNR")
+        level = np.where(trna, -1.0, np.where(rrna, 3.0, 4.0))
+        base[self.mt_idx] = level + rng.normal(0, 0.4, self.mt_idx.size)
         self.base = base
-        # cell lines: Zipf-like abundances (seed 000 saw one line 4x the next)
+        # cell lines: the real ones, seed 000's two glioblastoma lines first
         L = p.n_cell_lines
-        self.line_ids = [
-            GBM_LINES[i][0] if i < len(GBM_LINES) else f"CVCL_X{i:03d}" for i in range(L)
-        ]
-        self.line_names = [
-            GBM_LINES[i][1] if i < len(GBM_LINES) else f"LINE-{i:03d}" for i in range(L)
-        ]
-        w = 1.0 / np.arange(1, L + 1) ** 1.1
-        self.line_weights = w / w.sum()
+        lines = line_order(real)[:L]
+        self.line_ids = [c for c, _ in lines]
+        self.line_names = [n for _, n in lines]
         self.line_prog_genes = np.stack(
             [rng.choice(self.expressed, size=800, replace=False) for _ in range(L)]
         )
         self.line_prog = rng.normal(0.0, 0.9, (L, 800))
         self.line_lib = rng.normal(0.0, 0.3, L)
         self.line_mt = rng.normal(0.0, 0.3, L)
-        # plates
-        P = p.n_plates
-        self.plate_names = [f"plate{i + 1}" for i in range(P)]
+        # plates: the first n_plates of PLATE_ORDER, named in file order (by plate number)
+        chosen = list(PLATE_ORDER[: p.n_plates])
+        self.plate_names = sorted(chosen, key=lambda s: int(s.removeprefix("plate")))
+        self.plate_priority = [self.plate_names.index(x) for x in chosen]
+        P = len(self.plate_names)
         self.plate_shift = rng.normal(0.0, 0.08, (P, self.expressed.size))
         self.plate_lib = rng.normal(0.0, 0.1, P)
-        # drugs
-        D = p.n_drugs
-        self.drug_names = [
-            SEED_DRUGS[i] if i < len(SEED_DRUGS) else f"Compound-{i:03d}" for i in range(D)
-        ]
-        moa_idx = rng.choice(len(MOAS), size=D, p=MOA_WEIGHTS)
-        self.drug_moa_fine = [MOAS[k][0] for k in moa_idx]
-        self.drug_moa_broad = [MOAS[k][1] for k in moa_idx]
-        self.drug_plate = np.arange(D) % P
+        # wells: the real samples of those plates, for the first n_drugs drugs + DMSO_TF
+        samples = sample_table(real)
+        self.samples = samples
+        on = samples[samples["plate"].isin(self.plate_names)]
+        order = drug_order(on)
+        if p.n_drugs is not None and p.n_drugs > len(order):
+            raise ConfigError(
+                "demo.n_drugs", f"{p.n_drugs} is more than the {len(order)} drugs of the plates "
+                f"{', '.join(self.plate_names)} (demo.n_plates: {p.n_plates})",
+            )  # fmt: skip
+        self.drug_names = order if p.n_drugs is None else order[: p.n_drugs]
+        D = len(self.drug_names)
+        ctrl = on[on["is_control"]].groupby("plate").head(min(p.control_wells_per_plate, 2))
+        wells = pd.concat([on[on["drug"].isin(self.drug_names) & ~on["is_control"]], ctrl])
+        wells = wells.assign(_p=wells["plate"].map(self.plate_names.index))
+        wells = wells.sort_values(["_p", "row"]).reset_index(drop=True)
+        self.wells = wells
+        self.well_row = wells["row"].to_numpy()
+        self.sample_names = wells["sample"].tolist()
+        self.well_plate = wells["_p"].to_numpy()
+        d_index = {d: i for i, d in enumerate(self.drug_names)}
+        self.well_drug = np.array([-1 if c else d_index[d] for d, c in
+                                   zip(wells["drug"], wells["is_control"], strict=True)])  # fmt: skip
+        self.well_conc = wells["conc"].to_numpy(np.float64)
+        self.well_dose = np.array([DOSES_UM.index(c) if c in DOSES_UM else -1
+                                   for c in self.well_conc])  # fmt: skip
+        if np.any((self.well_drug >= 0) & (self.well_dose < 0)):
+            raise InputError(
+                real.paths["sample"], "a treated well has a dose other than 0.05/0.5/5 uM"
+            )
+        # drug annotations from drug_metadata, joined on the name without surrounding spaces
+        dm = real.drug.select(["drug", "moa-fine", "canonical_smiles", "pubchem_cid"]).to_pandas()
+        dm = dm.assign(drug=dm["drug"].str.strip()).drop_duplicates("drug").set_index("drug")
+        key = pd.Index([d.strip() for d in self.drug_names])
+        self.drug_moa_fine = dm["moa-fine"].reindex(key).fillna("unclear").tolist()
+        self.drug_smiles = dm["canonical_smiles"].reindex(key).fillna("").tolist()
+        cid = dm["pubchem_cid"].reindex(key).to_numpy(np.float64)
+        # the expression files store the PubChem id as a float-formatted string ("1923.0")
+        self.drug_cid = ["" if np.isnan(c) else str(float(c)) for c in cid]
+        # effects
         n_active = int(round(p.frac_active_drugs * D))
         self.active = np.zeros(D, dtype=bool)
         self.active[rng.choice(D, size=n_active, replace=False)] = True
@@ -175,20 +357,101 @@ class Design:
         sens[rng.random((D, L)) < p.frac_resistant] = 0.0
         sens[~self.active] = 0.0
         self.sens = sens
-        self.drug_lib = np.where(self.active, rng.normal(0.0, 0.5, D), 0.0)
-        # wells (samples): each plate has its drugs at 3 doses plus control wells
-        rows = []
-        for pi in range(P):
-            for d in np.flatnonzero(self.drug_plate == pi):
-                for k in range(len(DOSES_UM)):
-                    rows.append((pi, int(d), k))
-            for _ in range(p.control_wells_per_plate):
-                rows.append((pi, -1, -1))
-        self.well_plate = np.array([r[0] for r in rows])
-        self.well_drug = np.array([r[1] for r in rows])
-        self.well_dose = np.array([r[2] for r in rows])
-        self.sample_names = [f"smp_{1000 + i}" for i in range(len(rows))]
-        self.well_weight = rng.uniform(0.6, 1.4, len(rows))  # uneven well sizes
+        # library-size effect of each active drug: 0.3-0.8 on the log scale at the top dose,
+        # either way (a condition signal in every per-cell summary)
+        lib_effect = rng.choice([-1.0, 1.0], D) * rng.uniform(0.3, 0.8, D)
+        self.drug_lib = np.where(self.active, lib_effect, 0.0)
+        # cytotoxicity: half of the active drugs kill cells of their sensitive lines
+        n_tox = int(round(CYTOTOXIC_FRACTION * n_active))
+        self.tox = np.zeros(D)
+        tox_drugs = rng.choice(np.flatnonzero(self.active), size=n_tox, replace=False)
+        self.tox[tox_drugs] = rng.uniform(0.4, 1.0, n_tox)
+        self.cytotoxic = self.tox > 0
+        self.drug_lib[self.cytotoxic] = -np.abs(self.drug_lib[self.cytotoxic])  # dying cells
+        # cells per (well, line): the real counts, then the survival
+        self.real_cells = self._real_cells()
+        dose_scale = np.where(self.well_dose >= 0, np.take(DOSE_SCALE, self.well_dose), 0.0)
+        tox_w = np.where(self.well_drug >= 0, self.tox[self.well_drug], 0.0)
+        sens_w = np.where(self.well_drug[:, None] >= 0, sens[self.well_drug], 0.0)
+        self.survival = np.exp(-(tox_w * dose_scale)[:, None] * sens_w)
+        self.cell_weight = self.real_cells * self.survival  # (wells, lines)
+        # compatibility: marginal well sizes and line shares
+        self.well_weight = self.cell_weight.sum(axis=1)
+        lw = self.cell_weight.sum(axis=0)
+        self.line_weights = lw / lw.sum() if lw.sum() > 0 else np.full(L, 1.0 / L)
+        self.plate_files = self._plate_files()
+
+    # --- cells ----------------------------------------------------------------
+    def _real_cells(self) -> np.ndarray:
+        """Cells of obs_cell_grid per (well, line); a count that two wells of the same drug,
+        dose and plate share is split evenly between them."""
+        s, w = self.samples, self.wells
+        keys = ["drug", "plate", "conc"]
+        n_share = s.groupby(keys).size().rename("n_share")
+        grid = self.real.grid.merge(n_share.reset_index(), on=keys, how="inner")
+        grid = grid[grid["cell_name"].isin(self.line_names)]
+        idx = pd.MultiIndex.from_frame(grid[[*keys, "cell_name"]])
+        per = pd.Series(
+            grid["n_cells"].to_numpy(np.float64) / grid["n_share"].to_numpy(), index=idx
+        )
+        want = pd.MultiIndex.from_arrays(
+            [np.repeat(w[k].to_numpy(), len(self.line_names)) for k in keys]
+            + [np.tile(np.asarray(self.line_names, dtype=object), len(w))]
+        )
+        per = per[~per.index.duplicated()]
+        vals = per.reindex(want).fillna(0.0).to_numpy()
+        return vals.reshape(len(w), len(self.line_names))
+
+    def _plate_files(self) -> list[list[int]]:
+        """File indices of each plate: plates in file order, files in proportion to cells."""
+        P, F = len(self.plate_names), self.p.n_files
+        per_plate = np.array([self.cell_weight[self.well_plate == i].sum() for i in range(P)])
+        n = np.zeros(P, dtype=np.int64)
+        if F >= P:
+            n = 1 + _apportion(F - P, per_plate)
+        else:
+            n[np.asarray(self.plate_priority[:F])] = 1
+        ends = np.cumsum(n)
+        return [list(range(int(e - k), int(e))) for e, k in zip(ends, n, strict=True)]
+
+    def file_plate(self, file_index: int) -> int:
+        """Files are contiguous per plate, as on the hub (each file holds one plate)."""
+        for i, files in enumerate(self.plate_files):
+            if file_index in files:
+                return i
+        raise ValueError(f"file {file_index} is not in the demo (n_files {self.p.n_files})")
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (a Design lives as long as its job)
+    def plate_counts(self, plate: int) -> np.ndarray:
+        """Exact cells per (well of the plate, line): the plate's rows apportioned."""
+        rows = len(self.plate_files[plate]) * self.p.cells_per_file
+        wells = np.flatnonzero(self.well_plate == plate)
+        return _apportion(rows, self.cell_weight[wells].ravel()).reshape(wells.size, -1)
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019
+    def plate_cells(self, plate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(well, line, rank of the cell within its well) of every row of the plate's files."""
+        L = self.p.n_cell_lines
+        wells = np.flatnonzero(self.well_plate == plate)
+        counts = self.plate_counts(plate).ravel()
+        groups = np.repeat(np.arange(counts.size), counts)
+        plate_no = int(self.plate_names[plate].removeprefix("plate"))
+        seq = groups[np.random.default_rng([self.p.seed, 2, plate_no]).permutation(groups.size)]
+        cell_well = wells[seq // L]
+        order = np.argsort(cell_well, kind="stable")
+        first = np.searchsorted(cell_well[order], cell_well[order])
+        rank = np.empty(seq.size, dtype=np.int64)
+        rank[order] = np.arange(seq.size) - first
+        if seq.size and rank.max() >= BARCODES_PER_SUBLIB * SUBLIBS_PER_PLATE:
+            raise ConfigError("demo.cells_per_file", "too many cells per well for unique barcodes")
+        return cell_well, seq % L, rank
+
+    def file_cells(self, file_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(well, line, rank within well) of the rows of one file."""
+        plate = self.file_plate(file_index)
+        j = self.plate_files[plate].index(file_index)
+        n = self.p.cells_per_file
+        return tuple(a[j * n : (j + 1) * n] for a in self.plate_cells(plate))
 
     # --- per-group expression -------------------------------------------------
     def log_weights(self, well: int, line: int) -> np.ndarray:
@@ -198,7 +461,7 @@ class Design:
         lw[self.line_prog_genes[line]] += self.line_prog[line]
         lw[self.mt_idx] += self.line_mt[line]
         plate = self.well_plate[well]
-        noise = np.random.default_rng([p.seed, 3, well, line]).normal(
+        noise = np.random.default_rng([p.seed, 3, int(self.well_row[well]), line]).normal(
             0, p.well_sd, self.expressed.size
         )
         lw[self.expressed] += self.plate_shift[plate] + noise
@@ -221,23 +484,22 @@ class Design:
             + drug
         )
 
-    def file_plate(self, file_index: int) -> int:
-        """Files are contiguous per plate, as on the hub (each file holds one plate)."""
-        return file_index * self.p.n_plates // self.p.n_files
-
     # --- tables ---------------------------------------------------------------
-    @cached_property
+    @property
     def gene_metadata(self) -> pa.Table:
-        G = N_GENES
-        symbols = np.array([f"GENE{i:05d}" for i in range(G)], dtype=object)
-        symbols[self.mt_idx] = MT_SYMBOLS
-        return pa.table(
-            {
-                "gene_symbol": pa.array(symbols, pa.string()),
-                "ensembl_id": pa.array([f"ENSG{900000 + i:011d}" for i in range(G)], pa.string()),
-                "token_id": pa.array(np.arange(FIRST_TOKEN, FIRST_TOKEN + G), pa.int64()),
-            }
-        )
+        return self.real.gene
+
+    @property
+    def sample_metadata(self) -> pa.Table:
+        return self.real.sample
+
+    @property
+    def drug_metadata(self) -> pa.Table:
+        return self.real.drug
+
+    @property
+    def cell_line_metadata(self) -> pa.Table:
+        return self.real.cell_line
 
     def drug_label(self, well: int) -> tuple[str, float]:
         d = self.well_drug[well]
@@ -245,105 +507,47 @@ class Design:
             return CONTROL_DRUG, 0.0
         return self.drug_names[d], DOSES_UM[self.well_dose[well]]
 
-    @cached_property
-    def sample_metadata(self) -> pa.Table:
-        drugs, concs = zip(
-            *(self.drug_label(w) for w in range(len(self.sample_names))), strict=True
-        )
-        return pa.table(
-            {
-                "sample": self.sample_names,
-                "plate": [self.plate_names[p] for p in self.well_plate],
-                "mean_gene_count": np.full(len(drugs), 1250.0),
-                "mean_tscp_count": np.full(len(drugs), float(np.exp(self.p.libsize_log_mean))),
-                "mean_mread_count": np.full(
-                    len(drugs), float(np.exp(self.p.libsize_log_mean)) * 1.6
-                ),
-                "mean_pcnt_mito": np.full(len(drugs), 3.0),
-                "drug": list(drugs),
-                "drugname_drugconc": [
-                    f"[({d!r}, {c}, 'uM')]" for d, c in zip(drugs, concs, strict=True)
-                ],
-            }
-        )
-
-    @cached_property
-    def drug_metadata(self) -> pa.Table:
-        # DMSO_TF is not in drug_metadata, as on the hub: joins must be left joins
-        D = self.p.n_drugs
-        targets = [
-            ",".join(DRIVERS[(d + j) % len(DRIVERS)] for j in range(1 + d % 3)) for d in range(D)
-        ]
-        return pa.table(
-            {
-                "drug": self.drug_names,
-                "targets": targets,
-                "moa-broad": self.drug_moa_broad,
-                "moa-fine": self.drug_moa_fine,
-                "human-approved": ["yes" if d % 2 else "no" for d in range(D)],
-                "clinical-trials": ["yes" if d % 3 else "no" for d in range(D)],
-                "gpt-notes-approval": ["" for _ in range(D)],
-                "canonical_smiles": [smiles(d) for d in range(D)],
-                "pubchem_cid": [f"{1000.0 + 7 * d:.1f}" for d in range(D)],
-            }
-        )
-
-    @cached_property
-    def cell_line_metadata(self) -> pa.Table:
-        rows = []
-        for i, (cid, name) in enumerate(zip(self.line_ids, self.line_names, strict=True)):
-            for j in range(1 + i % 3):  # one row per driver mutation
-                rows.append(
-                    {
-                        "cell_name": name,
-                        "Cell_ID_DepMap": f"ACH-{i:06d}",
-                        "Cell_ID_Cellosaur": cid,
-                        "Organ": "Brain" if i < len(GBM_LINES) else "Other",
-                        "Driver_Gene_Symbol": DRIVERS[(i + j) % len(DRIVERS)],
-                        "Driver_VarZyg": "Hom" if j % 2 else "Het",
-                        "Driver_VarType": "Missense",
-                        "Driver_ProtEffect_or_CdnaEffect": f"p.R{100 + i + j}H",
-                        "Driver_Mech_InferDM": "LoF" if j % 2 else "GoF",
-                        "Driver_GeneType_DM": "Suppressor" if j % 2 else "Oncogene",
-                    }
-                )
-        return pa.Table.from_pylist(rows)
-
     def truth_effects(self) -> pd.DataFrame:
         """Every non-zero designed effect, with the exact log2 change of the gene's expected share.
 
-        The share change includes the renormalisation of the softmax, so it is the quantity
-        a perfect differential-expression method (log CPM against DMSO of the same line and
-        plate) estimates, up to the well noise.
+        One row set per (active drug, dose, plate) of the design and sensitive line: a
+        drug-dose on two plates has the same effect on both, measured against each plate's
+        DMSO. The share change includes the renormalisation of the softmax, so it is the
+        quantity a perfect differential-expression method (log CPM against DMSO of the same line
+        and plate) estimates, up to the well noise. ``drug`` is spelled as in the data.
         """
         frames = []
-        for d in np.flatnonzero(self.active):
+        seen = set()
+        for w in np.flatnonzero(self.well_drug >= 0):
+            d, k, pi = int(self.well_drug[w]), int(self.well_dose[w]), int(self.well_plate[w])
+            if not self.active[d] or (d, k, pi) in seen:
+                continue
+            seen.add((d, k, pi))
             for line in range(self.p.n_cell_lines):
                 if self.sens[d, line] == 0:
                     continue
                 ctrl = self.base.copy()
                 ctrl[self.line_prog_genes[line]] += self.line_prog[line]
                 ctrl[self.mt_idx] += self.line_mt[line]
-                ctrl[self.expressed] += self.plate_shift[self.drug_plate[d]]
-                for k, dose in enumerate(DOSES_UM):
-                    e = self.effect_beta[d] * DOSE_SCALE[k] * self.sens[d, line]
-                    g = self.effect_genes[d]
-                    shifted = ctrl.copy()
-                    shifted[g] += e
-                    log_norm_shift = _logsumexp(shifted) - _logsumexp(ctrl)
-                    frames.append(
-                        pd.DataFrame(
-                            {
-                                "drug": self.drug_names[d],
-                                "dose_uM": dose,
-                                "cell_line_id": self.line_ids[line],
-                                "plate": self.plate_names[self.drug_plate[d]],
-                                "token_id": (g + FIRST_TOKEN).astype(np.int64),
-                                "effect_ln": e,
-                                "log2fc_share": (e - log_norm_shift) / np.log(2.0),
-                            }
-                        )
+                ctrl[self.expressed] += self.plate_shift[pi]
+                e = self.effect_beta[d] * DOSE_SCALE[k] * self.sens[d, line]
+                g = self.effect_genes[d]
+                shifted = ctrl.copy()
+                shifted[g] += e
+                log_norm_shift = _logsumexp(shifted) - _logsumexp(ctrl)
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "drug": self.drug_names[d],
+                            "dose_uM": DOSES_UM[k],
+                            "cell_line_id": self.line_ids[line],
+                            "plate": self.plate_names[pi],
+                            "token_id": (g + FIRST_TOKEN).astype(np.int64),
+                            "effect_ln": e,
+                            "log2fc_share": (e - log_norm_shift) / np.log(2.0),
+                        }
                     )
+                )
         cols = ["drug", "dose_uM", "cell_line_id", "plate", "token_id", "effect_ln", "log2fc_share"]
         if not frames:
             return pd.DataFrame(
@@ -356,23 +560,59 @@ class Design:
             )
         return pd.concat(frames, ignore_index=True)[cols]
 
+    def truth_cells(self) -> pd.DataFrame:
+        """One row per (well, line) of the design: the real cells of obs_cell_grid behind it
+        (``real_cells``), the simulated ``survival`` (1 unless the drug is cytotoxic in that
+        line) and the exact number of demo cells (``n_cells``; 0 on a plate without a file)."""
+        L = self.p.n_cell_lines
+        n = np.zeros_like(self.real_cells, dtype=np.int64)
+        for pi, files in enumerate(self.plate_files):
+            if files:
+                n[self.well_plate == pi] = self.plate_counts(pi)
+        drug, dose = zip(*(self.drug_label(w) for w in range(len(self.sample_names))), strict=True)
+        return pd.DataFrame(
+            {
+                "sample": np.repeat(self.sample_names, L),
+                "plate": np.repeat([self.plate_names[i] for i in self.well_plate], L),
+                "drug": np.repeat(np.asarray(drug, dtype=object), L),
+                "dose_uM": np.repeat(np.asarray(dose, dtype=np.float64), L),
+                "cell_line_id": np.tile(np.asarray(self.line_ids, dtype=object), len(drug)),
+                "real_cells": self.real_cells.ravel(),
+                "survival": self.survival.ravel(),
+                "n_cells": n.ravel(),
+            }
+        )
+
     def truth_params(self) -> dict:
         return {
             "params": dataclasses.asdict(self.p),
             "doses_uM": list(DOSES_UM),
             "dose_scale": list(DOSE_SCALE),
             "active_drugs": [self.drug_names[d] for d in np.flatnonzero(self.active)],
+            "cytotoxic_drugs": {
+                self.drug_names[d]: float(self.tox[d]) for d in np.flatnonzero(self.cytotoxic)
+            },
+            "design": {
+                "metadata": f"Tahoe-100M (tahoebio/Tahoe-100M) revision {REAL_REVISION}, CC0-1.0",
+                "plates": list(self.plate_names),
+                "files_per_plate": {
+                    self.plate_names[i]: len(f) for i, f in enumerate(self.plate_files)
+                },
+                "cell_lines": dict(zip(self.line_ids, self.line_names, strict=True)),
+                "drugs": list(self.drug_names),
+                "wells": len(self.sample_names),
+            },
             "noise_model": (
                 "counts ~ Multinomial(L, softmax(base + line program + plate shift + well noise + "
                 "drug effect)); L ~ LogNormal(libsize_log_mean + line + plate + drug offsets, libsize_sd)"
             ),
+            "cell_model": (
+                "cells per (well, line) apportioned in proportion to obs_cell_grid's real count x "
+                "survival, survival = exp(-tox_drug * dose_scale * sens_drug_line) for cytotoxic drugs"
+            ),
             "well_sd": self.p.well_sd,
             "libsize_sd": self.p.libsize_sd,
         }
-
-
-def smiles(d: int) -> str:
-    return "C" * (1 + d % 5) + "(=O)N" + "c1ccccc1" * (d % 2)
 
 
 def _logsumexp(x: np.ndarray) -> float:
@@ -413,22 +653,38 @@ def _sample_counts(
     return np.bincount(ukey // G, minlength=n), ukey % G, counts
 
 
+def _padded(values: np.ndarray, width: int) -> pa.Array:
+    """Zero-padded decimal strings of small non-negative integers (vectorised via a lookup)."""
+    table = pa.array([f"{i:0{width}d}" for i in range(int(values.max(initial=0)) + 1)])
+    return table.take(pa.array(values, pa.int64()))
+
+
+def barcodes(design: Design, cell_well: np.ndarray, rank: np.ndarray) -> pa.Array:
+    """``BARCODE_SUB_LIB_ID`` in the real form ``01_001_052-lib_1105``: round-1 barcode = the
+    well's position on its plate, rounds 2 and 3 and the sub-library from the cell's rank in
+    its well; the sub-library number encodes the plate (unique over the whole demo)."""
+    pos = design.wells["position"].to_numpy()[cell_well]
+    plate_no = np.array([int(s.removeprefix("plate")) for s in design.plate_names])
+    lib = 1000 + SUBLIBS_PER_PLATE * plate_no[design.well_plate[cell_well]]
+    lib = lib + rank // BARCODES_PER_SUBLIB
+    within = rank % BARCODES_PER_SUBLIB
+    parts = [_padded(pos, 2), "_", _padded(within // 96 + 1, 3), "_", _padded(within % 96 + 1, 3),
+             "-lib_", _padded(lib, 4)]  # fmt: skip
+    return pc.binary_join_element_wise(*parts, "")
+
+
 def generate_file(design: Design, file_index: int) -> pa.Table:
     """The expression table of one demo file (``cells_per_file`` rows, hub schema)."""
     p = design.p
     rng = np.random.default_rng([p.seed, 1, file_index])
-    n = p.cells_per_file
-    plate = design.file_plate(file_index)
-    wells = np.flatnonzero(design.well_plate == plate)
-    ww = design.well_weight[wells] / design.well_weight[wells].sum()
-    cell_well = wells[rng.choice(wells.size, size=n, p=ww)]
-    cell_line = rng.choice(p.n_cell_lines, size=n, p=design.line_weights)
+    cell_well, cell_line, rank = design.file_cells(file_index)
+    n = cell_well.size
     group = cell_well * p.n_cell_lines + cell_line
     order = np.argsort(group, kind="stable")
     nnz = np.zeros(n, dtype=np.int64)
     gene_parts, count_parts = [], []
     bounds = np.flatnonzero(np.diff(group[order])) + 1
-    for idx in np.split(order, bounds):
+    for idx in np.split(order, bounds) if n else []:
         well, line = int(cell_well[idx[0]]), int(cell_line[idx[0]])
         mu = design.log_libsize_mean(well, line)
         lib = np.maximum(np.rint(rng.lognormal(mu, p.libsize_sd, idx.size)), 50).astype(np.int64)
@@ -437,8 +693,8 @@ def generate_file(design: Design, file_index: int) -> pa.Table:
         gene_parts.append(g)
         count_parts.append(c)
     # values are grouped by ``order``; reorder them to the cells' row order
-    genes_sorted = np.concatenate(gene_parts)
-    counts_sorted = np.concatenate(count_parts)
+    genes_sorted = np.concatenate(gene_parts) if gene_parts else np.zeros(0, np.int64)
+    counts_sorted = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64)
     start_sorted = np.zeros(n, dtype=np.int64)
     start_sorted[1:] = np.cumsum(nnz[order])[:-1]
     starts = np.empty(n, dtype=np.int64)
@@ -457,38 +713,33 @@ def generate_file(design: Design, file_index: int) -> pa.Table:
     token[dst] = genes_sorted[src] + FIRST_TOKEN
     expr[dst] = counts_sorted[src]
 
-    gidx = file_index * p.cells_per_file + np.arange(n)
-    barcodes = [
-        f"{(g // 1_000_000) % 100:02d}_{(g // 1000) % 1000:03d}_{g % 1000:03d}-lib_{1000 + plate + 1}"
-        for g in gidx
-    ]
-    drug_of_well = {w: design.drug_label(w)[0] for w in wells}
-    dmask = design.well_drug[cell_well]
-    drugs = [drug_of_well[w] for w in cell_well]
-    moa = np.where(
-        dmask >= 0, np.array(design.drug_moa_fine + ["unclear"], dtype=object)[dmask], "unclear"
-    )
-    smi = np.where(
-        dmask >= 0, np.array([smiles(d) for d in range(p.n_drugs)] + [""], dtype=object)[dmask], ""
-    )
-    cid = np.where(
-        dmask >= 0,
-        np.array([f"{1000.0 + 7 * d:.1f}" for d in range(p.n_drugs)] + [""], dtype=object)[dmask],
-        "",
-    )
+    # per-well strings, taken per cell; DMSO_TF has no MoA, SMILES or PubChem id
+    d = design.well_drug
+    drug = np.where(d >= 0, np.array([*design.drug_names, ""], dtype=object)[d], CONTROL_DRUG)
+    moa = np.where(d >= 0, np.array([*design.drug_moa_fine, ""], dtype=object)[d], "unclear")
+    smi = np.where(d >= 0, np.array([*design.drug_smiles, ""], dtype=object)[d], "")
+    cid = np.where(d >= 0, np.array([*design.drug_cid, ""], dtype=object)[d], "")
+    take = pa.array(cell_well, pa.int64())
+
+    def per_cell(values) -> pa.Array:
+        return pa.array(np.asarray(values, dtype=object), pa.string()).take(take)
+
     offsets32 = pa.array(offsets.astype(np.int32))
+    plate = design.plate_names[design.file_plate(file_index)]
     return pa.table(
         [
             pa.ListArray.from_arrays(offsets32, pa.array(token, pa.int64())),
             pa.ListArray.from_arrays(offsets32, pa.array(expr, pa.float32())),
-            pa.array(drugs, pa.string()),
-            pa.array([design.sample_names[w] for w in cell_well], pa.string()),
-            pa.array(barcodes, pa.string()),
-            pa.array([design.line_ids[i] for i in cell_line], pa.string()),
-            pa.array(moa, pa.string()),
-            pa.array(smi, pa.string()),
-            pa.array(cid, pa.string()),
-            pa.array(np.full(n, design.plate_names[plate], dtype=object), pa.string()),
+            per_cell(drug),
+            per_cell(design.sample_names),
+            barcodes(design, cell_well, rank),
+            pa.array(np.asarray(design.line_ids, dtype=object), pa.string()).take(
+                pa.array(cell_line, pa.int64())
+            ),
+            per_cell(moa),
+            per_cell(smi),
+            per_cell(cid),
+            pa.array(np.full(n, plate, dtype=object), pa.string()),
         ],
         schema=EXPRESSION_SCHEMA,
     )
@@ -502,15 +753,19 @@ def write_file(design: Design, file_index: int, path: str | Path) -> None:
 
 
 def write_metadata(design: Design, out: dict[str, str | Path]) -> None:
-    """Write the four metadata tables and the ground truth.
+    """Write the four metadata tables (byte copies of the real ones) and the ground truth.
 
-    ``out`` keys: gene, sample, drug, cell_line, effects, params.
+    ``out`` keys: gene, sample, drug, cell_line, effects, params, and optionally cells
+    (``truth/cells.parquet``, see :meth:`Design.truth_cells`).
     """
-    tio.write_parquet(design.gene_metadata, out["gene"])
-    tio.write_parquet(design.sample_metadata, out["sample"])
-    tio.write_parquet(design.drug_metadata, out["drug"])
-    tio.write_parquet(design.cell_line_metadata, out["cell_line"])
+    for kind in ("gene", "sample", "drug", "cell_line"):
+        with tio.atomic_path(out[kind]) as tmp:
+            shutil.copyfile(design.real.paths[kind], tmp)
     tio.write_parquet(
         pa.Table.from_pandas(design.truth_effects(), preserve_index=False), out["effects"]
     )
+    if "cells" in out:
+        tio.write_parquet(
+            pa.Table.from_pandas(design.truth_cells(), preserve_index=False), out["cells"]
+        )
     tio.write_json(design.truth_params(), out["params"])

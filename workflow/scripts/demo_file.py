@@ -1,13 +1,15 @@
-"""Write one demo expression file (hub schema)."""
+"""Write one demo expression file (hub schema) on Tahoe-100M's real design."""
 
 from tahoeflow.demo import DemoParams, Design, write_file
 from tahoeflow.logs import run
 
 
 def main(smk, log):
-    design = Design(DemoParams.from_dict(smk.params.demo))
-    write_file(design, smk.params.file_index, smk.output[0])
-    log(f"file {smk.params.file_index}: {design.p.cells_per_file} cells written")
+    design = Design(DemoParams.from_dict(smk.params.demo), smk.params.metadata_dir)
+    i = smk.params.file_index
+    write_file(design, i, smk.output[0])
+    plate = design.plate_names[design.file_plate(i)]
+    log(f"file {i}: {design.p.cells_per_file} cells of {plate} written")
 
 
 run(main, snakemake)  # noqa: F821

@@ -1,14 +1,18 @@
-"""Write the demo's metadata tables and ground truth."""
+"""Write the demo's metadata tables (the real ones) and ground truth."""
 
 from tahoeflow.demo import DemoParams, Design, write_metadata
 from tahoeflow.logs import run
 
 
 def main(smk, log):
-    design = Design(DemoParams.from_dict(smk.params.demo))
+    design = Design(DemoParams.from_dict(smk.params.demo), smk.params.metadata_dir)
     write_metadata(design, dict(smk.output.items()))
+    files = {design.plate_names[i]: len(f) for i, f in enumerate(design.plate_files)}
     log(
-        f"demo design: {design.p.n_cell_lines} cell lines, {design.p.n_drugs} drugs, {len(design.sample_names)} wells"
+        f"demo design on Tahoe-100M's real metadata: plates {files} (files per plate), "
+        f"{len(design.line_ids)} cell lines, {len(design.drug_names)} drugs, "
+        f"{len(design.sample_names)} wells, {int(design.active.sum())} active and "
+        f"{int(design.cytotoxic.sum())} cytotoxic drugs"
     )
 
 
