@@ -5,7 +5,22 @@ It serves the files below a local folder as one dataset repo, answering HEAD and
 needs (see ``/work/shared/notes/tahoe.md`` section 6): ``Content-Length``, ``ETag`` and
 ``X-Linked-Etag`` (the file's sha256 in quotes, as the hub sends for LFS files),
 ``X-Linked-Size`` and ``X-Repo-Commit``. ``Range`` requests are honoured, because the client
-resumes an interrupted body with one. Anything under ``/api/`` gets a harmless 404.
+resumes an interrupted body with one. Anything under ``/api/`` gets a harmless 404, unless
+the hub is started with ``api=True``: then it also answers the three API calls that
+``huggingface_hub``'s file system (``HfFileSystem``) and ``datasets`` streaming make
+(huggingface_hub 2.4.0, datasets 5.2.0):
+
+* ``GET /api/datasets/{repo}/revision/{rev}``: the repo info (``id``, ``sha``, ``siblings``);
+* ``GET /api/datasets/{repo}/tree/{rev}[/{path}]?recursive=&expand=``: a folder listing, in
+  pages of ``tree_page_size`` entries with a ``Link: <...>; rel="next"`` header as the hub
+  sends (the client follows it);
+* ``POST /api/datasets/{repo}/paths-info/{rev}`` (form fields ``paths``): the entries of the
+  given paths (missing ones left out).
+
+Entries are ``{"type": "file", "path", "size", "oid"}`` (git blob id) plus ``"lfs": {"oid":
+sha256, "size", "pointerSize"}`` for ``.parquet`` files, or ``{"type": "directory", "path",
+"oid"}``. :meth:`FakeHub.bytes_served` counts the body bytes sent per file, so a test can show
+a client read only a footer.
 
 Faults can be planted per file path and per request count (see :class:`Fault`), and every
 request is recorded (method, path, headers) so a test can check what the client sent.
@@ -35,7 +50,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlencode, urlsplit
 
 FAKE_COMMIT = "5eed0000c0ffee00000000000000000000000001"
 """The 40-hex commit id the fake hub reports in ``X-Repo-Commit``."""
@@ -73,6 +88,10 @@ _RESOLVE = re.compile(
     r"^/datasets/(?P<org>[^/]+)/(?P<name>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
 )
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_API = re.compile(
+    r"^/api/datasets/(?P<org>[^/]+)/(?P<name>[^/]+)/(?P<what>revision|tree|paths-info)/"
+    r"(?P<rev>[^/]+)(?:/(?P<path>.*))?$"
+)
 
 
 @dataclass
@@ -167,11 +186,16 @@ class FakeHub:
         repo_id: str = "tahoebio/Tahoe-100M",
         commit: str = FAKE_COMMIT,
         port: int = 0,
+        api: bool = False,
+        tree_page_size: int = 1000,
     ) -> None:
         self.root = Path(root).resolve()
         self.repo_id = repo_id
         self.commit = commit
         self._port = port
+        self.api = api
+        self.tree_page_size = tree_page_size
+        self._served: dict[str, int] = {}
         self._lock = threading.Lock()
         self._faults: dict[str, list[Fault]] = {}
         self._requests: list[RecordedRequest] = []
@@ -282,6 +306,19 @@ class FakeHub:
         with self._lock:
             return list(self._requests)
 
+    def bytes_served(self, path: str | None = None) -> int:
+        """Body bytes sent for the repo file ``path`` (all files when None), ranges included."""
+        with self._lock:
+            if path is None:
+                return sum(self._served.values())
+            return self._served.get(path, 0)
+
+    def reset_counts(self) -> None:
+        """Forget the recorded requests and the bytes served."""
+        with self._lock:
+            self._requests.clear()
+            self._served.clear()
+
     def requests_for(self, path: str, method: str | None = None) -> list[RecordedRequest]:
         """Recorded resolve requests for the repo file ``path`` (optionally one method only)."""
         return [
@@ -308,6 +345,21 @@ class FakeHub:
         if not candidate.is_relative_to(self.root) or not candidate.is_file():
             return None
         return candidate
+
+    def _entry(self, repo_path: str) -> dict[str, Any] | None:
+        """The tree / paths-info entry of ``repo_path`` (None when it does not exist)."""
+        candidate = (self.root / repo_path).resolve()
+        if not candidate.is_relative_to(self.root) or not candidate.exists():
+            return None
+        rel = candidate.relative_to(self.root).as_posix()
+        oid = hashlib.sha1(rel.encode()).hexdigest()  # noqa: S324 - a stand-in id, not security
+        if candidate.is_dir():
+            return {"type": "directory", "path": rel, "oid": oid}
+        size = candidate.stat().st_size
+        entry: dict[str, Any] = {"type": "file", "path": rel, "size": size, "oid": oid}
+        if rel.endswith(".parquet"):
+            entry["lfs"] = {"oid": self._sha256(candidate), "size": size, "pointerSize": 134}
+        return entry
 
     def _sha256(self, path: Path) -> str:
         st = path.stat()
@@ -340,6 +392,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._handle("GET")
 
+    def do_POST(self) -> None:
+        self._handle("POST")
+
     # ------------------------------------------------------------------------------------------
 
     def _handle(self, method: str) -> None:
@@ -355,7 +410,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str, path: str, match: re.Match[str] | None) -> None:
         hub = self.hub
         if path.startswith("/api/"):
-            return self._error(method, 404, "NotFound", "the fake hub does not implement /api")
+            api = _API.match(path) if hub.api else None
+            if api is None:
+                return self._error(method, 404, "NotFound", "the fake hub does not implement this")
+            return self._api(method, api)
         if match is None:
             return self._error(method, 404, "NotFound", f"no route for {path}")
         if f"{match['org']}/{match['name']}" != hub.repo_id:
@@ -440,11 +498,77 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "HEAD":
             return
         if fault is not None and fault.kind == "drop":
-            self.wfile.write(part[: len(part) // 2])
+            self._write(repo_path, part[: len(part) // 2])
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(part)
+        self._write(repo_path, part)
+
+    def _write(self, repo_path: str, data: bytes) -> None:
+        # counted before sending: a client that has read the bytes sees them counted
+        with self.hub._lock:
+            self.hub._served[repo_path] = self.hub._served.get(repo_path, 0) + len(data)
+        self.wfile.write(data)
+
+    # -- the API (FakeHub(api=True)) ------------------------------------------------------------
+
+    def _api(self, method: str, m: re.Match[str]) -> None:
+        hub = self.hub
+        if f"{m['org']}/{m['name']}" != hub.repo_id:
+            return self._error(method, 404, "RepoNotFound", "Repository not found")
+        if m["rev"] not in ("main", hub.commit):
+            return self._error(method, 404, "RevisionNotFound", f"Invalid rev id: {m['rev']}")
+        if m["what"] == "revision":
+            if method != "GET" or m["path"]:
+                return self._error(method, 405, None, "method not allowed")
+            files = [p.relative_to(hub.root).as_posix() for p in iter_tree(hub.root)]
+            return self._json(
+                {
+                    "id": hub.repo_id,
+                    "sha": hub.commit,
+                    "private": False,
+                    "siblings": [{"rfilename": f} for f in files],
+                }
+            )
+        if m["what"] == "paths-info":
+            if method != "POST":
+                return self._error(method, 405, None, "method not allowed")
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode()) if length else {}
+            entries = [hub._entry(p) for p in form.get("paths", [])]
+            return self._json([e for e in entries if e is not None])
+        # tree
+        if method != "GET":
+            return self._error(method, 405, None, "method not allowed")
+        query = parse_qs(urlsplit(self.path).query)
+        folder = (m["path"] or "").strip("/")
+        base = (hub.root / folder).resolve()
+        if not base.is_relative_to(hub.root) or not base.is_dir():
+            return self._error(method, 404, "EntryNotFound", f"{folder} does not exist on main")
+        recursive = query.get("recursive", ["False"])[0].lower() == "true"
+        found = base.rglob("*") if recursive else base.iterdir()
+        paths = sorted(p.relative_to(hub.root).as_posix() for p in found)
+        entries = [e for e in map(hub._entry, paths) if e is not None]
+        cursor = int(query.get("cursor", ["0"])[0])
+        page = entries[cursor : cursor + hub.tree_page_size]
+        extra = {}
+        if cursor + hub.tree_page_size < len(entries):
+            nxt = f"{hub.url}{urlsplit(self.path).path}?" + urlencode(
+                {**{k: v[0] for k, v in query.items()}, "cursor": cursor + hub.tree_page_size}
+            )
+            extra["Link"] = f'<{nxt}>; rel="next"'
+        return self._json(page, extra)
+
+    def _json(self, payload: object, extra: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self._repo_headers()
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _repo_headers(self, replace: dict[str, str] | None = None) -> None:
         headers = {

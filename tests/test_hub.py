@@ -408,7 +408,10 @@ def test_offline_mode_uses_verified_cache(
 
 
 def test_download_script(fake_hub: FakeHub, tmp_path: Path) -> None:
-    source = _plant_parquet(fake_hub, metadata_filename("drug"))
+    planted = fake_hub.root / metadata_filename("drug")  # a drug table: the script checks columns
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"drug": ["DMSO_TF", "Trametinib (DMSO_TF solvate)"]}), planted)
+    source = planted.read_bytes()
     out = tmp_path / "results" / "drug_metadata.parquet"
     log = tmp_path / "logs" / "download.log"
     log.parent.mkdir()

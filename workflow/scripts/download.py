@@ -3,7 +3,9 @@
 Reads only the ``snakemake`` object (params repo_id, revision, filename, cache_dir,
 max_retries, timeout_s; output[0]; log[0]). The token comes from HF_TOKEN via
 huggingface_hub and is never logged; the endpoint from HF_ENDPOINT. A failed download ends
-the job with one line ``ERROR: <file> ...: <problem>`` (sha256 mismatch, HTTP status, ...).
+the job with one line ``ERROR: <file> ...: <problem>`` (sha256 mismatch, HTTP status, ...),
+and so does a metadata table that lacks a column the workflow reads (a table of another
+revision, with columns renamed or missing; the file is removed).
 """
 
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 from tahoeflow.errors import InputError
 from tahoeflow.hub import HubError, fetch_file
 from tahoeflow.logs import run
+from tahoeflow.manifest import check_metadata_columns
 
 
 def main(smk, log):
@@ -26,6 +29,14 @@ def main(smk, log):
         raise InputError(
             f"{e.filename} (repo {e.repo_id}, revision {e.revision})", e.problem
         ) from None
+    if p.filename.startswith("metadata/"):  # a table of another revision fails here, once
+        kind = Path(p.filename).name.removesuffix("_metadata.parquet")
+        try:
+            check_metadata_columns(smk.output[0], kind)
+        except InputError as e:
+            Path(smk.output[0]).unlink(missing_ok=True)
+            where = f"{p.filename} (repo {p.repo_id}, revision {p.revision})"
+            raise InputError(where, e.problem) from None
 
 
 run(main, snakemake)  # noqa: F821
