@@ -27,10 +27,12 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint --cores 1
 
-# System packages some tests need (Chromium for the report check); SLURM is set up by its test.
+# System packages some tests need (Chromium for the report check, R with limma, edgeR and
+# DESeq2 as the DE oracle); SLURM is set up by its test.
 sysdeps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash ci/install-chromium.sh; \
-	else echo "not root: skipping system packages (browser tests skip, SLURM test skips)"; fi
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	bash ci/install-chromium.sh && bash ci/install-r.sh; \
+	else echo "not root: skipping system packages (browser and R reference tests skip, SLURM test skips)"; fi
 
 test: lint sysdeps
 	$(BIN)/python -m pytest -q --timeout 900

@@ -8,8 +8,8 @@
                      control="DMSO_TF", return_skipped=True)
 
    once with ``method="plain"`` (the original log-CPM + constant-prior eBayes: "before") and
-   once with the defaults (voom pipeline: "after"), plus ablations that undo one departure
-   from textbook edgeR + limma-voom each (limma's voom weights at the own group mean, limma's
+   once with voom and the three departures of ``de.voom`` (``DEPARTURES``), plus ablations
+   that undo one departure from textbook edgeR + limma-voom (the default) each (limma's voom weights at the own group mean, limma's
    log2 trend axis, edgeR's per-well filter rule), all three at once, and limma-trend.
 2. Optionally (``--sim-seeds``) fresh simulations from :class:`tahoeflow.demo.Design` (the
    demo's generative model and truth table; default DemoParams apart from the seed). Cells
@@ -41,15 +41,14 @@ from tahoeflow.schema import CONTROL_DRUG, FIRST_TOKEN
 
 KEYS = ["drug", "dose_uM", "cell_line_id"]
 
+DEPARTURES = dict(gene_filter="pooled", voom_axis="inv_sqrt", voom_fitted="midpoint")
 VARIANTS = {
     "before: plain (log-CPM, eBayes)": dict(method="plain"),
-    "after: voom (default)": {},
-    "  voom, limma's weights (own group)": dict(voom_fitted="group"),
-    "  voom, limma's log2 trend axis": dict(voom_axis="log2"),
-    "  voom, edgeR's filter rule (n=1)": dict(gene_filter="edgeR"),
-    "  textbook edgeR + limma-voom": dict(
-        gene_filter="edgeR", voom_axis="log2", voom_fitted="group"
-    ),
+    "voom with the three departures (de.voom)": DEPARTURES,
+    "  undo: limma's weights (own group)": {**DEPARTURES, "voom_fitted": "group"},
+    "  undo: limma's log2 trend axis": {**DEPARTURES, "voom_axis": "log2"},
+    "  undo: edgeR's filter rule (n=1)": {**DEPARTURES, "gene_filter": "edgeR"},
+    "  textbook edgeR + limma-voom (the default)": {},
     "  limma-trend (filter + TMM)": dict(method="trend"),
 }
 

@@ -6,11 +6,47 @@ UPDOWN = config["updown"]
 PERGENE = config["pergene"]
 
 
-rule de_pseudobulk:
+DE_PARTS = list(range(DE["jobs"]))
+
+
+rule de_part:
     input:
         counts=rules.merge_pseudobulk.output.counts,
         groups=rules.merge_pseudobulk.output.groups,
         genes=rules.merge_gene_stats.output[0],
+    output:
+        table=f"{R}/de/parts/{{part}}.parquet",
+        skipped=f"{R}/de/parts/{{part}}.skipped.csv",
+    log:
+        f"{R}/logs/de/part_{{part}}.log",
+    benchmark:
+        f"{R}/benchmarks/de/part_{{part}}.tsv"
+    wildcard_constraints:
+        part=r"\d+",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb(300, 115),
+        runtime=120,
+    params:
+        n_parts=DE["jobs"],
+        method=DE["method"],
+        min_cells=DE["min_cells"],
+        min_control_wells=DE["min_control_wells"],
+        prior_count=DE["prior_count"],
+        pool_plates=DE["pool_plates"],
+        voom=DE["voom"],
+        control=config["control_drug"],
+    script:
+        "../workflow/scripts/de_part.py"
+
+
+rule de_pseudobulk:
+    input:
+        parts=expand(f"{R}/de/parts/{{part}}.parquet", part=DE_PARTS),
+        skipped=expand(f"{R}/de/parts/{{part}}.skipped.csv", part=DE_PARTS),
+        groups=rules.merge_pseudobulk.output.groups,
         truth=demo_truth,
     output:
         toptable=f"{R}/de/toptable.parquet",
@@ -34,14 +70,12 @@ rule de_pseudobulk:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((1500 + 30 * input.size_mb) * attempt),
+        mem_mb=mem_mb(300, 115),
         runtime=60,
     params:
         method=DE["method"],
-        min_cells=DE["min_cells"],
-        min_control_wells=DE["min_control_wells"],
-        prior_count=DE["prior_count"],
         alpha=DE["alpha"],
+        calls_by=DE["calls_by"],
         top_volcano=DE["top_volcano"],
         control=config["control_drug"],
     script:
@@ -64,7 +98,7 @@ rule de_welch:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2500 * attempt,
+        mem_mb=mem_mb(450, 6.5, size=data_mb),
         runtime=60,
     params:
         shards=[shard_record(SHARDS[s]) for s in sorted(SHARDS)],
@@ -74,6 +108,7 @@ rule de_welch:
         normalised=config["input"]["normalised"],
         control_drug=config["control_drug"],
         max_conditions=DE["welch"]["max_conditions"],
+        conditions=DE["welch"]["conditions"],
     script:
         "../workflow/scripts/de_welch.py"
 
@@ -108,7 +143,7 @@ rule updown:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
+        mem_mb=mem_mb(1500, 10.5),
         runtime=60,
     params:
         seed=UPDOWN["seed"],
@@ -146,7 +181,7 @@ rule pergene_fit:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
+        mem_mb=mem_mb(350, 37),
         runtime=60,
     params:
         mode=PERGENE["mode"],
@@ -175,7 +210,7 @@ rule pergene_apply:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
+        mem_mb=mem_mb(300),
         runtime=20,
     params:
         feature_columns=PERGENE["table"]["feature_columns"],

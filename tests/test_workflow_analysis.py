@@ -43,6 +43,9 @@ CONFIG = {
         "rf_grid": {"n_estimators": [20], "max_depth": [None, 5]},
     },
     "pergene": {"n_top_genes": 40, "cv_folds": 3, "n_alphas": 10},
+    # the three documented departures from textbook limma-voom (de.voom; off by default): on
+    # this demo textbook voom's table-wide FDR is 9.4%, with them 3.3% (benchmarks/bench_de.py)
+    "de": {"voom": {"gene_filter": "pooled", "axis": "inv_sqrt", "fitted": "midpoint"}},
 }
 
 
@@ -184,13 +187,16 @@ def test_report_renders_in_headless_chromium(run):
 
 
 def test_de_calls_against_the_demo_truth(run):
-    """Pseudobulk DE (voom-style) keeps its empirical FDR under 5% against the simulated truth."""
-    m = json.loads((run / "results/de/metrics.json").read_text())["vs_truth"]
+    """Pseudobulk DE (voom with de.voom's departures) keeps the table-wide FDR
+    (adj.P.Val.global, the calls of up_down_counts.csv) under 5% against the simulated truth."""
+    metrics = json.loads((run / "results/de/metrics.json").read_text())
+    assert metrics["call_column"] == "adj.P.Val.global"
+    m = metrics["vs_truth"]["adj.P.Val.global"]
     assert m["n_calls"] > 50 and m["fdr"] <= 0.05 and m["power"] > 0.02, m
     counts = pd.read_csv(run / "results/de/up_down_counts.csv")
     assert {"n_up", "n_down"} <= set(counts.columns) and counts[
         ["n_up", "n_down"]
-    ].to_numpy().sum() == m["n_calls"]
+    ].to_numpy().sum() == m["n_calls"] == metrics["n_called"]
     welch = pd.read_parquet(run / "results/de/welch.parquet")
     assert {"scores", "pvals", "pvals_adj", "logfoldchanges"} <= set(welch.columns) and len(
         welch

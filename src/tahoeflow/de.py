@@ -2,13 +2,16 @@
 
 Two methods:
 
-* :func:`pseudobulk_de` -- limma-voom analysis of pseudobulk counts, one contrast at a time
-  (a treated condition, usually ONE well, against the 2-4 DMSO wells of the same cell line and
-  plate): a gene filter (edgeR ``filterByExpr``, :func:`filter_by_expr`), TMM normalisation
-  (edgeR ``calcNormFactors``, :func:`calc_norm_factors`), voom precision weights
-  (:func:`voom`, with R's ``lowess``, :func:`lowess`), the weighted two-group ``lmFit``
-  (:func:`lmfit_two_group`) and limma's empirical Bayes (:func:`ebayes`). ``method="trend"``
-  (limma-trend) and ``method="plain"`` (the original log-CPM + constant-prior eBayes) remain.
+* :func:`pseudobulk_de` -- textbook edgeR + limma-voom analysis of pseudobulk counts, one
+  contrast at a time (a (drug, dose, cell line) over every plate where it has wells, against
+  the DMSO wells of the same line on those plates, design ``~ plate + treated``,
+  :func:`contrasts`, :func:`contrast_design`): ``filterByExpr(y, design)``
+  (:func:`filter_by_expr`), TMM (:func:`calc_norm_factors`), voom precision weights
+  (:func:`voom`, with R's ``lowess``, :func:`lowess`), the weighted ``lmFit`` (:func:`lmfit`)
+  and limma's empirical Bayes (:func:`ebayes`); equal to R's on the same counts to ~1e-11
+  (tests/test_de_reference.py). The departures below are options, off by default.
+  ``method="log"`` (values already log expression), ``"deseq2"`` (PyDESeq2,
+  :mod:`tahoeflow.deseq2`), ``"trend"`` (limma-trend) and ``"plain"`` remain.
 * :func:`welch_de` -- per-cell Welch t-test on log-normalised data, identical to
   ``scanpy.tl.rank_genes_groups(method="t-test", reference=control)``.
 
@@ -24,7 +27,7 @@ Per contrast, ``y_ig`` is the count of gene g in well i, ``N`` wells, ``n1`` tre
   CPM reaches ``k`` in ``>= n`` wells. With one treated well edgeR's rule (``n = 1``) passes a
   gene on the treated well alone, so it keeps the null genes whose treated count is high by
   chance (selection bias; e.g. treated 9 vs controls 3, 3 in a two-control contrast of the
-  demo). The pipeline default (``gene_filter="pooled"``) applies the rule to the pooled CPM
+  demo). The option ``gene_filter="pooled"`` (off by default) applies the rule to the pooled CPM
   instead, ``sum_i y_ig / sum_i lib_i * 1e6 >= k n / N``, which depends on the counts only
   through their total (ancillary for the treated/control split under the null: independent
   filtering, Bourgon et al. 2010). It is the conservative choice; edgeR's rule
@@ -42,7 +45,7 @@ Per contrast, ``y_ig`` is the count of gene g in well i, ``N`` wells, ``n1`` tre
   ``sqrt(sigma_g)`` against the mean log-count ``x_g = Amean_g + mean(log2(lib + 1)) -
   log2(1e6)`` by :func:`lowess` (span 0.5, 3 robustness iterations, delta = 1% of the range);
   weight of observation (i, g) ``= 1 / trend(m_g + log2(lib_i + 1) - log2(1e6))^4``. Two
-  departures from limma, both switchable back (each undone alone: FDR 8-11% on simulated
+  optional departures from limma, off by default (each undone alone: FDR 8-11% on simulated
   small treated wells, resp. 5.5% on the demo case; benchmarks/bench_de_truth.py): (1) the fitted log-CPM ``m_g`` is the midpoint
   ``(m_1 + m_0) / 2`` of the group means (``voom_fitted="midpoint"``) instead of the
   observation's own group mean (``"group"``, limma): with one treated well limma's choice is
@@ -93,45 +96,67 @@ from tahoeflow.errors import ConfigError, InputError
 CONTROL_DRUG = "DMSO_TF"
 GROUP_COLUMNS = ("sample", "cell_line_id", "plate", "drug", "dose_uM", "n_cells")
 CONDITION_KEYS = ["drug", "dose_uM", "cell_line_id", "plate"]
-DE_COLUMNS = [
-    "drug",
-    "dose_uM",
-    "cell_line_id",
-    "plate",
-    "gene",
-    "logFC",
-    "AveExpr",
-    "t",
-    "P.Value",
-    "adj.P.Val",
-    "B",
-    "n_treated_cells",
-    "n_control_cells",
+PLATE_SEP = "+"
+"""Joins the plates of a contrast pooled over plates in its ``plate`` column (``plate3+plate7``)."""
+GENE_COLUMNS = ["gene", "ensembl_id", "gene_symbol"]
+LIMMA_STATS = ["logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "adj.P.Val.global", "B"]
+DESEQ2_STATS = [
+    "baseMean",
+    "log2FoldChange",
+    "lfcSE",
+    "stat",
+    "pvalue",
+    "padj",
+    "adj.P.Val.global",
 ]
+COUNT_COLUMNS = ["n_treated_cells", "n_control_cells", "n_treated_wells", "n_control_wells"]
+DE_COLUMNS = [*CONDITION_KEYS, *GENE_COLUMNS, *LIMMA_STATS, *COUNT_COLUMNS]
+DESEQ2_COLUMNS = [*CONDITION_KEYS, *GENE_COLUMNS, *DESEQ2_STATS, *COUNT_COLUMNS]
+SKIPPED_COLUMNS = [*CONDITION_KEYS, "n_cells", "n_control_wells", "what", "n_genes", "reason"]
+"""``skipped.csv``: one row per skipped contrast (``what`` = "contrast", ``n_genes`` every gene)
+or per group of genes a tested contrast left out (``what`` = "genes", e.g. all-zero counts),
+with the reason."""
 _KEY_FIELDS = [
     ("drug", pa.string()),
     ("dose_uM", pa.float64()),
     ("cell_line_id", pa.string()),
     ("plate", pa.string()),
     ("gene", pa.int64()),
+    ("ensembl_id", pa.string()),
+    ("gene_symbol", pa.string()),
 ]
-_CELL_COUNT_FIELDS = [("n_treated_cells", pa.int64()), ("n_control_cells", pa.int64())]
+_CELL_COUNT_FIELDS = [(c, pa.int64()) for c in COUNT_COLUMNS]
 TOPTABLE_SCHEMA = pa.schema(
-    [
-        *_KEY_FIELDS,
-        *((c, pa.float64()) for c in ("logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B")),
-        *_CELL_COUNT_FIELDS,
-    ]
+    [*_KEY_FIELDS, *((c, pa.float64()) for c in LIMMA_STATS), *_CELL_COUNT_FIELDS]
 )
-"""Arrow schema of ``results/de/toptable.parquet`` (genes are token ids), also when empty."""
+"""Arrow schema of ``results/de/toptable.parquet`` (limma methods), also when empty. ``gene`` is
+the token id, ``ensembl_id`` and ``gene_symbol`` name it; ``adj.P.Val`` is BH within the
+contrast, ``adj.P.Val.global`` BH over every row of the table."""
+DESEQ2_SCHEMA = pa.schema(
+    [*_KEY_FIELDS, *((c, pa.float64()) for c in DESEQ2_STATS), *_CELL_COUNT_FIELDS]
+)
+"""Arrow schema of the topTable of ``de.method: deseq2`` (DESeq2's column names)."""
 WELCH_SCHEMA = pa.schema(
     [
         *_KEY_FIELDS,
         *((c, pa.float64()) for c in ("scores", "pvals", "pvals_adj", "logfoldchanges")),
-        *_CELL_COUNT_FIELDS,
+        ("n_treated_cells", pa.int64()),
+        ("n_control_cells", pa.int64()),
     ]
 )
 """Arrow schema of ``results/de/welch.parquet``, also when empty."""
+
+
+def table_schema(method: str) -> pa.Schema:
+    """The Arrow schema of the topTable written for ``method``."""
+    return DESEQ2_SCHEMA if method == "deseq2" else TOPTABLE_SCHEMA
+
+
+def stat_columns(method: str) -> dict[str, str]:
+    """Names of the shared quantities in ``method``'s table: logFC, P.Value, adj.P.Val."""
+    if method == "deseq2":
+        return {"logFC": "log2FoldChange", "P.Value": "pvalue", "adj.P.Val": "padj"}
+    return {"logFC": "logFC", "P.Value": "P.Value", "adj.P.Val": "adj.P.Val"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +214,7 @@ def filter_by_expr(
     *,
     min_sample_size: float | None = None,
     group_sizes: Sequence[int] | None = None,
+    design: np.ndarray | None = None,
     min_count: float = 10.0,
     min_total_count: float = 15.0,
     large_n: int = 10,
@@ -197,8 +223,9 @@ def filter_by_expr(
 ) -> np.ndarray:
     """edgeR ``filterByExpr``: boolean mask of the genes (columns) worth testing.
 
-    ``n`` is ``min_sample_size`` if given, else the smallest of ``group_sizes``, else the number
-    of samples; if ``n > large_n`` it becomes ``large_n + (n - large_n) * min_prop``. With the
+    ``n`` is ``min_sample_size`` if given, else the smallest of ``group_sizes``, else ``1 /
+    max(hat(design))`` (edgeR's rule for a design: the smallest group of a two-group design),
+    else the number of samples; if ``n > large_n`` it becomes ``large_n + (n - large_n) * min_prop``. With the
     CPM cutoff ``k = min_count / median(lib) * 1e6``, a gene is kept when its total count
     reaches ``min_total_count`` and (edgeR) its CPM ``count / lib * 1e6`` reaches ``k`` in at
     least ``n`` samples (tolerance 1e-14).
@@ -223,6 +250,8 @@ def filter_by_expr(
         if not sizes:
             raise ValueError("group_sizes has no non-empty group")
         n = float(min(sizes))
+    elif design is not None:
+        n = 1.0 / float(leverages(design).max())
     else:
         n = float(y.shape[0])
     if n > large_n:
@@ -468,8 +497,11 @@ def voom(
     span: float = 0.5,
     axis: str = "log2",
     fitted: str = "group",
+    design: np.ndarray | None = None,
 ) -> Voom:
-    """limma ``voom`` for the design ``[intercept, treated]`` (the first ``n_treated`` rows).
+    """limma ``voom`` for the design ``[intercept, treated]`` (the first ``n_treated`` rows), or
+    any full-rank ``design`` (samples x coefficients) whose last column is the tested one (e.g.
+    ``~ plate + treated``, :func:`contrast_design`).
 
     ``E = log2((count + 0.5) / (lib + 1) * 1e6)`` with ``lib`` = ``lib_sizes`` (edgeR's effective
     library sizes ``lib * norm.factors``; default the row sums); unweighted two-group fit; per
@@ -477,12 +509,15 @@ def voom(
     sqrt(sigma)``, all-zero genes left out; the weight of observation (i, g) is ``1 /
     trend(m_g + log2(lib_i + 1) - log2(1e6))^4`` where ``m_g`` is the fitted log-CPM.
 
-    ``fitted="group"`` is limma's: ``m_g`` is the observation's group mean. With a single
+    ``fitted="group"`` is limma's: ``m_g`` is the observation's fitted value (with the design
+    ``[intercept, treated]`` its group mean). With a single
     treated well that is the well's own value, so its weight is largest exactly when its count
     is high by chance and the moderated t is right-skewed (Poisson counts below ~30: 2-9x too
     many t > 3.29, none below -3.29; with a large treated library the noisy control mean skews
     it the other way). ``fitted="midpoint"`` evaluates every observation at the midpoint of
-    the two group means, ``(m_1 + m_0) / 2``: the variance of the difference is taken at the
+    the two group means, ``(m_1 + m_0) / 2`` (with a general design: the fitted value with half
+    the treatment coefficient, the same for treated and control rows of a plate): the variance
+    of the difference is taken at the
     geometric-mean expression, which to first order turns the log-scale difference into the
     square-root (Poisson variance-stabilising) difference, with symmetric null tails. Both
     choices agree when the group means agree.
@@ -515,9 +550,12 @@ def voom(
     if lib.shape != (n,) or np.any(~(lib > 0)):
         raise ValueError("lib_sizes must be one positive value per row")
     E = np.log2((y + 0.5) / (lib[:, None] + 1.0) * 1e6)
-    fit = lmfit_two_group(E[:n_treated], E[n_treated:])
-    sx = fit.amean + np.mean(np.log2(lib + 1.0)) - np.log2(1e6)
-    sy = np.sqrt(fit.sigma)
+    X = two_group_design(n_treated, n) if design is None else np.asarray(design, np.float64)
+    if X.shape[0] != n:
+        raise ValueError(f"design has {X.shape[0]} rows, counts {n}")
+    beta, sigma = _ols(E, X)
+    sx = E.mean(axis=0) + np.mean(np.log2(lib + 1.0)) - np.log2(1e6)
+    sy = np.sqrt(sigma)
     nonzero = y.sum(axis=0) > 0
     tx = sx[nonzero] if axis == "log2" else 2.0 ** (-sx[nonzero] / 2.0)
     lx, ly = lowess(tx, sy[nonzero], frac=span)
@@ -527,16 +565,10 @@ def voom(
     if pos.size == 0:
         return Voom(E, np.ones_like(E), lib, lx, ly)
     uy = np.maximum(uy, pos.min())
-    m1 = E[:n_treated].mean(axis=0)
-    m0 = E[n_treated:].mean(axis=0)
-    if fitted == "midpoint":
-        m1 = m0 = (m1 + m0) / 2.0
-    m = np.vstack(
-        [
-            np.broadcast_to(m1, (n_treated, n_genes)),
-            np.broadcast_to(m0, (n - n_treated, n_genes)),
-        ]
-    )
+    if fitted == "midpoint":  # every observation at half the treatment effect (last column)
+        m = X[:, :-1] @ beta[:-1] + 0.5 * beta[-1]
+    else:
+        m = X @ beta  # limma: the fitted values
     fitted_logcount = m + np.log2(lib + 1.0)[:, None] - np.log2(1e6)
     if axis == "log2":
         pred = np.interp(fitted_logcount, ux, uy)
@@ -619,6 +651,98 @@ def lmfit_two_group(
         sigma=sigma,
         df_residual=np.full(n_genes, float(df)),
         amean=amean,
+    )
+
+
+def two_group_design(n_treated: int, n: int) -> np.ndarray:
+    """``model.matrix(~ treated)`` with the treated samples first: columns intercept, treated."""
+    X = np.ones((n, 2))
+    X[n_treated:, 1] = 0.0
+    return X
+
+
+def contrast_design(plates: Sequence[str] | np.ndarray, n_treated: int) -> np.ndarray:
+    """``model.matrix(~ plate + treated)`` for one contrast (the first ``n_treated`` rows treated):
+    intercept, one indicator per plate but the first (sorted), treated last. One plate gives
+    :func:`two_group_design`."""
+    plates = np.asarray(plates, dtype=object).astype(str)
+    levels = np.unique(plates)
+    X = np.column_stack(
+        [np.ones(plates.size), *(plates == lv for lv in levels[1:]), np.zeros(plates.size)]
+    ).astype(np.float64)
+    X[:n_treated, -1] = 1.0
+    return X
+
+
+def _ols(E: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted least squares of every column of ``E`` (samples x genes) on ``X``:
+    ``(coefficients (p x G), sigma (G,))``; ``X`` must have full column rank and ``n > p``."""
+    n, p = X.shape
+    q, r = np.linalg.qr(X)
+    if np.min(np.abs(np.diag(r))) < 1e-7 * np.max(np.abs(np.diag(r))):
+        raise ValueError("the design matrix is not of full column rank")
+    beta = np.linalg.solve(r, q.T @ E)
+    resid = E - X @ beta
+    df = n - p
+    sigma = np.sqrt((resid * resid).sum(axis=0) / df) if df > 0 else np.full(E.shape[1], np.nan)
+    return beta, sigma
+
+
+def leverages(X: np.ndarray) -> np.ndarray:
+    """Diagonal of the hat matrix of ``X`` (R's ``hat(design)``)."""
+    q, _ = np.linalg.qr(np.asarray(X, dtype=np.float64))
+    return (q * q).sum(axis=1)
+
+
+def lmfit(E: np.ndarray, X: np.ndarray, weights: np.ndarray | None = None) -> LmFit:
+    """limma ``lmFit(E, design, weights)`` for the LAST coefficient of a full-rank design.
+
+    ``E`` (samples x genes) log-expression, ``X`` (samples x p), ``weights`` (samples x genes,
+    > 0) or None. Per gene, weighted least squares: ``beta = (X' W X)^-1 X' W y``, the tested
+    coefficient's ``stdev.unscaled = sqrt([(X' W X)^-1]_pp)``, ``sigma^2 = sum w r^2 / (n - p)``;
+    ``amean`` the unweighted mean of ``E`` (limma's Amean). With two columns (intercept,
+    treated; treated rows first) this is :func:`lmfit_two_group`'s closed form. Vectorised:
+    the p x p systems of all genes are solved at once.
+    """
+    E = np.asarray(E, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
+    n, p = X.shape
+    if E.shape[0] != n:
+        raise ValueError(f"design has {n} rows, expression values {E.shape[0]}")
+    if n <= p:
+        raise ValueError("no residual degrees of freedom in the linear model")
+    n1 = int(X[:, -1].sum())
+    if p == 2 and np.all(X[:, 0] == 1) and np.all(X[:n1, 1] == 1) and np.all(X[n1:, 1] == 0):
+        w1 = w0 = None
+        if weights is not None:
+            w1, w0 = weights[:n1], weights[n1:]
+        return lmfit_two_group(E[:n1], E[n1:], w1, w0)
+    G = E.shape[1]
+    if weights is None:
+        beta, sigma = _ols(E, X)
+        xtx_inv = np.linalg.inv(X.T @ X)
+        su = np.full(G, np.sqrt(xtx_inv[-1, -1]))
+        coef = beta[-1]
+    else:
+        W = np.asarray(weights, dtype=np.float64)
+        if W.shape != E.shape:
+            raise ValueError("weights must have the shape of the expression values")
+        if np.any(~(W > 0)) or not np.all(np.isfinite(W)):
+            raise ValueError("weights must be finite and > 0")
+        A = np.einsum("ip,ig,iq->gpq", X, W, X)
+        b = np.einsum("ip,ig->gp", X, W * E)
+        A_inv = np.linalg.inv(A)
+        beta = np.einsum("gpq,gq->pg", A_inv, b)
+        resid = E - X @ beta
+        sigma = np.sqrt((W * resid * resid).sum(axis=0) / (n - p))
+        su = np.sqrt(A_inv[:, -1, -1])
+        coef = beta[-1]
+    return LmFit(
+        coefficients=coef,
+        stdev_unscaled=su,
+        sigma=sigma,
+        df_residual=np.full(G, float(n - p)),
+        amean=E.mean(axis=0),
     )
 
 
@@ -944,7 +1068,11 @@ def bh_adjust(p: np.ndarray) -> np.ndarray:
 
 
 class Contrast(NamedTuple):
-    """One treated condition and its plate-matched DMSO controls (row positions)."""
+    """One treated condition and its plate-matched DMSO controls (row positions).
+
+    ``plate`` is the plate, or for a condition pooled over plates the plates joined by
+    :data:`PLATE_SEP` (sorted); the design is ``~ plate + treated`` (:func:`contrast_design`).
+    """
 
     drug: str
     dose_uM: float
@@ -973,17 +1101,21 @@ def contrasts(
     *,
     control: str = CONTROL_DRUG,
     min_control_cells: int | None = None,
+    pool_plates: bool = True,
 ) -> tuple[list[Contrast], pd.DataFrame]:
-    """Pair every treated condition with the DMSO wells of the same cell line and plate.
+    """Pair every treated condition with the DMSO wells of the same cell line and plates.
 
-    A condition is (drug, dose_uM, cell_line_id, plate); its treated rows are all its wells
-    (usually one). Controls are the ``control`` wells of the same cell line on the same plate
-    that hold at least ``min_control_cells`` cells (default ``min_cells``). A condition is
-    skipped when its treated wells hold fewer than ``min_cells`` cells in total, when it has
-    fewer than ``min_control_wells`` usable control wells, or when the fit would have no
-    residual df. Returns ``(contrasts, skipped)``; ``skipped`` has the condition keys,
-    ``n_cells``, ``n_control_wells`` and ``reason``. Row indices are positions in
-    ``groups_df`` (= rows of the count matrix). Conditions come sorted by key.
+    With ``pool_plates`` (default) a condition is (drug, dose_uM, cell_line_id) over every plate
+    where it has wells: its treated rows are those wells, its controls the ``control`` wells of
+    the same cell line on the same plates, and the design ``~ plate + treated`` blocks on the
+    plate (a plate without a usable control well is left out: it carries no information on the
+    treatment). Without it, a condition is (drug, dose_uM, cell_line_id, plate), as before. A
+    control well is usable when it holds at least ``min_control_cells`` cells (default
+    ``min_cells``). A condition is skipped when its treated wells hold fewer than ``min_cells``
+    cells in total, when it has fewer than ``min_control_wells`` usable control wells (over its
+    plates), or when the design leaves no residual df (wells - plates - 1 < 1). Returns
+    ``(contrasts, skipped)``; ``skipped`` has :data:`SKIPPED_COLUMNS`. Row indices are
+    positions in ``groups_df`` (= rows of the count matrix). Conditions come sorted by key.
     """
     if min_cells < 0:
         raise ConfigError("min_cells", f"must be >= 0, got {min_cells}")
@@ -991,6 +1123,7 @@ def contrasts(
         raise ConfigError("min_control_wells", f"must be >= 1, got {min_control_wells}")
     min_ctrl_cells = min_cells if min_control_cells is None else min_control_cells
     g = _check_groups(groups_df)
+    g = g.assign(plate=g["plate"].astype(str))
     is_ctrl = (g["drug"] == control).to_numpy()
     n_cells = g["n_cells"].to_numpy()
     ctrl = g.loc[is_ctrl & (n_cells >= min_ctrl_cells)]
@@ -1001,11 +1134,20 @@ def contrasts(
     out: list[Contrast] = []
     skipped: list[dict] = []
     treated = g.loc[~is_ctrl]
-    for key, sub in treated.groupby(CONDITION_KEYS, sort=True, dropna=False):
-        drug, dose, cell_line, plate = key
-        rows = np.sort(sub.index.to_numpy())
-        n_trt = int(sub["n_cells"].sum())
-        c_rows = ctrl_rows.get((cell_line, plate), np.array([], dtype=np.int64))
+    by = ["drug", "dose_uM", "cell_line_id"] + ([] if pool_plates else ["plate"])
+    none = np.array([], dtype=np.int64)
+    for key, sub in treated.groupby(by, sort=True, dropna=False):
+        drug, dose, cell_line = key[:3]
+        all_plates = sorted(sub["plate"].unique())
+        used = [p for p in all_plates if ctrl_rows.get((cell_line, p), none).size]
+        plates = used or all_plates
+        label = PLATE_SEP.join(plates)
+        rows = np.sort(sub.index.to_numpy()[sub["plate"].isin(plates).to_numpy()])
+        n_trt = int(n_cells[rows].sum())
+        c_rows = np.sort(
+            np.concatenate([none, *(ctrl_rows.get((cell_line, p), none) for p in used)])
+        )
+        df_resid = rows.size + c_rows.size - len(plates) - 1
         reason = None
         if n_trt < min_cells:
             reason = f"{n_trt} treated cells < min_cells={min_cells}"
@@ -1014,35 +1156,37 @@ def contrasts(
                 f"{c_rows.size} {control} control wells with >= {min_ctrl_cells} cells "
                 f"< min_control_wells={min_control_wells}"
             )
-        elif rows.size + c_rows.size - 2 < 1:
-            reason = "no residual degrees of freedom (need >= 3 wells in total)"
+        elif df_resid < 1:
+            reason = (
+                f"no residual degrees of freedom after pooling {len(plates)} plate(s): "
+                f"{rows.size + c_rows.size} wells for {len(plates) + 1} coefficients "
+                "(~ plate + treated)"
+            )
         if reason is not None:
             skipped.append(
                 dict(
                     drug=drug,
                     dose_uM=dose,
                     cell_line_id=cell_line,
-                    plate=plate,
+                    plate=label,
                     n_cells=n_trt,
                     n_control_wells=int(c_rows.size),
+                    what="contrast",
+                    n_genes=0,
                     reason=reason,
                 )
             )
             continue
-        out.append(Contrast(drug, dose, cell_line, plate, rows, c_rows))
-    skipped_df = pd.DataFrame(
-        skipped,
-        columns=[*CONDITION_KEYS, "n_cells", "n_control_wells", "reason"],
-    )
-    return out, skipped_df
+        out.append(Contrast(drug, dose, cell_line, label, rows, c_rows))
+    return out, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
 
 
-DE_METHODS = ("voom", "trend", "plain", "log")
+DE_METHODS = ("voom", "trend", "plain", "log", "deseq2")
 
 
 def _de_contrast(
     sub: np.ndarray,
-    n1: int,
+    X: np.ndarray,
     method: str,
     *,
     min_count: float,
@@ -1056,20 +1200,20 @@ def _de_contrast(
     proportion: float,
     stdev_coef_lim: tuple[float, float],
 ) -> tuple[np.ndarray, LmFit, EBayes] | str:
-    """One contrast (rows: ``n1`` treated wells, then controls): ``(kept genes, fit, eBayes)``,
-    or the reason why nothing could be tested."""
+    """One contrast (rows: the treated wells, then controls; ``X`` its design, treated last):
+    ``(kept genes, fit, eBayes)``, or the reason why nothing could be tested."""
     if method == "plain":
         lib = sub.sum(axis=1)
         keep = sub.sum(axis=0) >= min_total_count
         if not keep.any():
             return f"no gene with a total count >= {min_total_count:g}"
         y = log_cpm(sub[:, keep], lib, prior_count)
-        fit = lmfit_two_group(y[:n1], y[n1:])
+        fit = lmfit(y, X)
         return keep, fit, ebayes(fit, proportion, stdev_coef_lim)
     keep = filter_by_expr(
         sub,
         sub.sum(axis=1),
-        group_sizes=(n1, sub.shape[0] - n1),
+        design=X,
         min_count=min_count,
         min_total_count=min_total_count,
         pooled=gene_filter == "pooled",
@@ -1083,12 +1227,31 @@ def _de_contrast(
     nf = calc_norm_factors(yk, lib) if normalize == "TMM" else np.ones(lib.size)
     eff = lib * nf
     if method == "voom":
-        v = voom(yk, n1, eff, span=span, axis=voom_axis, fitted=voom_fitted)
-        fit = lmfit_two_group(v.E[:n1], v.E[n1:], v.weights[:n1], v.weights[n1:])
+        v = voom(yk, int(X[:, -1].sum()), eff, span=span, axis=voom_axis, fitted=voom_fitted,
+                 design=X)  # fmt: skip
+        fit = lmfit(v.E, X, v.weights)
         return keep, fit, ebayes(fit, proportion, stdev_coef_lim)
     y = log_cpm(yk, eff, prior_count)
-    fit = lmfit_two_group(y[:n1], y[n1:])
+    fit = lmfit(y, X)
     return keep, fit, ebayes(fit, proportion, stdev_coef_lim, trend=True)
+
+
+def gene_annotation(gene_ids: np.ndarray, genes: pd.DataFrame | None) -> tuple[np.ndarray, ...]:
+    """``(ensembl_id, gene_symbol)`` object arrays aligned with ``gene_ids`` (None if unknown)."""
+    n = gene_ids.size
+    if genes is None:
+        return np.full(n, None, dtype=object), np.full(n, None, dtype=object)
+    if "token_id" not in genes.columns:
+        raise InputError("gene table", "missing column 'token_id'")
+    idx = pd.Index(genes["token_id"]).get_indexer(gene_ids)
+    out = []
+    for col in ("ensembl_id", "gene_symbol"):
+        vals = np.full(n, None, dtype=object)
+        if col in genes.columns:
+            src = genes[col].to_numpy(dtype=object)
+            vals[idx >= 0] = src[idx[idx >= 0]]
+        out.append(vals)
+    return tuple(out)
 
 
 def pseudobulk_de(
@@ -1101,45 +1264,51 @@ def pseudobulk_de(
     method: str = "voom",
     min_count: float = 10.0,
     min_total_count: float | None = None,
-    gene_filter: str = "pooled",
+    gene_filter: str = "edgeR",
     normalize: str = "TMM",
     prior_count: float = 2.0,
     span: float = 0.5,
-    voom_axis: str = "inv_sqrt",
-    voom_fitted: str = "midpoint",
+    voom_axis: str = "log2",
+    voom_fitted: str = "group",
     proportion: float = 0.01,
     stdev_coef_lim: tuple[float, float] = (0.1, 4.0),
     control: str = CONTROL_DRUG,
+    pool_plates: bool = True,
+    genes: pd.DataFrame | None = None,
+    deseq2_options: dict | None = None,
     return_skipped: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-    """limma DE of every treated condition against its plate's DMSO wells (one fit per contrast).
+    """DE of every treated condition against its DMSO wells (one fit per contrast).
 
     ``counts``: pseudobulk counts, one row per (sample, cell line) well (rows of
-    ``groups_df``), one column per gene (``gene_ids``, token ids). Each contrast (see
-    :func:`contrasts`) is analysed on its own wells only, with the design ``[intercept,
-    treated]``; adj.P.Val is BH within the contrast. ``method``:
+    ``groups_df``), one column per gene (``gene_ids``, token ids; ``genes``, a table with
+    ``token_id``, ``ensembl_id``, ``gene_symbol``, names them). Each contrast (see
+    :func:`contrasts`; pooled over plates by default) is analysed on its own wells only, with
+    the design ``~ plate + treated`` (``[intercept, treated]`` on one plate). ``adj.P.Val`` is
+    BH within the contrast, ``adj.P.Val.global`` BH over every row of the returned table (the
+    workflow recomputes it over the whole table after its per-line jobs). ``method``:
 
-    * ``"voom"`` (default): :func:`filter_by_expr` (``min_count``, ``min_total_count`` default
-      15, smallest group size = the number of treated wells; ``gene_filter="pooled"`` (default)
-      applies the CPM rule to the pooled counts, ``"edgeR"`` per well as edgeR does), library
-      sizes re-summed over the kept genes, TMM factors (:func:`calc_norm_factors`;
-      ``normalize="none"`` skips them), :func:`voom` weights (``span``; ``voom_axis``
-      ``"inv_sqrt"`` (default) or limma's ``"log2"``; ``voom_fitted`` ``"midpoint"``
-      (default) or limma's ``"group"``), the weighted :func:`lmfit_two_group` and
-      :func:`ebayes` (constant prior). AveExpr is the mean voom log-CPM; ``prior_count`` is
-      not used (voom's offset is 0.5). ``gene_filter="edgeR", voom_axis="log2",
-      voom_fitted="group"`` is textbook edgeR + limma-voom.
-    * ``"trend"`` (limma-trend): the same filter and TMM, log-CPM with ``prior_count`` on the
-      effective library sizes, unweighted fit, ``ebayes(trend=True)``. It cannot model a
-      single treated well whose library differs from the controls' and is anti-conservative
-      on the demo; kept for comparison.
-    * ``"plain"`` (the original method): no filter beyond a total count >= ``min_total_count``
-      (default 1) over the contrast's wells, log-CPM on the full library sizes, unweighted fit,
-      constant-prior eBayes. Badly anti-conservative for low counts; kept for comparison.
+    * ``"voom"`` (default): textbook edgeR + limma-voom, equal to R's ``filterByExpr(y,
+      design)``, ``y[keep, , keep.lib.sizes=FALSE]``, ``calcNormFactors``, ``voom``,
+      ``lmFit``, ``eBayes``, ``topTable`` on the contrast's wells (``min_count``,
+      ``min_total_count`` default 15; ``normalize="none"`` skips TMM). Departures, off by
+      default: ``gene_filter="pooled"`` (the CPM rule on the pooled counts),
+      ``voom_axis="inv_sqrt"`` (trend against 1/sqrt(mean count)), ``voom_fitted="midpoint"``
+      (weights at half the treatment effect), see :func:`voom` and :func:`filter_by_expr`.
+      AveExpr is the mean voom log-CPM.
+    * ``"log"``: the values are already log expression (e.g. L1000's log2 QNORM); a well's
+      value is the mean over its cells (float64); no filter, normalisation or weights;
+      limma-trend eBayes (R's ``lmFit`` + ``eBayes(trend=TRUE)``).
+    * ``"deseq2"``: PyDESeq2 (:mod:`tahoeflow.deseq2`) with the same design; DESeq2's columns.
+    * ``"trend"`` (limma-trend on log-CPM) and ``"plain"`` (log-CPM, constant prior): older
+      variants kept for comparison.
 
-    Returns the tidy table (:data:`DE_COLUMNS`), sorted by condition keys then gene; with
-    ``return_skipped`` also the skipped conditions (from :func:`contrasts`, plus contrasts in
-    which fewer than two genes pass the filter).
+    Bad input never reaches the table: a contrast with a zero-library well, or whose fit fails,
+    is skipped; genes with all-zero counts over the contrast's wells (and, as a safeguard, any
+    non-finite statistic) are left out; each with its reason in the skipped table
+    (:data:`SKIPPED_COLUMNS`). Returns the tidy table (:data:`DE_COLUMNS`, or
+    :data:`DESEQ2_COLUMNS`), sorted by condition keys then gene; with ``return_skipped``
+    also the skipped table.
     """
     if method not in DE_METHODS:
         raise ConfigError("method", f"must be one of {', '.join(DE_METHODS)}, got {method!r}")
@@ -1161,99 +1330,168 @@ def pseudobulk_de(
         raise ValueError(f"counts has {counts.shape[0]} rows but groups_df has {len(g)}")
     if counts.shape[1] != gene_ids.size:
         raise ValueError(f"counts has {counts.shape[1]} genes but {gene_ids.size} gene ids")
+    ens, sym = gene_annotation(gene_ids, genes)
     mat = sp.csr_matrix(counts) if sp.issparse(counts) else np.asarray(counts)
-    cons, skipped = contrasts(g, min_cells, min_control_wells, control=control)
+    cons, skipped = contrasts(
+        g, min_cells, min_control_wells, control=control, pool_plates=pool_plates
+    )
     n_cells = g["n_cells"].to_numpy()
+    plate_of = g["plate"].astype(str).to_numpy()
+    sample_of = g["sample"].astype(str).to_numpy()
+    counts_method = method != "log"
     parts = []
     extra_skips = []
+
+    def skip(c: Contrast, reason: str, n_genes: int = -1) -> None:
+        extra_skips.append(
+            dict(
+                drug=c.drug,
+                dose_uM=c.dose_uM,
+                cell_line_id=c.cell_line_id,
+                plate=c.plate,
+                n_cells=int(n_cells[c.treated].sum()),
+                n_control_wells=int(c.control.size),
+                what="contrast" if n_genes < 0 else "genes",
+                n_genes=n_genes,
+                reason=reason,
+            )
+        )
+
     for c in cons:
         rows = np.concatenate([c.treated, c.control])
         sub = mat[rows]
         sub = sub.toarray() if sp.issparse(sub) else sub
         sub = np.asarray(sub, dtype=np.float64)
-        if method == "log":
-            # values are already log expression (e.g. L1000's log2 QNORM): a well's value is the
-            # mean over its cells; no count filter, normalisation or weights; limma-trend eBayes
-            y = sub / n_cells[rows][:, None]
-            fit = lmfit_two_group(y[: c.treated.size], y[c.treated.size :])
-            eb = ebayes(fit, proportion=proportion, stdev_coef_lim=stdev_coef_lim, trend=True)
-            keep = np.ones(y.shape[1], dtype=bool)
-            out = (keep, fit, eb)
-        lib = sub.sum(axis=1)
-        if method != "log" and np.any(lib <= 0):
-            raise InputError(
-                "pseudobulk counts",
-                "a well has zero total counts",
-                row=int(rows[np.argmax(lib <= 0)]),
-            )
-        if method != "log":
-            out = _de_contrast(
-                sub,
-                c.treated.size,
-                method,
-                min_count=min_count,
-                min_total_count=min_total_count,
-                gene_filter=gene_filter,
-                normalize=normalize,
-                prior_count=prior_count,
-                span=span,
-                voom_axis=voom_axis,
-                voom_fitted=voom_fitted,
-                proportion=proportion,
-                stdev_coef_lim=stdev_coef_lim,
-            )
-        if isinstance(out, str):
-            extra_skips.append(
-                dict(
-                    drug=c.drug,
-                    dose_uM=c.dose_uM,
-                    cell_line_id=c.cell_line_id,
-                    plate=c.plate,
-                    n_cells=int(n_cells[c.treated].sum()),
-                    n_control_wells=int(c.control.size),
-                    reason=out,
+        X = contrast_design(plate_of[rows], c.treated.size)
+        cols = np.arange(sub.shape[1])
+        if counts_method:
+            lib = sub.sum(axis=1)
+            if np.any(~(lib > 0)):
+                bad = [
+                    f"{sample_of[r]} ({'treated' if k < c.treated.size else 'control'})"
+                    for k, r in enumerate(rows)
+                    if not lib[k] > 0
+                ]
+                skip(c, f"well(s) with zero library size: {', '.join(bad)}")
+                continue
+            nonzero = sub.sum(axis=0) > 0
+            if not nonzero.all():
+                skip(
+                    c,
+                    f"{int((~nonzero).sum())} gene(s) with all-zero counts across the "
+                    "contrast's wells: not tested",
+                    int((~nonzero).sum()),
                 )
-            )
+                sub, cols = sub[:, nonzero], cols[nonzero]
+        try:
+            if method == "deseq2":
+                from tahoeflow.deseq2 import deseq2_contrast
+
+                stats_cols = deseq2_contrast(
+                    sub, plate_of[rows], c.treated.size, **(deseq2_options or {})
+                )
+                keep = np.ones(sub.shape[1], dtype=bool)
+                cook = np.isnan(stats_cols["pvalue"])
+                indep = ~cook & np.isnan(stats_cols["padj"])
+                for mask, why in (
+                    (cook, "count outliers by Cook's distance (DESeq2 pvalue NA)"),
+                    (indep, "removed by DESeq2's independent filtering (padj NA)"),
+                ):
+                    if mask.any():
+                        skip(c, f"{int(mask.sum())} gene(s) {why}: not tested", int(mask.sum()))
+                keep = ~(cook | indep)
+                stats_cols = {k: v[keep] for k, v in stats_cols.items()}
+            elif method == "log":
+                # already log expression: a well's value is the mean over its cells
+                y = sub / n_cells[rows][:, None]
+                fit = lmfit(y, X)
+                eb = ebayes(fit, proportion=proportion, stdev_coef_lim=stdev_coef_lim, trend=True)
+                keep = np.ones(y.shape[1], dtype=bool)
+            else:
+                out = _de_contrast(
+                    sub, X, method, min_count=min_count, min_total_count=min_total_count,
+                    gene_filter=gene_filter, normalize=normalize, prior_count=prior_count,
+                    span=span, voom_axis=voom_axis, voom_fitted=voom_fitted,
+                    proportion=proportion, stdev_coef_lim=stdev_coef_lim,
+                )  # fmt: skip
+                if isinstance(out, str):
+                    skip(c, out)
+                    continue
+                keep, fit, eb = out
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            skip(c, f"the model could not be fitted: {exc}")
             continue
-        keep, fit, eb = out
+        if method != "deseq2":
+            stats_cols = {
+                "logFC": fit.coefficients,
+                "AveExpr": fit.amean,
+                "t": eb.t,
+                "P.Value": eb.p_value,
+                "B": eb.lods,
+            }
+        finite = np.logical_and.reduce([np.isfinite(v) for v in stats_cols.values()])
+        if not finite.all():
+            skip(c, f"{int((~finite).sum())} gene(s) with a non-finite statistic: not tested",
+                 int((~finite).sum()))  # fmt: skip
+            stats_cols = {k: v[finite] for k, v in stats_cols.items()}
+            keep = keep.copy()
+            keep[np.flatnonzero(keep)[~finite]] = False
         k = int(keep.sum())
-        parts.append(
-            pd.DataFrame(
-                {
-                    "drug": np.repeat(np.asarray([c.drug], dtype=object), k),
-                    "dose_uM": np.full(k, c.dose_uM, dtype=np.float64),
-                    "cell_line_id": np.repeat(np.asarray([c.cell_line_id], dtype=object), k),
-                    "plate": np.repeat(np.asarray([c.plate], dtype=object), k),
-                    "gene": gene_ids[keep],
-                    "logFC": fit.coefficients,
-                    "AveExpr": fit.amean,
-                    "t": eb.t,
-                    "P.Value": eb.p_value,
-                    "adj.P.Val": bh_adjust(eb.p_value),
-                    "B": eb.lods,
-                    "n_treated_cells": np.full(k, int(n_cells[c.treated].sum()), dtype=np.int64),
-                    "n_control_cells": np.full(k, int(n_cells[c.control].sum()), dtype=np.int64),
-                }
-            )
+        if k == 0:
+            continue
+        gcol = cols[keep]
+        pcol = "pvalue" if method == "deseq2" else "P.Value"
+        part = {
+            "drug": np.repeat(np.asarray([c.drug], dtype=object), k),
+            "dose_uM": np.full(k, c.dose_uM, dtype=np.float64),
+            "cell_line_id": np.repeat(np.asarray([c.cell_line_id], dtype=object), k),
+            "plate": np.repeat(np.asarray([c.plate], dtype=object), k),
+            "gene": gene_ids[gcol],
+            "ensembl_id": ens[gcol],
+            "gene_symbol": sym[gcol],
+            **stats_cols,
+        }
+        if method != "deseq2":  # DESeq2's padj is BH over its non-NA p-values already
+            part["adj.P.Val"] = bh_adjust(stats_cols[pcol])
+        part.update(
+            n_treated_cells=np.full(k, int(n_cells[c.treated].sum()), dtype=np.int64),
+            n_control_cells=np.full(k, int(n_cells[c.control].sum()), dtype=np.int64),
+            n_treated_wells=np.full(k, c.treated.size, dtype=np.int64),
+            n_control_wells=np.full(k, c.control.size, dtype=np.int64),
         )
+        parts.append(pd.DataFrame(part))
+    columns = DESEQ2_COLUMNS if method == "deseq2" else DE_COLUMNS
     if parts:
         res = pd.concat(parts, ignore_index=True)
+        res["adj.P.Val.global"] = bh_adjust(res["pvalue" if method == "deseq2" else "P.Value"])
     else:  # nothing tested: the same columns and dtypes as a non-empty table
-        res = empty_toptable(gene_ids.dtype)
+        res = empty_toptable(gene_ids.dtype, method)
     res = res.sort_values([*CONDITION_KEYS, "gene"], kind="mergesort").reset_index(drop=True)
-    res = res[DE_COLUMNS]
+    res = res[columns]
     if extra_skips:
-        extra = pd.DataFrame(extra_skips, columns=skipped.columns)
+        extra = pd.DataFrame(extra_skips, columns=SKIPPED_COLUMNS)
         skipped = extra if skipped.empty else pd.concat([skipped, extra], ignore_index=True)
+        skipped = skipped.sort_values(CONDITION_KEYS, kind="mergesort").reset_index(drop=True)
+    whole = (skipped["what"] == "contrast").to_numpy()
+    skipped["n_genes"] = np.where(whole, gene_ids.size, skipped["n_genes"]).astype(np.int64)
     return (res, skipped) if return_skipped else res
 
 
-def empty_toptable(gene_dtype: np.dtype | type = np.int64) -> pd.DataFrame:
-    """A topTable with no rows: :data:`DE_COLUMNS` with the dtypes of a non-empty one."""
-    dtypes = {c: np.float64 for c in DE_COLUMNS}
+def global_adjust(table: pd.DataFrame, method: str = "voom") -> pd.DataFrame:
+    """Set ``adj.P.Val.global``: BH over every row of ``table`` (all contrasts and genes)."""
+    p = table["pvalue" if method == "deseq2" else "P.Value"].to_numpy(np.float64)
+    return table.assign(**{"adj.P.Val.global": bh_adjust(p)})
+
+
+def empty_toptable(gene_dtype: np.dtype | type = np.int64, method: str = "voom") -> pd.DataFrame:
+    """A topTable with no rows: :data:`DE_COLUMNS` (or :data:`DESEQ2_COLUMNS` for ``deseq2``)
+    with the dtypes of a non-empty one."""
+    columns = DESEQ2_COLUMNS if method == "deseq2" else DE_COLUMNS
+    dtypes = {c: np.float64 for c in columns}
     dtypes.update(drug=object, cell_line_id=object, plate=object, gene=gene_dtype)
-    dtypes.update(n_treated_cells=np.int64, n_control_cells=np.int64)
-    return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in DE_COLUMNS})
+    dtypes.update(ensembl_id=object, gene_symbol=object)
+    dtypes.update({c: np.int64 for c in COUNT_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in columns})
 
 
 def untested_reason(
@@ -1273,6 +1511,8 @@ def untested_reason(
         )
     if (drugs == control).all():
         return f"no treated wells: every well is a {control} control"
+    if "what" in skipped.columns:
+        skipped = skipped[skipped["what"] == "contrast"]
     if len(skipped):
         r = skipped.iloc[0]
         return (
@@ -1423,3 +1663,79 @@ def score_calls(
             }
         ),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Parallel DE jobs: a part of the cell lines per job
+# --------------------------------------------------------------------------------------------
+
+
+def lines_of_part(cell_lines: Sequence[str], part: int, n_parts: int) -> list[str]:
+    """The cell lines DE job ``part`` (of ``n_parts``) analyses: the sorted distinct lines dealt
+    round-robin (line k goes to part k mod n_parts). A contrast never crosses cell lines (it may
+    cross plates), so the parts are independent; with ``n_parts`` >= the number of lines each
+    job has at most one line, and the jobs past the last line have none."""
+    if not 0 <= part < n_parts:
+        raise ValueError(f"part {part} is not in 0..{n_parts - 1}")
+    return sorted(set(map(str, cell_lines)))[part::n_parts]
+
+
+def read_pseudobulk_part(
+    counts_path: str, groups_path: str, genes_path: str, part: int, n_parts: int
+) -> tuple[sp.csr_matrix, pd.DataFrame, pd.DataFrame, list[str]]:
+    """Read only the wells of part ``part``'s cell lines: ``(counts, groups, genes, lines)``.
+
+    The groups table (one row per well) is read whole; the long pseudobulk counts are read
+    with a row filter on ``cell_line_id`` (Arrow evaluates it batch by batch, so the job holds
+    only its lines' counts). ``genes`` is the merged gene table (token_id, ensembl_id,
+    gene_symbol), the columns of ``counts``.
+    """
+    import pyarrow.parquet as pq
+
+    from tahoeflow.conditions import pseudobulk_matrix
+
+    groups = pd.read_parquet(groups_path)
+    lines = lines_of_part(groups["cell_line_id"].astype(str), part, n_parts)
+    groups = groups[groups["cell_line_id"].astype(str).isin(lines)].reset_index(drop=True)
+    cols = [c for c in ("token_id", "ensembl_id", "gene_symbol")
+            if c in pq.read_schema(genes_path).names]  # fmt: skip
+    genes = pd.read_parquet(genes_path, columns=cols)
+    counts = pq.read_table(
+        counts_path,
+        columns=["sample", "cell_line_id", "token_id", "count"],
+        filters=[("cell_line_id", "in", lines)] if lines else [("cell_line_id", "in", [""])],
+    ).to_pandas()
+    X = pseudobulk_matrix(counts, groups, genes["token_id"].to_numpy())
+    return X, groups, genes, lines
+
+
+def welch_conditions(
+    top: pd.DataFrame,
+    listed: Sequence[dict],
+    max_conditions: int,
+    alpha: float = 0.05,
+    warn=None,
+) -> list[tuple]:
+    """Contrasts (drug, dose_uM, cell_line_id, plate) for the cell-level Welch tests.
+
+    First every contrast of ``top`` matching an entry of ``listed`` (``de.welch.conditions``:
+    ``drug`` and optionally ``dose_uM`` and ``cell_line_id``; an entry matching no contrast is
+    reported through ``warn``), whether or not it has pseudobulk calls; then up to
+    ``max_conditions`` more, those with the most calls by ``adj.P.Val.global < alpha``.
+    """
+    keys = top[CONDITION_KEYS].drop_duplicates().sort_values(CONDITION_KEYS)
+    out: list[tuple] = []
+    for entry in listed:
+        sel = keys["drug"].astype(str).str.strip() == str(entry["drug"]).strip()
+        if entry.get("dose_uM") is not None:
+            sel &= np.isclose(keys["dose_uM"].to_numpy(np.float64), float(entry["dose_uM"]))
+        if entry.get("cell_line_id") is not None:
+            sel &= keys["cell_line_id"] == entry["cell_line_id"]
+        found = [tuple(r) for r in keys[sel].itertuples(index=False)]
+        if not found and warn is not None:
+            warn(f"WARNING: de.welch.conditions: {dict(entry)} matches no tested contrast")
+        out += [k for k in found if k not in out]
+    called = top[top["adj.P.Val.global"] < alpha].groupby(CONDITION_KEYS).size()
+    ranked = called.sort_values(ascending=False, kind="stable").index.tolist()
+    out += [tuple(k) for k in ranked if tuple(k) not in out][:max_conditions]
+    return out

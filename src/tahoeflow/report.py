@@ -193,8 +193,14 @@ def volcano(
     conditions: Sequence[tuple],
     path: str | os.PathLike[str],
     alpha: float = 0.05,
+    *,
+    padj_col: str = "adj.P.Val",
+    label_col: str | None = None,
+    n_labels: int = 5,
 ) -> None:
-    """One volcano panel per condition (drug, dose_uM, cell_line_id); calls coloured."""
+    """One volcano panel per condition (drug, dose_uM, cell_line_id); calls (``padj_col <
+    alpha``) coloured; with ``label_col`` (e.g. ``gene_symbol``) the ``n_labels`` genes with the
+    smallest P.Value of each panel are labelled by it."""
     n = max(1, len(conditions))
     cols = min(n, 2)
     rows = -(-n // cols)
@@ -209,7 +215,7 @@ def volcano(
             & (toptable["cell_line_id"] == line)
         ]
         y = -np.log10(np.clip(sub["P.Value"].to_numpy(), 1e-300, 1))
-        called = (sub["adj.P.Val"] < alpha).to_numpy()
+        called = (sub[padj_col] < alpha).to_numpy()
         up = called & (sub["logFC"].to_numpy() > 0)
         down = called & ~up
         ax.scatter(
@@ -232,9 +238,15 @@ def volcano(
             label=f"down ({down.sum()})",
             rasterized=True,
         )
+        if label_col is not None and len(sub):
+            for k in np.argsort(-y, kind="stable")[:n_labels]:
+                name = sub[label_col].iloc[k]
+                label = str(name) if pd.notna(name) and str(name) else str(sub["gene"].iloc[k])
+                ax.annotate(label, (sub["logFC"].iloc[k], y[k]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
         ax.set_xlabel("logFC (log2)")
         ax.set_ylabel("-log10 P.Value")
-        ax.set_title(f"{drug} {dose:g} uM in {line}", fontsize=10)
+        ax.set_title(f"{drug} {dose:g} uM in {line} (calls: {padj_col} < {alpha:g})", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
     if not conditions:
         axes[0, 0].text(0.5, 0.5, "no condition passed the DE filters", ha="center", va="center")

@@ -8,7 +8,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from tahoeflow import io as tio
-from tahoeflow.de import WELCH_SCHEMA, welch_de
+from tahoeflow.de import PLATE_SEP, WELCH_SCHEMA, gene_annotation, welch_conditions, welch_de
 from tahoeflow.logs import run
 from tahoeflow.pp import log_normalize
 from tahoeflow.workflow_io import as_shard, load_filtered_shard
@@ -17,19 +17,18 @@ from tahoeflow.workflow_io import as_shard, load_filtered_shard
 def main(smk, log):
     p = smk.params
     top = pd.read_parquet(
-        smk.input.toptable, columns=["drug", "dose_uM", "cell_line_id", "plate", "adj.P.Val"]
+        smk.input.toptable,
+        columns=["drug", "dose_uM", "cell_line_id", "plate", "adj.P.Val.global"],
     )
-    n_called = (
-        top[top["adj.P.Val"] < 0.05].groupby(["drug", "dose_uM", "cell_line_id", "plate"]).size()
-    )
-    conds = n_called.sort_values(ascending=False, kind="stable").index[: p.max_conditions].tolist()
+    # the conditions listed in de.welch.conditions, then the most called (table-wide FDR)
+    conds = welch_conditions(top, p.conditions, p.max_conditions, warn=log)
     log(f"Welch tests for {len(conds)} conditions: {conds}")
     if not conds:  # nothing to test: an empty table with the schema, the reason in the log
         why = (
             "the pseudobulk topTable is empty (no contrast was tested; the reason is in "
             "results/de/metrics.json)"
             if top.empty
-            else "no pseudobulk contrast has a gene with adj.P.Val < 0.05"
+            else "no pseudobulk contrast has a gene with adj.P.Val.global < 0.05"
         )
         line = f"WARNING: {smk.output[0]}: Welch tests skipped, {why}"
         log(line)
@@ -37,7 +36,7 @@ def main(smk, log):
             print(line, file=sys.stderr)
         tio.write_parquet(WELCH_SCHEMA.empty_table(), smk.output[0])
         return
-    wanted_lines = {(c[2], c[3]) for c in conds}
+    wanted_lines = {(c[2], pl) for c in conds for pl in c[3].split(PLATE_SEP)}
     obs_parts, X_parts = [], []
     path_of = dict(zip(p.files, smk.input.data, strict=True))
     for shard in map(as_shard, p.shards):
@@ -50,9 +49,10 @@ def main(smk, log):
     frames = []
     if obs_parts:  # vocab is the same for every shard
         obs = pd.concat(obs_parts, ignore_index=True)
+        ens, sym = gene_annotation(vocab.token_ids, pd.read_parquet(smk.input.genes))
         X = sp.vstack(X_parts).tocsr()
         for drug, dose, line, plate in conds:
-            same = (obs["cell_line_id"] == line) & (obs["plate"] == plate)
+            same = (obs["cell_line_id"] == line) & obs["plate"].isin(plate.split(PLATE_SEP))
             treated = (same & (obs["drug"] == drug) & (obs["dose_uM"] == dose)).to_numpy()
             control = (same & obs["is_control"]).to_numpy()
             if treated.sum() < 2 or control.sum() < 2:
@@ -61,6 +61,8 @@ def main(smk, log):
                 )
                 continue
             res = welch_de(X, treated, control, gene_ids=vocab.token_ids)
+            res.insert(1, "ensembl_id", ens)
+            res.insert(2, "gene_symbol", sym)
             res.insert(0, "plate", plate)
             res.insert(0, "cell_line_id", line)
             res.insert(0, "dose_uM", dose)
