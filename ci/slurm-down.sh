@@ -4,7 +4,7 @@
 # Stops only the daemons that slurm-up.sh started (their pids are in $STATE_DIR), by pid, in
 # the reverse order of starting: slurmd, slurmctld, slurmdbd, mariadbd, munged. A daemon that
 # was already running before slurm-up.sh (a system munged or MariaDB) is left alone. Restores
-# a slurm.conf / slurmdbd.conf that slurm-up.sh replaced. Safe to run twice, or without up.
+# a slurm.conf / slurmdbd.conf / cgroup.conf that slurm-up.sh replaced. Safe to run twice, or without up.
 set -uo pipefail
 
 STATE_DIR=${STATE_DIR:-/run/tahoeflow-slurm}
@@ -41,11 +41,12 @@ for name in slurmd slurmctld slurmdbd mariadbd munged; do
     rm -f "$f"
 done
 
-for conf in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf; do
+for conf in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf /etc/slurm/cgroup.conf; do
     if [ -e "$conf.pre-tahoeflow" ]; then
         mv -f "$conf.pre-tahoeflow" "$conf"
         log "restored the original $conf"
     fi
 done
+rm -f "$STATE_DIR/mem_enforce"
 rmdir "$STATE_DIR" 2>/dev/null || true
 exit $rc

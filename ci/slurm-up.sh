@@ -17,8 +17,21 @@
 # that were already running are reused and never stopped; a slurmctld/slurmd/slurmdbd that this
 # script did not start is an error (they would fight over the ports and the config).
 #
+# Memory is enforced (a job whose processes together use more than its --mem is killed):
+#   cgroup  TaskPlugin=task/cgroup + ProctrackType=proctrack/cgroup, cgroup.conf
+#           ConstrainRAMSpace=yes: the kernel limits the job's cgroup (all its steps together,
+#           so the batch step's Snakemake counts with the srun step's). Chosen when a memory
+#           cgroup can be created here and takes a limit (cgroup v1, or v2 with the memory
+#           controller delegated), and a probe job runs under it.
+#   acct    JobAcctGatherType=jobacct_gather/linux, JobAcctGatherFrequency=task=1,
+#           JobAcctGatherParams=OverMemoryKill: slurmstepd sums the RSS of each step's processes
+#           every second and kills a step over the limit (per step; Slurm >= 19.05 replaced
+#           MemLimitEnforce by this). The fallback where cgroups cannot be used.
+# The method in use is written to $STATE_DIR/mem_enforce (tests read it).
+#
 # Environment: WITH_DBD (1), STATE_DIR (/run/tahoeflow-slurm), PARTITION (debug),
-# ACCOUNT (ci), SKIP_APT (0; 1 = never call apt-get), WAIT_S (60; per readiness wait).
+# ACCOUNT (ci), SKIP_APT (0; 1 = never call apt-get), WAIT_S (60; per readiness wait),
+# MEM_ENFORCE (auto; cgroup or acct to force one).
 set -euo pipefail
 
 WITH_DBD=${WITH_DBD:-1}
@@ -27,8 +40,11 @@ PARTITION=${PARTITION:-debug}
 ACCOUNT=${ACCOUNT:-ci}
 SKIP_APT=${SKIP_APT:-0}
 WAIT_S=${WAIT_S:-60}
+MEM_ENFORCE=${MEM_ENFORCE:-auto}
+MEM_ENFORCE_ASKED=$MEM_ENFORCE
 MARK="# written by tahoeflow ci/slurm-up.sh"
 CONF=/etc/slurm/slurm.conf
+CGROUP_CONF=/etc/slurm/cgroup.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
 LOG_DIR=/var/log/slurm
 
@@ -80,8 +96,9 @@ foreign() {
     [ -n "$pid" ] && echo "$pid"
 }
 
-# record NAME PIDFILE: copy the daemon's own pid file into the state dir (wait for it).
-record() {
+# try_record NAME PIDFILE: copy the daemon's own pid file into the state dir (wait for it);
+# 1 when the daemon did not come up.
+try_record() {
     local name=$1 pidfile=$2 pid=""
     for _ in $(seq "$WAIT_S"); do
         if [ -s "$pidfile" ]; then
@@ -91,10 +108,12 @@ record() {
         pid=""
         sleep 0.5
     done
-    [ -n "$pid" ] || die "$name did not start (see $LOG_DIR/)"
+    [ -n "$pid" ] || return 1
     echo "$pid" >"$STATE_DIR/$name.pid"
     log "started $name (pid $pid)"
 }
+
+record() { try_record "$@" || die "$1 did not start (see $LOG_DIR/)"; }
 
 # stop_ours NAME: stop a daemon this script started (used when its config changed).
 stop_ours() {
@@ -146,15 +165,73 @@ AccountingStorageHost=localhost"
 else
     ACCT="AccountingStorageType=accounting_storage/none"
 fi
+
+# ---------------------------------------------------------------- memory enforcement
+# cgroup_usable: 0 when a memory cgroup can be made here and holds a limit; sets CGROUP_PLUGIN.
+cgroup_usable() {
+    local d v="" fs
+    fs=$(stat -f -c %T /sys/fs/cgroup 2>/dev/null || true)
+    if [ "$fs" = cgroup2fs ]; then
+        grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null || return 1
+        d=/sys/fs/cgroup/tahoeflow-probe.$$
+        mkdir "$d" 2>/dev/null || return 1
+        if [ -e "$d/memory.max" ]; then
+            echo 67108864 >"$d/memory.max" 2>/dev/null && v=$(cat "$d/memory.max")
+        fi
+        rmdir "$d"
+        CGROUP_PLUGIN=cgroup/v2
+    else
+        d=/sys/fs/cgroup/memory/tahoeflow-probe.$$
+        mkdir "$d" 2>/dev/null || return 1
+        echo 67108864 >"$d/memory.limit_in_bytes" 2>/dev/null && v=$(cat "$d/memory.limit_in_bytes")
+        rmdir "$d"
+        CGROUP_PLUGIN=cgroup/v1
+    fi
+    [ "$v" = 67108864 ]
+}
+
+CGROUP_PLUGIN=""
+case "$MEM_ENFORCE" in
+cgroup) cgroup_usable || die "MEM_ENFORCE=cgroup but no memory cgroup can be made here" ;;
+acct) ;;
+auto)
+    if [ -s "$STATE_DIR/mem_enforce" ] && ours slurmd >/dev/null; then
+        MEM_ENFORCE=$(cat "$STATE_DIR/mem_enforce") # as found by this script's earlier run
+        [ "$MEM_ENFORCE" = cgroup ] && { cgroup_usable || MEM_ENFORCE=acct; }
+    elif cgroup_usable; then
+        MEM_ENFORCE=cgroup
+    else
+        MEM_ENFORCE=acct
+        log "no usable memory cgroup here: memory is enforced by accounting (OverMemoryKill)"
+    fi
+    ;;
+*) die "MEM_ENFORCE must be auto, cgroup or acct (got $MEM_ENFORCE)" ;;
+esac
+
+# slurm_conf MODE: slurm.conf's content for memory enforcement MODE (cgroup or acct).
 # DefMemPerCPU: without it a job with no --mem gets the whole node (jobs run one at a time).
 # MinJobAge=300: keeps finished jobs visible to squeue long enough for the plugin's polling.
-SLURM_CONF="$MARK
+# JobAcctGatherFrequency=task=1: MaxRSS (and, in acct mode, the kill) sampled every second.
+slurm_conf() {
+    local enforce
+    if [ "$1" = cgroup ]; then
+        enforce="ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1"
+    else
+        enforce="ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill"
+    fi
+    echo "$MARK
 ClusterName=localcluster
 SlurmctldHost=${H}(127.0.0.1)
 AuthType=auth/munge
 MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+${enforce}
 ReturnToService=2
 SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
@@ -168,17 +245,39 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
-JobAcctGatherType=jobacct_gather/linux
 ${ACCT}
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOG_DIR/jobcomp.log
 MinJobAge=300
 NodeName=${H} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${MEM} State=UNKNOWN
 PartitionName=${PARTITION} Nodes=${H} Default=YES MaxTime=INFINITE State=UP"
-if install_conf "$CONF" 644 root:root "$SLURM_CONF"; then
-    stop_ours slurmd
-    stop_ours slurmctld
-fi
+}
+
+# cgroup.conf (read by task/cgroup and proctrack/cgroup): the job's RAM limit is its --mem,
+# no swap beyond it.
+CGROUP_CONTENT="$MARK
+CgroupPlugin=${CGROUP_PLUGIN:-autodetect}
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
+AllowedRAMSpace=100
+AllowedSwapSpace=0
+ConstrainCores=no
+ConstrainDevices=no"
+
+# apply_conf MODE: write slurm.conf (and cgroup.conf) for MODE; stop our daemons if changed.
+apply_conf() {
+    local changed=1
+    install_conf "$CONF" 644 root:root "$(slurm_conf "$1")" && changed=0
+    if [ "$1" = cgroup ]; then
+        install_conf "$CGROUP_CONF" 644 root:root "$CGROUP_CONTENT" && changed=0
+    fi
+    if [ "$changed" = 0 ]; then
+        stop_ours slurmd
+        stop_ours slurmctld
+    fi
+    echo "$1" >"$STATE_DIR/mem_enforce"
+}
+apply_conf "$MEM_ENFORCE"
 
 # ---------------------------------------------------------------- munge
 mkdir -p /run/munge
@@ -251,26 +350,48 @@ StorageLoc=slurm_acct_db"
 fi
 
 # ---------------------------------------------------------------- slurmctld + slurmd
-if ! ours slurmctld >/dev/null; then
-    rm -f /run/slurmctld.pid
-    /usr/sbin/slurmctld </dev/null >>"$LOG_DIR/slurmctld.out" 2>&1
-    record slurmctld /run/slurmctld.pid
+# start_nodes: start slurmctld and slurmd (unless ours already run) and wait for the node;
+# 1 (with NODE_STATE set) when slurmd does not come up or the node is not usable.
+start_nodes() {
+    if ! ours slurmctld >/dev/null; then
+        rm -f /run/slurmctld.pid
+        /usr/sbin/slurmctld </dev/null >>"$LOG_DIR/slurmctld.out" 2>&1
+        record slurmctld /run/slurmctld.pid
+    fi
+    if ! ours slurmd >/dev/null; then
+        rm -f /run/slurmd.pid
+        /usr/sbin/slurmd </dev/null >>"$LOG_DIR/slurmd.out" 2>&1 || true
+        try_record slurmd /run/slurmd.pid || {
+            NODE_STATE="slurmd did not start"
+            return 1
+        }
+    fi
+    NODE_STATE=""
+    for _ in $(seq "$WAIT_S"); do
+        NODE_STATE=$(sinfo -h -n "$H" -o %t 2>/dev/null | head -1 || true)
+        case "$NODE_STATE" in idle | mix | alloc | comp) return 0 ;; esac
+        sleep 1
+    done
+    return 1
+}
+
+# fall_back REASON: leave the cgroup plugins for accounting-based enforcement and restart.
+fall_back() {
+    log "memory cgroups do not work here ($1; see $LOG_DIR/slurmd.log): using OverMemoryKill"
+    stop_ours slurmd
+    MEM_ENFORCE=acct
+    apply_conf acct
+    stop_ours slurmctld
+    start_nodes || die "node $H is not up (state '${NODE_STATE}'; see $LOG_DIR/slurmctld.log and slurmd.log)"
+}
+
+if ! start_nodes; then
+    if [ "$MEM_ENFORCE" = cgroup ] && [ "${MEM_ENFORCE_ASKED:-auto}" = auto ]; then
+        fall_back "node state '${NODE_STATE}'"
+    else
+        die "node $H is not up (state '${NODE_STATE}'; see $LOG_DIR/slurmctld.log and slurmd.log)"
+    fi
 fi
-if ! ours slurmd >/dev/null; then
-    rm -f /run/slurmd.pid
-    /usr/sbin/slurmd </dev/null >>"$LOG_DIR/slurmd.out" 2>&1
-    record slurmd /run/slurmd.pid
-fi
-state=""
-for _ in $(seq "$WAIT_S"); do
-    state=$(sinfo -h -n "$H" -o %t 2>/dev/null | head -1 || true)
-    case "$state" in idle | mix | alloc | comp) break ;; esac
-    sleep 1
-done
-case "$state" in
-idle | mix | alloc | comp) ;;
-*) die "node $H is not up (state '${state}'; see $LOG_DIR/slurmctld.log and slurmd.log)" ;;
-esac
 
 # ---------------------------------------------------------------- accounting
 if [ "$WITH_DBD" = 1 ]; then
@@ -290,5 +411,22 @@ if [ "$WITH_DBD" = 1 ]; then
     fi
 fi
 
+# ---------------------------------------------------------------- probe job
+# A job step must start under the chosen plugins (task/cgroup can load and still fail to set
+# up a job's cgroup). Where the cgroup plugins fail and MEM_ENFORCE is auto, fall back.
+probe() {
+    timeout 60 srun -p "$PARTITION" -N1 -n1 --mem=64 -t 1 -J tahoeflow-probe true \
+        </dev/null >>"$LOG_DIR/probe.out" 2>&1
+}
+if ! probe; then
+    if [ "$MEM_ENFORCE" = cgroup ] && [ "$MEM_ENFORCE_ASKED" = auto ]; then
+        fall_back "a probe job failed"
+        probe || die "a probe job failed (see $LOG_DIR/probe.out and slurmd.log)"
+    else
+        die "a probe job failed (see $LOG_DIR/probe.out and slurmd.log)"
+    fi
+fi
+
 sinfo
+log "memory enforcement: $MEM_ENFORCE$([ "$MEM_ENFORCE" = cgroup ] && echo " ($CGROUP_PLUGIN)")"
 log "ready: partition $PARTITION$([ "$WITH_DBD" = 1 ] && echo ", account $ACCOUNT (sacct works)")"

@@ -1,10 +1,12 @@
 """The demo workflow through a real single-node SLURM cluster (sbatch via the slurm executor).
 
 The module fixture starts munge, MariaDB, slurmdbd, slurmctld and slurmd with ci/slurm-up.sh
-(installing the Debian packages if needed) and stops them with ci/slurm-down.sh. The test runs
-the demo at test size with the SLURM profile and compares every output with a local run of the
-same config. Skipped only when not root or when neither the packages nor apt-get are there;
-with $CI set it fails instead of skipping.
+(installing the Debian packages if needed) and stops them with ci/slurm-down.sh. The cluster
+enforces memory (task/cgroup where memory cgroups work, else OverMemoryKill; see the script).
+The tests run the demo at test size with the SLURM profile and compare every output with a local
+run of the same config; check that a job over its --mem is killed; and run the summary job of a
+hub-sized file (28,225 cells) with the memory its rule declares. Skipped only when not root or
+when neither the packages nor apt-get are there; with $CI set they fail instead of skipping.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, SMALL_STAGES, config_with, copy_repo
+from conftest import REPO, SMALL_STAGES, config_with, copy_repo, write_demo
+
+from tahoeflow.demo import DemoParams
 
 pytestmark = pytest.mark.slurm
 
@@ -37,6 +41,9 @@ BASE_CONFIG = {
 # outputs that are not compared: figures, logs, timings, pickled models
 SKIP_DIRS = ("results/logs/", "results/benchmarks/")
 SKIP_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".joblib", ".log")
+SBATCH = ["-p", "debug", "-A", "ci", "-t", "2"]
+HUB_CELLS = 28225  # cells of one Tahoe-100M file
+MEM_GOAL = 1.2  # declared mem_mb over the job's measured peak (benchmarks/bench_memory.py)
 
 
 def small_config() -> dict:
@@ -212,3 +219,177 @@ def test_slurm_profile_is_valid_and_takes_command_line_overrides(tmp_path):
     assert resources and all(
         "slurm_partition=debug" in r and "slurm_account=ci" in r for r in resources
     )
+
+
+def sacct_rows(job_id: str) -> dict[str, dict[str, str]]:
+    """sacct's rows of a job and its steps (``<id>``, ``<id>.batch``, ``<id>.0`` ...) by JobID."""
+    fields = ["JobID", "State", "ExitCode", "ReqMem", "MaxRSS"]
+    proc = subprocess.run(
+        ["sacct", "-j", job_id, "-n", "-P", f"--format={','.join(fields)}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return {
+        row[0]: dict(zip(fields, row, strict=True))
+        for row in (line.split("|") for line in proc.stdout.splitlines() if line.strip())
+    }
+
+
+def mb(value: str) -> float:
+    """sacct's memory figures (``1200M``, ``912345K``, ``1.5G``, ``0``) in MB."""
+    if not value:
+        return 0.0
+    scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2}
+    unit = value[-1].upper()
+    return float(value[:-1]) * scale[unit] if unit in scale else float(value) / 2**20
+
+
+def finished(job_id: str, wait_s: float = 30) -> dict[str, dict[str, str]]:
+    """sacct's rows once the job's accounting shows a final state (slurmdbd lags a little)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        rows = sacct_rows(job_id)
+        state = rows.get(job_id, {}).get("State", "")
+        if state and state not in ("PENDING", "RUNNING", "COMPLETING"):
+            return rows
+        assert time.monotonic() < deadline, rows
+        time.sleep(1)
+
+
+def enforcement() -> str:
+    return Path("/run/tahoeflow-slurm/mem_enforce").read_text().strip()
+
+
+def test_job_over_its_memory_request_is_killed(slurm_cluster, tmp_path):
+    """Two jobs touch 400 MB: with --mem=150 it is killed (OUT_OF_MEMORY), with --mem=700 it
+    completes. Without enforcement (the cluster before, TaskPlugin=task/none) both complete."""
+    script = tmp_path / "alloc.py"
+    script.write_text(
+        "import sys, time\n"
+        "block = b'\\x01' * (int(sys.argv[1]) << 20)  # written, so resident\n"
+        "time.sleep(3)\n"
+        "print('survived', len(block))\n"
+    )
+    jobs = {}
+    for name, mem in (("over", 150), ("under", 700)):
+        jobs[name] = subprocess.Popen(
+            ["sbatch", "--wait", "--parsable", *SBATCH, f"--mem={mem}", "-J", f"mem-{name}",
+             "-o", str(tmp_path / f"{name}.out"), "--wrap", f"{sys.executable} {script} 400"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    out = {}
+    for name, proc in jobs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        job_id = stdout.strip().split(";")[0]
+        assert job_id.isdigit(), (stdout, stderr)
+        out[name] = (proc.returncode, finished(job_id)[job_id], tmp_path / f"{name}.out")
+    method = enforcement()
+    rc, row, log = out["under"]
+    assert rc == 0 and row["State"] == "COMPLETED", (method, row, log.read_text())
+    assert "survived" in log.read_text()
+    rc, row, log = out["over"]
+    assert rc != 0 and row["State"] == "OUT_OF_MEMORY", (method, row, log.read_text())
+    assert "survived" not in log.read_text()
+
+
+def test_hub_sized_summary_fits_its_memory_request(slurm_cluster, tmp_path):
+    """The summary job of one hub-sized file (28,225 cells) through sbatch with the mem_mb its
+    rule declares, on a cluster that enforces it: it completes, and what SLURM measured for the
+    whole job (the batch step's Snakemake plus the srun step's Snakemake and script) stays
+    under the request with the stated margin."""
+    root = tmp_path / "mirror"
+    write_demo(root, DemoParams(seed=0, n_files=1, cells_per_file=HUB_CELLS))
+    cfg = config_with(
+        {},
+        {
+            "source": {
+                "kind": "local",
+                "files": "0:1",
+                "cells_per_shard": None,
+                "local": {"path": str(root), "n_files_total": 1},
+            }
+        },
+    )
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    repo = copy_repo(tmp_path / "repo")
+    wd = tmp_path / "run"
+    wd.mkdir()
+    cmd = [
+        "timeout", "-k", "30", "300",
+        *snakemake_cmd(
+            repo / "Snakefile", wd, cfg_path,
+            "--workflow-profile", str(repo / "profiles" / "slurm"),
+            "--default-resources", "slurm_partition=debug", "slurm_account=ci", "runtime=5", "mem_mb=500",
+            "--slurm-init-seconds-before-status-checks", "2",
+            "--latency-wait", "10",
+            "--retries", "0",
+        ),
+    ]  # fmt: skip
+    # the target first: --configfile takes a list and would swallow it
+    cmd[cmd.index("snakemake") + 1 : cmd.index("snakemake") + 1] = ["results/shards/00000/qc.json"]
+    t0 = time.perf_counter()
+    run = subprocess.run(
+        cmd, cwd=wd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    log = run.stdout + run.stderr
+    print(f"hub-sized summary through SLURM: {time.perf_counter() - t0:.1f} s")
+    assert run.returncode == 0, f"SLURM run failed ({run.returncode}):\n{log[-8000:]}"
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
+    assert len(submitted) == 1, log[-3000:]
+    job_id = submitted[0]
+    rows = finished(job_id)
+    declared = re.search(r"^\s+resources: .*\bmem_mb=(\d+)", log, re.M)
+    assert declared, log[-3000:]
+    assert rows[job_id]["State"] == "COMPLETED", rows
+    assert mb(rows[job_id]["ReqMem"]) == pytest.approx(int(declared.group(1)), abs=1), rows
+    steps = {k: mb(v["MaxRSS"]) for k, v in rows.items() if k != job_id}
+    used = sum(steps.values())
+    print(f"{enforcement()}: requested {rows[job_id]['ReqMem']}, steps' MaxRSS {steps}")
+    assert steps.get(f"{job_id}.batch", 0) > 100 and steps.get(f"{job_id}.0", 0) > 300, rows
+    assert mb(rows[job_id]["ReqMem"]) >= MEM_GOAL * used, rows
+
+
+# Whole-job peaks measured by benchmarks/bench_memory.py (RESULTS.md P8) for jobs reading hub-sized
+# files (78.2 MB, 28,225 cells each): rule -> (target, MB). Snakemake x 2 + srun + script.
+MEASURED_HUB = {
+    "summarize_shard": ("results/shards/00000/qc.json", 1317),
+    "gram_batch": ("results/embed/gram/b00000.npz", 1574),
+    "de_welch": ("results/de/welch.parquet", 2909),
+}
+
+
+def test_requests_cover_measured_whole_job_peaks_at_hub_size(tmp_path):
+    """No cluster needed: a dry run over 4 files of a hub file's size (sparse files: a dry run
+    reads sizes, not data) shows each job's mem_mb; it must be >= 1.2x the whole-job peak
+    measured for that size. The requests before (841 MB for the summary, 2,500 MB for de_welch)
+    did not count the job's two Snakemake processes."""
+    root = tmp_path / "mirror"
+    write_demo(root, DemoParams(seed=0, n_files=4, cells_per_file=20))
+    for f in sorted((root / "data").glob("*.parquet")):
+        with open(f, "r+b") as fh:
+            fh.truncate(int(78.2 * 2**20))
+    cfg = {
+        "source": {
+            "kind": "local",
+            "files": "0:4",
+            "cells_per_shard": None,
+            "local": {"path": str(root), "n_files_total": 4},
+        }
+    }
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    targets = [t for t, _ in MEASURED_HUB.values()]
+    cmd = snakemake_cmd(REPO / "Snakefile", tmp_path, cfg_path, "--forceall", "-n", "--cores", "2")
+    cmd[cmd.index("snakemake") + 1 : cmd.index("snakemake") + 1] = targets
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    declared = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", proc.stdout):
+        m = re.match(r"(?:local)?rule (\w+):\n", block)
+        mem = re.search(r"^\s+resources: .*\bmem_mb=(\d+)", block, re.M)
+        if m and mem:
+            declared.setdefault(m.group(1), int(mem.group(1)))
+    ratios = {r: declared.get(r, 0) / mb for r, (_, mb) in MEASURED_HUB.items()}
+    assert all(x >= MEM_GOAL for x in ratios.values()), (ratios, declared)
