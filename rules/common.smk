@@ -90,8 +90,13 @@ def shard_size_mb(wildcards, input):
 
 def shard_record(shard):
     """A shard as a plain dict (name, file, row range) for params: Snakemake records plain values
-    only, so a change of a shard's row range reruns its jobs."""
-    return dataclasses.asdict(shard)
+    only, so a change of a shard's row range reruns its jobs. Its file's row count from a
+    manifest (file_rows) is left out: it only checks the footer and cannot change an output, so
+    building a manifest later reruns nothing (summarize_shard gets it as params.file_rows).
+    """
+    record = dataclasses.asdict(shard)
+    record.pop("file_rows", None)
+    return record
 
 
 def batch_shards(wildcards):
@@ -118,18 +123,61 @@ def batch_size_mb(wildcards, input):
     return max(sizes), sum(sizes)
 
 
-def shard_mem_mb(wildcards, input, attempt):
-    """The shard's CSR is about 4x its Parquet size, plus ~300 MB of imports (measured: 0.77 GB
-    peak for a 28k-cell, 74 MB file). Memory rises by half per retry (attempt 1, 2, ...).
-    """
-    return int((500 + 6 * shard_size_mb(wildcards, input)) * (1 + 0.5 * (attempt - 1)))
+# Memory requests. A job's mem_mb is the whole job as sbatch --mem counts it (the sum over its
+# processes): on SLURM the job step runs a Snakemake process (executor slurm-jobstep), which
+# runs `srun ... snakemake` (a second Snakemake process, executor local) and that one the
+# rule's script. benchmarks/bench_memory.py measures every rule at hub-sized files (RESULTS.md
+# P8): each Snakemake process peaks at ~260 MB (4 shards; ~270 MB for one job of the 3,388-file
+# plan, so 3 MB more per 1,000 shards is allowed), srun at ~10 MB. Each rule states its script's
+# peak as (MB) base + per_mb x the MB of input the job reads, fitted to the measurements at
+# 1,000 and 28,225 cells per file; the request is MEM_MARGIN x the sum, and half as much again
+# per retry (attempt 2, 3, ...).
+SNAKEMAKE_MB = 280
+SRUN_MB = 20
+MEM_MARGIN = 1.3
 
 
-def batch_mem_mb(wildcards, input, attempt):
-    """A group's shards are read one at a time: the largest shard's memory."""
-    return int(
-        (500 + 6 * batch_size_mb(wildcards, input)[0]) * (1 + 0.5 * (attempt - 1))
-    )
+def job_mem_mb(script_mb, attempt=1):
+    """mem_mb of a job whose script peaks at ``script_mb`` MB (Snakemake x 2 and srun added)."""
+    overhead = 2 * (SNAKEMAKE_MB + 3 * len(SHARDS) // 1000) + SRUN_MB
+    return int((overhead + script_mb) * MEM_MARGIN * (1 + 0.5 * (attempt - 1)))
+
+
+def input_mb(wildcards, input):
+    """MB of all the job's input files."""
+    return input.size_mb
+
+
+def mem_mb(base, per_mb=0.0, size=input_mb):
+    """A mem_mb callable for ``resources``: the script peaks at ``base`` + ``per_mb`` x
+    ``size(wildcards, input)`` MB (default: all input files)."""
+    if not per_mb:  # known before the inputs exist (a dry run shows it)
+        return lambda wildcards, attempt: job_mem_mb(base, attempt)
+
+    def request(wildcards, input, attempt):
+        return job_mem_mb(base + per_mb * size(wildcards, input), attempt)
+
+    return request
+
+
+def largest_shard_mb(wildcards, input):
+    """A group's shards are read one at a time: the largest shard's MB."""
+    return batch_size_mb(wildcards, input)[0]
+
+
+def data_mb(wildcards, input):
+    """MB of the job's data files (input ``data``)."""
+    return sum(Path(p).stat().st_size for p in as_list(input.data)) / 2**20
+
+
+def per_shard_mb(wildcards, input):
+    """MB of input per shard (merges that hold one shard's table at a time)."""
+    return input.size_mb / max(len(SHARDS), 1)
+
+
+# The summary job holds the shard's CSR (about 5x its Parquet size) and its summaries: 787 MB
+# for a 78 MB, 28,225-cell file, 385 MB for 3 MB.
+shard_mem_mb = mem_mb(400, 5.5, size=shard_size_mb)
 
 
 def batch_runtime(wildcards, input):
@@ -247,7 +295,7 @@ def check_user_inputs(rules):
     inside the workflow's output folders (Snakemake deletes a rule's outputs before rerunning
     it, so such an input could be lost)."""
     owned = [R]
-    if PLAN.kind == "hub":
+    if PLAN.kind in ("hub", "stream"):
         owned.append(PLAN.root)
     owned = [os.path.normpath(o) for o in owned]
     for key, path in user_inputs():

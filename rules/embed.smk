@@ -15,7 +15,7 @@ rule hvg:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb(250),
         runtime=10,
     params:
         n_top=config["embed"]["hvg"]["n_top"],
@@ -40,7 +40,7 @@ rule gram_batch:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: batch_mem_mb(wc, input, attempt) + 200,
+        mem_mb=mem_mb(550, 6.5, size=largest_shard_mb),
         runtime=batch_runtime,
     params:
         shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
@@ -68,7 +68,7 @@ rule pca:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 1500 * attempt,
+        mem_mb=mem_mb(400),
         runtime=20,
     params:
         n_components=config["embed"]["n_components"],
@@ -94,7 +94,7 @@ rule project_batch:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=batch_mem_mb,
+        mem_mb=mem_mb(500, 6.5, size=largest_shard_mb),
         runtime=batch_runtime,
     params:
         shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
@@ -122,7 +122,7 @@ rule embeddings:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 6 * input.size_mb) * attempt),
+        mem_mb=mem_mb(400, 10),
         runtime=30,
     params:
         n_clusters=config["embed"]["kmeans"]["n_clusters"],

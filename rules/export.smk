@@ -15,7 +15,7 @@ rule export_embeddings_h5ad:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 4 * input.size_mb) * attempt),
+        mem_mb=mem_mb(300, 3),
         runtime=20,
     script:
         "../workflow/scripts/export_embeddings_h5ad.py"
@@ -34,7 +34,7 @@ rule export_pseudobulk_h5ad:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((1500 + 10 * input.size_mb) * attempt),
+        mem_mb=mem_mb(200, 90),
         runtime=20,
     script:
         "../workflow/scripts/export_pseudobulk_h5ad.py"

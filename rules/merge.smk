@@ -17,7 +17,7 @@ rule merge_cells:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
+        mem_mb=mem_mb(250, 60, size=per_shard_mb),
         runtime=30,
     params:
         filters=config["filters"],
@@ -38,7 +38,7 @@ rule merge_gene_stats:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
+        mem_mb=mem_mb(300),
         runtime=20,
     script:
         "../workflow/scripts/merge_gene_stats.py"
@@ -59,7 +59,7 @@ rule merge_pseudobulk:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
+        mem_mb=mem_mb(450, 15),
         runtime=30,
     script:
         "../workflow/scripts/merge_pseudobulk.py"

@@ -13,7 +13,7 @@ rule split:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((500 + 4 * input.size_mb) * attempt),
+        mem_mb=mem_mb(250, 11),
         runtime=10,
     params:
         by=config["split"]["by"],
@@ -41,7 +41,7 @@ rule features:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((800 + 10 * input.size_mb) * attempt),
+        mem_mb=mem_mb(500, 10),
         runtime=20,
     params:
         numeric=config["features"]["numeric"],
@@ -70,7 +70,7 @@ rule ridge:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((800 + 10 * input.size_mb) * attempt),
+        mem_mb=mem_mb(250, 21),
         runtime=30,
     params:
         alpha=MODELS["ridge"]["alpha"],
@@ -101,7 +101,7 @@ rule rf_classifier:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        mem_mb=mem_mb(300, 140),
         runtime=60,
     params:
         n_estimators=MODELS["rf"]["n_estimators"],
@@ -134,7 +134,7 @@ rule baselines:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        mem_mb=mem_mb(300, 25),
         runtime=60,
     params:
         n_estimators=MODELS["rf"]["n_estimators"],
@@ -162,7 +162,7 @@ rule rf_regressor:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        mem_mb=mem_mb(750, 45),
         runtime=120,
     params:
         features=MODELS["rf_regressor"]["features"],
@@ -189,7 +189,7 @@ rule split_comparison:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, input, attempt: int((1000 + 20 * input.size_mb) * attempt),
+        mem_mb=mem_mb(300, 140),
         runtime=60,
     params:
         group_by=MODELS["grouped_split_by"],

@@ -82,7 +82,7 @@ rule report_figures:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, input, attempt: int((1200 + 4 * input.size_mb) * attempt),
+        mem_mb=mem_mb(450, 4),
         runtime=20,
     params:
         shard=shard_record(first_shard()),

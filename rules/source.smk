@@ -3,10 +3,19 @@
 # that source is chosen, so no rule can name a user's file as an output (Snakemake deletes a
 # rule's outputs before it reruns it); common.smk checks the config's input paths as well.
 
+from tahoeflow.manifest import hub_manifest_path, read_first_rows
+from tahoeflow.stream import STREAM_ROOT, stream_source
+
 DEMO_ROOT = f"{R}/demo"
+# Tahoe-100M's real metadata tables (committed): the demo simulates expression on this design.
+# Their content digest is the tracked param (the folder's path differs between checkouts).
+REAL_META_DIR = str(Path(workflow.basedir) / "resources" / "tahoe_metadata")
 
 
 if PLAN.kind == "demo":
+    from tahoeflow.demo import real_metadata_digest
+
+    REAL_META_DIGEST = real_metadata_digest(REAL_META_DIR)
 
     rule demo_metadata:
         output:
@@ -16,6 +25,7 @@ if PLAN.kind == "demo":
             cell_line=f"{DEMO_ROOT}/metadata/cell_line_metadata.parquet",
             effects=f"{DEMO_ROOT}/truth/effects.parquet",
             params=f"{DEMO_ROOT}/truth/params.json",
+            cells=f"{DEMO_ROOT}/truth/cells.parquet",
         log:
             f"{R}/logs/demo/metadata.log",
         localrule: True
@@ -23,10 +33,12 @@ if PLAN.kind == "demo":
             "../envs/tahoeflow.yaml"
         threads: 1
         resources:
-            mem_mb=1500,
+            mem_mb=mem_mb(200),
             runtime=10,
         params:
             demo=config["demo"],
+            real_metadata=REAL_META_DIGEST,
+            metadata_dir=untracked(REAL_META_DIR),
         script:
             "../workflow/scripts/demo_metadata.py"
 
@@ -41,13 +53,14 @@ if PLAN.kind == "demo":
             "../envs/tahoeflow.yaml"
         threads: 1
         resources:
-            mem_mb=lambda wc, attempt: int(
-                (800 + config["demo"]["cells_per_file"] * 0.15)
-                * (1 + 0.5 * (attempt - 1))
+            mem_mb=lambda wc, attempt: job_mem_mb(
+                300 + 0.11 * config["demo"]["cells_per_file"], attempt
             ),
             runtime=lambda wc: 5 + config["demo"]["cells_per_file"] // 5000,
         params:
             demo=config["demo"],
+            real_metadata=REAL_META_DIGEST,
+            metadata_dir=untracked(REAL_META_DIR),
             file_index=lambda wc: int(wc.file),
         script:
             "../workflow/scripts/demo_file.py"
@@ -68,7 +81,7 @@ if PLAN.kind == "hub":
             "../envs/tahoeflow.yaml"
         threads: 1
         resources:
-            mem_mb=500,
+            mem_mb=mem_mb(250),
             runtime=30,
         params:
             repo_id=HUB["repo_id"],
@@ -81,6 +94,9 @@ if PLAN.kind == "hub":
         script:
             "../workflow/scripts/download.py"
 
+
+if PLAN.kind in ("hub", "stream"):
+
     rule download_metadata:
         output:
             f"{HUB['download_dir']}/{HUB['revision']}/metadata/{{kind}}_metadata.parquet",
@@ -91,7 +107,7 @@ if PLAN.kind == "hub":
             "../envs/tahoeflow.yaml"
         threads: 1
         resources:
-            mem_mb=500,
+            mem_mb=mem_mb(250),
             runtime=30,
         params:
             repo_id=HUB["repo_id"],
@@ -112,6 +128,70 @@ if PLAN.kind == "hub":
             [raw_meta(k) for k in METADATA_KINDS],
         localrule: True
 
+    # The plate manifest (file, n_rows, plates, first_row) of all data files at this revision,
+    # from the Parquet footers alone (HTTP range reads, kilobytes per file). Not part of `all`:
+    # run `snakemake manifest` once; the plan reads it at parse time when it exists
+    # (filters.plates then plans only the files holding those plates; exact row counts).
+    rule manifest:
+        output:
+            hub_manifest_path(HUB["download_dir"], HUB["revision"]),
+        log:
+            f"{R}/logs/download/manifest.log",
+        localrule: True
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 8
+        resources:
+            mem_mb=mem_mb(1000),
+            runtime=60,
+        params:
+            repo_id=HUB["repo_id"],
+            revision=HUB["revision"],
+            n_files_total=HUB["n_files_total"],
+            # transport settings cannot change the footers read: not rerun triggers
+            max_retries=untracked(HUB["max_retries"]),
+            timeout_s=untracked(HUB["timeout_s"]),
+        script:
+            "../workflow/scripts/manifest.py"
+
+
+# source.kind stream: each chunk of the row range is streamed with `datasets` into a local
+# Parquet file (named by its global rows), then read like any data file.
+if PLAN.kind == "stream":
+    STREAM_ROWS = read_first_rows(PLAN.manifest) if PLAN.manifest else None
+
+    rule stream_shard:
+        output:
+            f"{STREAM_ROOT}/{HUB['revision']}/rows-{{start}}-{{stop}}.parquet",
+        log:
+            f"{R}/logs/stream/rows-{{start}}-{{stop}}.log",
+        wildcard_constraints:
+            start=r"\d{12}",
+            stop=r"\d{12}",
+        localrule: HUB["download_on_submit_host"]
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: job_mem_mb(
+                1000 + 0.04 * (int(wc.stop) - int(wc.start)), attempt
+            ),
+            runtime=lambda wc: 10 + (int(wc.stop) - int(wc.start)) // 2000,
+        params:
+            repo_id=HUB["repo_id"],
+            revision=HUB["revision"],
+            n_files_total=HUB["n_files_total"],
+            row_start=lambda wc: int(wc.start),
+            row_stop=lambda wc: int(wc.stop),
+            # the data files holding the chunk's rows, from the manifest's first_row column
+            # (none: stream from the start); a function of output, so Snakemake does not
+            # record it: it cannot change the rows
+            source=lambda wc, output: stream_source(
+                STREAM_ROWS, HUB["n_files_total"], int(wc.start), int(wc.stop)
+            ),
+        script:
+            "../workflow/scripts/stream_shard.py"
+
 
 H5AD = config["source"]["h5ad"]
 
@@ -131,7 +211,7 @@ if PLAN.kind == "h5ad" and H5AD.get("prepare"):
             "../envs/tahoeflow.yaml"
         threads: 1
         resources:
-            mem_mb=4000,
+            mem_mb=mem_mb(4000),
             runtime=20,
         params:
             kind=H5AD["prepare"]["kind"],
@@ -153,7 +233,7 @@ rule h5ad_metadata:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb(1000),
         runtime=10,
     params:
         h5ad=H5AD,

@@ -449,6 +449,24 @@ def test_cli_strings_get_the_schema_types():
     assert cfg["source"]["files"] == "3"  # a string is valid there: left alone
 
 
+def test_cli_grid_candidates_get_their_types():
+    # `--config models='{rf_regressor: {grid: {max_depth: [3, null], max_samples: [0.5]}}}'`
+    grid = {"max_depth": ["3", "null"], "max_samples": ["0.5"], "criterion": ["squared_error"]}
+    cli = {
+        "models": {"rf_regressor": {"grid": grid}},
+        "updown": {"rf_grid": {"n_estimators": ["8"]}},
+    }
+    cfg = copy.deepcopy(BASE)
+    for k, v in copy.deepcopy(cli).items():
+        cfg.setdefault(k, {}).update(v)
+    coerce_cli_values(cfg, cli, SCHEMA)
+    validate_config(cfg, SCHEMA)
+    assert cfg["models"]["rf_regressor"]["grid"] == {
+        "max_depth": [3, None], "max_samples": [0.5], "criterion": ["squared_error"]
+    }  # fmt: skip
+    assert cfg["updown"]["rf_grid"] == {"n_estimators": [8]}
+
+
 def test_cli_strings_that_do_not_spell_the_type_still_fail_naming_the_key():
     for value, words in (("3O", "'3O' should be of type integer"), ("1.5", "'1.5' should be")):
         cli = {"embed": {"n_components": value}}

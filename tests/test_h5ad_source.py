@@ -366,3 +366,17 @@ def test_memory_is_bounded_by_the_shard(tmp_path):
     file_x_bytes = 40_000 * 50 * 8  # data float32 + indices int32 of the larger file
     assert peaks[40_000] < 1.25 * peaks[10_000] + 64_000, peaks
     assert peaks[40_000] < file_x_bytes / 8, (peaks, file_x_bytes)
+
+
+def test_float64_values_stay_float64_and_counts_float32(tmp_path):
+    """Log expression stored as float64 keeps full precision (DE on it equals R's limma to
+    1e-12, not 6e-6); integer counts keep the compact float32."""
+    a = make_adata(n=30, g=10)
+    logx = a.copy()
+    logx.X = sp.csr_matrix(np.log2(1.0 + a.X.toarray().astype(np.float64) / 3.0))
+    logx.write_h5ad(tmp_path / "log.h5ad")
+    a.write_h5ad(tmp_path / "counts.h5ad")
+    got = read_rows_csr(tmp_path / "log.h5ad", 0, None, allow_non_integer=True)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got.toarray(), logx.X.toarray())
+    assert read_rows_csr(tmp_path / "counts.h5ad", 0, None).dtype == np.float32

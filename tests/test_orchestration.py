@@ -457,7 +457,7 @@ FILTERED = {"summarize_shard", "gram_batch", "project_batch", "de_welch", "repor
             "merge_cells"}  # fmt: skip
 KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     **{f"demo.{k}": (v, DEMO) for k, v in {
-        "seed": 2, "row_group_size": 100, "n_drugs": 5, "control_wells_per_plate": 2,
+        "seed": 2, "row_group_size": 100, "n_drugs": 5, "control_wells_per_plate": 1,
         "frac_active_drugs": 0.5, "genes_per_effect": 100, "effect_sd": 0.8,
         "frac_resistant": 0.5, "well_sd": 0.1, "libsize_log_mean": 7.0, "libsize_sd": 0.3,
         "n_expressed_genes": 15000, "n_cell_lines": 2, "n_plates": 2, "cells_per_file": 400,
@@ -468,7 +468,7 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     "filters.drugs": ("<two drugs of the data>", FILTERED),
     "filters.min_genes": (20, FILTERED),
     "input.normalised": (True, FILTERED),
-    "control_drug": ("DMSO_TF ", FILTERED | {"de_pseudobulk", "pergene_fit"}),
+    "control_drug": ("DMSO_TF ", FILTERED | {"de_part", "de_pseudobulk", "pergene_fit"}),
     "split.by": ("sample", {"split"}),
     "split.test_size": (0.25, {"split", "split_comparison"}),
     "split.seed": (1, {"split", "split_comparison"}),
@@ -496,13 +496,19 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     "models.rf_regressor.grid": ({"n_estimators": [8], "max_depth": [3]}, {"rf_regressor"}),
     "models.rf_regressor.cv_folds": (2, {"rf_regressor"}),
     "models.grouped_split_by": ("plate", {"split_comparison"}),
-    "de.method": ("trend", {"de_pseudobulk"}),
-    "de.min_cells": (6, {"de_pseudobulk", "pergene_fit"}),
-    "de.min_control_wells": (1, {"de_pseudobulk"}),
-    "de.prior_count": (1.0, {"de_pseudobulk"}),
+    "de.method": ("trend", {"de_part", "de_pseudobulk"}),
+    "de.min_cells": (6, {"de_part", "pergene_fit"}),
+    "de.min_control_wells": (1, {"de_part"}),
+    "de.prior_count": (1.0, {"de_part"}),
+    "de.pool_plates": (False, {"de_part"}),
+    "de.voom.gene_filter": ("pooled", {"de_part"}),
+    "de.voom.axis": ("inv_sqrt", {"de_part"}),
+    "de.voom.fitted": ("midpoint", {"de_part"}),
     "de.alpha": (0.1, {"de_pseudobulk"}),
+    "de.calls_by": ("contrast", {"de_pseudobulk"}),
     "de.top_volcano": (3, {"de_pseudobulk"}),
     "de.welch.max_conditions": (2, {"de_welch"}),
+    "de.welch.conditions": ([{"drug": "no such drug"}], {"de_welch"}),
     "updown.seed": (1, {"updown"}),
     "updown.cv_folds": (2, {"updown"}),
     "updown.max_rows": (2000, {"updown"}),
@@ -538,6 +544,8 @@ NO_RERUN_UNDER_DEMO: dict[str, object] = {
     "source.h5ad.mito_prefix": "mt-",
     "source.local.path": "elsewhere/mirror",
     "source.local.n_files_total": 10,
+    "source.stream.start": 1000,
+    "source.stream.n_cells": 500,
     # switching a stage off removes targets; the finished outputs of the others stay current
     **{f"stages.{k}": False for k in ("embed", "models", "de", "updown", "pergene", "anndata",
                                       "report")},
@@ -554,6 +562,7 @@ DAG_SHAPE = {
     "pergene.table.path": "test_external_inputs (per-gene models in table mode)",
     "pergene.apply_table": "test_external_inputs; test_data_safety (never a rule's output)",
     "models.rf.n_pcs": "used only with models.rf.use_pcs (tested above), else the param is None",
+    "de.jobs": "test_de.py::test_de_jobs_plan_one_part_per_job_and_reproduce_one_job",
 }
 
 

@@ -82,7 +82,8 @@ def test_a_filter_value_matching_nothing_is_a_warning_naming_key_value_and_the_c
 ):
     half = small_table.num_rows // 2
     lines = ["CVCL_0131", "CVCL_O131"]  # the second has a letter O for the zero
-    f = Filters(cell_lines=lines, drugs=["Aliskiren", "Aliskiren", "Nope"], min_genes=0)
+    drug = sorted(set(small_table.column("drug").to_pylist()) - {"DMSO_TF"})[0]  # a real drug
+    f = Filters(cell_lines=lines, drugs=[drug, drug, "Nope"], min_genes=0)
     recs = []
     for i, part in enumerate((small_table.slice(0, half), small_table.slice(half))):
         path, ls = _load(part, tmp_path, ctx, f, name=f"p{i}")
@@ -99,12 +100,12 @@ def test_a_filter_value_matching_nothing_is_a_warning_naming_key_value_and_the_c
 
 
 def test_filters_that_remove_every_cell_fail_naming_the_filter(small_table, ctx, tmp_path):
-    path, ls = _load(small_table, tmp_path, ctx, Filters(plates=["plate_1"]))
+    path, ls = _load(small_table, tmp_path, ctx, Filters(plates=["plate_13"]))
     rec = _qc_record(ls, path)
-    assert ls.filter_counts["kept"] == 0 and ls.values_seen == {"plates": ["plate1"]}
-    assert filter_warnings([rec], {"plates": ["plate_1"]}) == [
-        f"config key 'filters.plates': 'plate_1' matches no cell in the {small_table.num_rows} "
-        "rows read (1 distinct values there); did you mean 'plate1'?"
+    assert ls.filter_counts["kept"] == 0 and ls.values_seen == {"plates": ["plate13"]}
+    assert filter_warnings([rec], {"plates": ["plate_13"]}) == [
+        f"config key 'filters.plates': 'plate_13' matches no cell in the {small_table.num_rows} "
+        "rows read (1 distinct values there); did you mean 'plate13'?"
     ]
     with pytest.raises(
         InputError, match=r"^filters: zero cells left .*removed by filters\.plates$"
@@ -362,7 +363,7 @@ def test_a_sample_whose_drug_differs_from_sample_metadata_fails_naming_sample_an
 
 def test_a_sample_whose_plate_differs_from_sample_metadata_fails(small_table, ctx, tmp_path):
     with pytest.raises(InputError, match=rf"row {BAD_ROW}: sample '.*' has plate 'plate9' here "
-                                         r"but 'plate1' in sample_metadata"):  # fmt: skip
+                                         r"but 'plate13' in sample_metadata"):  # fmt: skip
         _load(_set_row(small_table, "plate", BAD_ROW, "plate9"), tmp_path, ctx, name="plate")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import _NO_SLURM, REPO, copy_repo
+from test_orchestration import parse_job_stats
 
 pytestmark = pytest.mark.workflow
 
@@ -78,6 +79,8 @@ def test_readme_command_runs(command, checkout, tmp_path):
     assert proc.returncode == 0, f"{command}\n{out[-4000:]}"
     if "--lint" in argv:
         assert "Lints for" not in out, out[-4000:]
+    if "eccite.yaml" in command:  # 20,729 rows in shards of 5,000: five, none empty
+        assert parse_job_stats(out)["summarize_shard"] == 5
     if "--config" in command and "n_components" in command:
         assert "embed.n_components" not in out  # the value arrived as an integer
 
@@ -94,3 +97,39 @@ def test_readme_report_command(checkout):
     proc = _run(checkout, [*shlex.split(cmd), *small])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert (checkout / "report.html").stat().st_size > 100_000
+
+
+def test_every_test_named_in_readmes_reliability_table_exists():
+    text = (REPO / "README.md").read_text()
+    names = set(re.findall(r"^\|.*\| `(test_\w+)` \|$", text, re.M))
+    assert len(names) >= 30
+    defined = set()
+    for f in (REPO / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", f.read_text(), re.M))
+    assert not names - defined, sorted(names - defined)
+
+
+def _contract_patterns() -> list[re.Pattern]:
+    text = (REPO / "docs" / "data_contract.md").read_text()
+    pats = []
+    for path in re.findall(
+        r"`((?:results/)?[\w{}<>*,./-]+\.(?:parquet|csv|json|npz|joblib|h5ad|png|tsv|log))`", text
+    ):
+        rx = re.escape(path)
+        for a, b in ((r"\{shard\}", r"\d{5}(-\d{4})?"), (r"\{batch\}", r"b\d{5}"),
+                     (r"NNNNN", r"\d{5}"), (r"MMMMM", r"\d{5}"), (r"\*", r"[^/]+"),
+                     (r"<stage>", r"[^/]+"), (r"\{train,test\}", r"(train|test)")):  # fmt: skip
+            rx = rx.replace(a, b)
+        pats.append(re.compile(rf"(^|/){rx}$"))
+    return pats
+
+
+def test_every_output_of_the_default_dag_is_in_the_data_contract(tmp_path):
+    proc = _run(copy_repo(tmp_path / "repo"), ["snakemake", "--summary", "--cores", "1"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outputs = [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if line.strip()]
+    outputs = [o for o in outputs if o.startswith("results/")]
+    assert len(outputs) > 60
+    pats = _contract_patterns()
+    missing = [o for o in outputs if not any(p.search(o) for p in pats)]
+    assert not missing, f"not in docs/data_contract.md: {missing}"

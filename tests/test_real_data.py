@@ -174,7 +174,7 @@ def test_eccite_reads_through_the_h5ad_source(eccite, tmp_path):
 def test_l1000_shape_controls_and_values(l1000):
     a = l1000
     assert a.shape == (377, 978)
-    assert a.X.dtype == np.float32 and 3.2 < a.X.min() < 3.3 and a.X.max() == 15.0
+    assert a.X.dtype == np.float64 and 3.2 < a.X.min() < 3.3 and a.X.max() == 15.0
     ctrl = a.obs["is_control"].to_numpy()
     assert ctrl.sum() == 26
     assert set(a.obs["drug"][ctrl]) == {"DMSO"} and (a.obs["dose_uM"][ctrl] == 0).all()

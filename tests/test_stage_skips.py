@@ -500,7 +500,7 @@ def test_empty_de_outputs_keep_their_schema(tmp_path):
         tmp_path,
         {"toptable": str(path), "data": []},
         {"out": "welch.parquet"},
-        {"max_conditions": 3, "shards": [], "files": []},
+        {"max_conditions": 3, "conditions": [], "shards": [], "files": []},
     )
     log = run_script("de_welch.py", smk)
     assert "Welch tests skipped, the pseudobulk topTable is empty" in log
@@ -540,7 +540,7 @@ def test_de_power_is_null_with_a_reason_when_no_truly_changed_gene_is_tested():
 def test_workflow_without_controls_and_with_one_cell_line(tmp_path):
     """filters.drugs without DMSO_TF and one cell line: merge, DE, up/down and every model
     finish; each skip says why in its outputs, its log and on stderr."""
-    drugs = ["(R)-Verapamil (hydrochloride)", "Aliskiren", "Palmatine (chloride)"]
+    drugs = ["Nimesulide", "Berbamine (dihydrochloride)", "Daidzin"]  # 3 of the demo's drugs
     cfg = config_with(
         SMALL_STAGES,
         {

@@ -39,3 +39,30 @@ def test_lower_rows_per_file_reruns_the_shards_whose_range_changed(small_demo, t
     proc = run_smk(wd, _config(mirror, 400), target, cores=2, check=True)
     assert "summarize_shard" in proc.stdout + proc.stderr
     assert pq.read_metadata(wd / target).num_rows == n_before
+
+
+def test_a_shard_planned_past_the_files_rows_is_an_error_naming_file_and_counts(
+    small_demo, tmp_path
+):
+    """A nominal rows_per_file larger than a file (by more than a shard) planned an empty
+    shard that summarised "0 of 0 rows"; now the job names the file and both counts."""
+    from test_h5ad_source import make_adata
+
+    from tahoeflow.errors import InputError
+    from tahoeflow.h5ad_source import read_rows_csr
+    from tahoeflow.shards import read_rows
+
+    root, _ = small_demo
+    path = root / "data/train-00000-of-00002.parquet"  # 600 rows
+    with pytest.raises(
+        InputError,
+        match=r"train-00000-of-00002\.parquet: the shard starts at row 800 but the file has 600 rows",
+    ):
+        read_rows(path, 800, None)
+    assert read_rows(path, 400, None) is not None  # a range inside the file still reads
+    h5 = tmp_path / "x.h5ad"
+    make_adata(n=50).write_h5ad(h5)
+    with pytest.raises(
+        InputError, match=r"x\.h5ad: the shard starts at row 60 but the file has 50 rows"
+    ):
+        read_rows_csr(h5, 60, None)

@@ -35,7 +35,10 @@ def drug_annotations(drug_metadata: pd.DataFrame, path: object = "drug_metadata"
     error naming both rows (which one the features use would be an accident of row order).
     """
     if "drug" not in drug_metadata.columns:
-        raise InputError(path, "missing column 'drug'")
+        have = ", ".join(map(str, drug_metadata.columns))
+        raise InputError(
+            path, f"missing column 'drug' (it has {have}: a table of another revision?)"
+        )
     meta = drug_metadata.reset_index(drop=True)
     meta = meta.assign(drug=meta["drug"].astype(str).str.strip())
     cols = [c for c in ("moa-fine", "targets") if c in meta.columns]

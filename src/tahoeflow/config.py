@@ -13,7 +13,7 @@ import json
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .manifest import hub_manifest_path, read_plates, select_by_plate
 from .schema import data_filename, metadata_filename
 from .shards import Shard, parse_file_selection, plan_shards
+from .stream import chunk_path, plan_chunks
 
 METADATA_KINDS = ("gene", "sample", "drug", "cell_line")
 
@@ -169,6 +171,8 @@ def _coerce(schema: Mapping, value: Any, cli: Any) -> Any:
     if isinstance(value, str) and value == cli:
         types = schema.get("type")
         types = [types] if isinstance(types, str) else list(types or [])
+        if schema.get("x-cli-parse"):  # e.g. grid candidates: numbers, booleans, null or text
+            return _cli_scalar(value, ["integer", "number", "boolean", "null"])
         if "string" in types or not types:  # a string is valid, or the type is not fixed
             return value
         return _cli_scalar(value, types)
@@ -289,7 +293,7 @@ def _cross_checks(config: dict) -> None:
     _check_hub(src["hub"])
     if src["kind"] == "local" and not src["local"]["path"]:
         raise ConfigError("source.local.path", "is required when source.kind is local")
-    if src["kind"] == "hub" and src["hub"]["revision"] == "main":
+    if src["kind"] in ("hub", "stream") and src["hub"]["revision"] == "main":
         warnings.warn(
             "config key 'source.hub.revision' is 'main': the data are not pinned; "
             "set a 40-hex commit id for reproducible runs",
@@ -377,10 +381,11 @@ class Plan:
     files: list[int]
     shards: dict[str, Shard]
     root: str  # directory holding data/ and metadata/
-    paths: tuple[str, ...] = ()  # source.kind h5ad: the .h5ad files
+    paths: tuple[str, ...] = ()  # source.kind h5ad: the .h5ad files; stream: the chunk files
+    manifest: str | None = None  # the manifest the plan used (rows, plates), if any
 
     def data_path(self, file_index: int) -> str:
-        if self.kind == "h5ad":
+        if self.kind in ("h5ad", "stream"):
             return self.paths[file_index]
         return f"{self.root}/{data_filename(file_index, self.n_files_total)}"
 
@@ -419,9 +424,38 @@ def read_manifest(path: str | Path) -> dict[int, int]:
     return rows
 
 
+def plan_manifest(config: dict) -> str | None:
+    """The manifest the plan reads: ``source.manifest``, else (hub and stream sources) the hub
+    manifest of the revision when ``snakemake manifest`` has written it, else None."""
+    src = config["source"]
+    if src["manifest"]:
+        return src["manifest"]
+    if src["kind"] in ("hub", "stream"):
+        path = hub_manifest_path(src["hub"]["download_dir"], src["hub"]["revision"])
+        if Path(path).is_file():
+            return path
+    return None
+
+
+def _stream_plan(config: dict) -> Plan:
+    """source.kind stream: one "file" (a local Parquet chunk a stream job writes) per chunk of
+    the row range, one shard each; metadata from the hub downloads."""
+    src, hub = config["source"], config["source"]["hub"]
+    chunks = plan_chunks(src["stream"]["start"], src["stream"]["n_cells"], src["cells_per_shard"])
+    paths = tuple(chunk_path(hub["revision"], a, b) for a, b in chunks)
+    shards = [Shard(f"{i:05d}", i, 0, None, file_rows=b - a) for i, (a, b) in enumerate(chunks)]
+    root = f"{hub['download_dir']}/{hub['revision']}"
+    return Plan(
+        "stream", len(chunks), list(range(len(chunks))), {s.name: s for s in shards}, root, paths,
+        plan_manifest(config),
+    )  # fmt: skip
+
+
 def make_plan(config: dict) -> Plan:
     src = config["source"]
     kind = src["kind"]
+    if kind == "stream":
+        return _stream_plan(config)
     if kind == "demo":
         n_total = config["demo"]["n_files"]
         root = "results/demo"
@@ -454,11 +488,29 @@ def make_plan(config: dict) -> Plan:
         root = str(src["local"]["path"]).rstrip("/")
         rows = src["rows_per_file"]
     files = parse_file_selection(src["files"], n_total)
-    if src["manifest"]:
-        manifest = read_manifest(src["manifest"])
+    manifest_path = plan_manifest(config)
+    wanted = config.get("filters", {}).get("plates") or []
+    exact: dict[int, int] = {}
+    plates = None
+    if manifest_path:
+        manifest = read_manifest(manifest_path)
+        plates = read_plates(manifest_path)
+        if wanted and plates is not None:  # only the files that may hold a wanted plate
+            files = select_by_plate(files, plates, wanted, manifest_path)
         missing = [f for f in files if f not in manifest]
         if missing and src["cells_per_shard"]:
             raise ConfigError("source.manifest", f"has no row count for file {missing[0]}")
         rows = {f: manifest.get(f, src["rows_per_file"]) for f in files}
+        exact = {f: manifest[f] for f in files if f in manifest}
+    if wanted and plates is None and kind == "hub":
+        warnings.warn(
+            f"config key 'filters.plates': no plate manifest "
+            f"({hub_manifest_path(src['hub']['download_dir'], src['hub']['revision'])}), so all "
+            f"{len(files)} file(s) of source.files are planned; run `snakemake manifest` first "
+            "to plan only the files that hold these plates",
+            stacklevel=1,  # shown as from this module: Snakemake hides warnings of the Snakefile
+        )
     shards = plan_shards(files, src["cells_per_shard"], rows)
-    return Plan(kind, n_total, files, {s.name: s for s in shards}, root)
+    # each shard carries its file's manifest row count; the reader checks it against the footer
+    shards = [replace(s, file_rows=exact.get(s.file_index)) for s in shards]
+    return Plan(kind, n_total, files, {s.name: s for s in shards}, root, (), manifest_path)

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from .errors import ConfigError, InputError
 from .schema import FIRST_TOKEN
-from .shards import Shard, Vocab, plan_shards
+from .shards import Shard, Vocab, check_row_range, plan_shards
 from .summarize import Filters, LoadedShard, filter_cells, keep_rows_inplace
 
 CONFIG_KEY = "source.h5ad"
@@ -445,6 +445,12 @@ def _first_bad(data: np.ndarray, allow_non_integer: bool) -> list[tuple[str, int
     return out
 
 
+def _value_dtype(stored: np.dtype) -> type:
+    """float64 values stay float64 (log expression: DE equals R only at full precision); counts
+    and float32 values are float32 (exact for integer counts below 2**24)."""
+    return np.float64 if stored == np.float64 else np.float32
+
+
 def read_rows_csr(
     path: str | Path,
     row_start: int,
@@ -454,7 +460,8 @@ def read_rows_csr(
     allow_non_integer: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> sp.csr_matrix:
-    """Rows ``[row_start, row_stop)`` of the matrix as canonical CSR float32 counts.
+    """Rows ``[row_start, row_stop)`` of the matrix as canonical CSR counts (float32; float64
+    when the file stores float64, e.g. log expression, so no precision is lost).
 
     Reads only those rows (see the module docstring). Checks: CSR structure (``indptr``
     complete, non-decreasing, inside ``data``; column indices in range; no column twice in a
@@ -466,6 +473,7 @@ def read_rows_csr(
     with _open(path) as f:
         node = _matrix_node(f, path, layer)
         n_obs, n_vars = _matrix_shape(node, path)
+        check_row_range(path, int(row_start), n_obs)
         stop = n_obs if row_stop is None else min(int(row_stop), n_obs)
         start = min(int(row_start), stop)
         if isinstance(node, h5py.Dataset):
@@ -476,7 +484,7 @@ def read_rows_csr(
                     path, f"X: {problem} {_show(flat[pos])}", row=start + pos // max(n_vars, 1)
                 )
             _warn_non_integer(flat, allow_non_integer, warn, path, start, n_vars, dense=True)
-            X = sp.csr_matrix(dense.astype(np.float32, copy=False))
+            X = sp.csr_matrix(dense.astype(_value_dtype(dense.dtype), copy=False))
             del dense, flat
         else:
             enc = _attr_str(node, "encoding-type")
@@ -526,7 +534,11 @@ def read_rows_csr(
                 raise InputError(path, f"X: {problem} {_show(data[pos])}", row=row_of(pos))
             _warn_non_integer(data, allow_non_integer, warn, path, start, n_vars, row_of=row_of)
             X = sp.csr_matrix(
-                (data.astype(np.float32, copy=False), indices.astype(np.int32, copy=False), indptr),
+                (
+                    data.astype(_value_dtype(data.dtype), copy=False),
+                    indices.astype(np.int32, copy=False),
+                    indptr,
+                ),  # fmt: skip
                 shape=(stop - start, n_vars),
                 copy=False,
             )
@@ -643,6 +655,7 @@ def load_h5ad_shard(
             index_col = _attr_str(f["obs"], "_index")
         else:
             index_col = "_index"
+        check_row_range(p, int(row_start), n_obs)
         stop = n_obs if row_stop is None else min(int(row_stop), n_obs)
         start = min(int(row_start), stop)
         raw = {name: read_obs_column(f, col, start, stop, p) for name, col in obs_map.items()}

@@ -181,12 +181,20 @@ def _neutral_values(s: Any) -> Any:
         s = s.astype(object)
     if not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
         return None
-    mask = s.str.startswith(FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
+    mask = _text_only(s).str.startswith(FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
     if not mask.any():
         return None
     values = s.to_numpy(dtype=object, copy=True)
     values[mask] = np.char.add("'", values[mask].astype(str)).astype(object)
     return pd.Series(values, index=s.index, name=s.name, dtype=s.dtype)
+
+
+def _text_only(s: Any) -> Any:
+    """An object column with its non-text cells (dicts, numbers, None: e.g. scikit-learn's
+    ``cv_results_['params']``) as missing, so the ``.str`` methods apply to the text cells."""
+    if s.dtype != object:
+        return s
+    return s.where(s.map(type).eq(str))
 
 
 def _has_carriage_return(df: Any, *, index: bool) -> bool:
@@ -203,7 +211,7 @@ def _has_carriage_return(df: Any, *, index: bool) -> bool:
         series.append(pd.Series(df.index.to_flat_index(), dtype=object))
     for s in series:
         t = text(s)
-        if t is not None and t.str.contains("\r", regex=False, na=False).any():
+        if t is not None and _text_only(t).str.contains("\r", regex=False, na=False).any():
             return True
     return False
 

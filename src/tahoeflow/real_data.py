@@ -290,7 +290,7 @@ def _dose_um(dose: pd.Series, unit: pd.Series) -> np.ndarray:
 
 
 def l1000_to_anndata(path: str | Path) -> ad.AnnData:
-    """An L1000 GCT plate as wells x genes (float32 log2 expression, **not counts**).
+    """An L1000 GCT plate as wells x genes (float64 log2 expression, **not counts**).
 
     ``obs`` (index: the well's column id) holds every column-metadata field as a string plus
     ``drug`` (``pert_iname``), ``dose_uM`` (``pert_dose`` in µM; 0.0 for vehicle controls),
@@ -317,7 +317,7 @@ def l1000_to_anndata(path: str | Path) -> ad.AnnData:
     var = row_meta.copy()
     if "pr_gene_symbol" in var.columns:
         var["gene_symbol"] = var["pr_gene_symbol"]
-    X = np.ascontiguousarray(values.to_numpy().T, dtype=np.float32)
+    X = np.ascontiguousarray(values.to_numpy().T, dtype=np.float64)
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.uns["source"] = f"LINCS L1000 plate {p.stem} (cmapPy test fixture)"
     adata.uns["values"] = "L1000 level 3 (QNORM) log2 expression; not counts"

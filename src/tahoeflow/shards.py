@@ -43,6 +43,7 @@ class Shard:
     file_index: int
     row_start: int
     row_stop: int | None  # None: to the end of the file
+    file_rows: int | None = None  # the file's rows per the plan's manifest (checked when read)
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
@@ -141,12 +142,23 @@ class Vocab:
         return int(self.token_ids.size)
 
 
+def has_columns(columns: Sequence[str]) -> str:
+    """The columns a metadata table does have, for an error about one it lacks."""
+    return f"it has {', '.join(map(str, columns))}: a table of another revision?"
+
+
 def vocab_from_gene_metadata(table: pa.Table, path: object = "gene_metadata") -> Vocab:
     """Columns in token-id order; MT genes flagged by a ``MT-`` symbol prefix."""
     for col in ("token_id", "gene_symbol"):
         if col not in table.column_names:
-            raise InputError(path, f"missing column '{col}'")
-    tokens = table.column("token_id").to_numpy().astype(np.int64)
+            raise InputError(path, f"missing column '{col}' ({has_columns(table.column_names)})")
+    tok = table.column("token_id")
+    if not pa.types.is_integer(tok.type) or tok.null_count:
+        raise InputError(
+            path, f"token_id must be integers without nulls (it is {tok.type}, {tok.null_count} "
+            "null): a table of another revision?",
+        )  # fmt: skip
+    tokens = tok.to_numpy().astype(np.int64)
     order = np.argsort(tokens, kind="stable")
     tokens = tokens[order]
     if tokens.size == 0 or tokens[0] < 0:
@@ -182,10 +194,22 @@ def _open(path: str | Path, columns: Sequence[str], pre_buffer: bool = True) -> 
     return pf
 
 
+def check_row_range(path: object, row_start: int, n_rows: int) -> None:
+    """A shard that starts past a file's last row was planned from a wrong row count."""
+    if row_start > 0 and row_start >= n_rows:
+        raise InputError(
+            path,
+            f"the shard starts at row {row_start} but the file has {n_rows} rows: the plan "
+            "assumed more rows (set source.rows_per_file or a source.manifest with the true "
+            "counts)",
+        )
+
+
 def _plan_rows(
-    md: pq.FileMetaData, row_start: int, row_stop: int | None
+    md: pq.FileMetaData, row_start: int, row_stop: int | None, path: object = None
 ) -> tuple[list[int], int, int, int]:
     """(row groups holding rows [start, stop), first row of the first group, start, stop)."""
+    check_row_range(path, row_start, md.num_rows)
     stop = md.num_rows if row_stop is None else min(row_stop, md.num_rows)
     start = min(row_start, stop)
     groups, first_row, pos = [], 0, 0
@@ -211,7 +235,7 @@ def read_rows(
 ) -> pa.Table:
     """Read rows [row_start, row_stop) of a Parquet file, touching only the row groups needed."""
     pf = _open(path, columns)
-    groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
+    groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop, path)
     try:
         if not groups:
             return pf.schema_arrow.empty_table().select(list(columns))
@@ -236,7 +260,7 @@ def iter_row_batches(
     calling thread unless ``use_threads`` (a summary job declares one thread). An empty range
     gives one empty batch (so the column types can still be checked).
     """
-    groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
+    groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop, path)
     if not groups:
         schema = pf.schema_arrow
         yield pa.RecordBatch.from_arrays(
@@ -721,7 +745,7 @@ def read_shard(
     columns = ["genes", "expressions", *obs_columns]
     pf = _open(path, columns, pre_buffer=False)  # pre-buffering holds the compressed shard
     try:
-        groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop)
+        groups, first_row, start, stop = _plan_rows(pf.metadata, row_start, row_stop, path)
         rows_in_groups = sum(pf.metadata.row_group(g).num_rows for g in groups)
         capacity = _leaf_values(pf, groups, "genes")
         if rows_in_groups > stop - start:  # part of a row group: scale, with slack

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from . import pp
 from .errors import InputError
 from .schema import CONTROL_DRUG
-from .shards import Shard, Vocab, read_shard
+from .shards import Shard, Vocab, has_columns, read_shard
 
 CELL_COLUMNS = {
     "cell_id": pa.string(),
@@ -85,7 +85,9 @@ def sample_doses(sample_metadata: pd.DataFrame, path: object) -> pd.Series:
     """
     for col in ("sample", "drugname_drugconc"):
         if col not in sample_metadata.columns:
-            raise InputError(path, f"missing column '{col}'")
+            raise InputError(
+                path, f"missing column '{col}' ({has_columns(sample_metadata.columns)})"
+            )
     doses = np.empty(len(sample_metadata))
     names = np.empty(len(sample_metadata), dtype=object)
     for i, text in enumerate(sample_metadata["drugname_drugconc"].astype(str)):  # ~1.3k rows

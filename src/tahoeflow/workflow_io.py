@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from . import pp
+from .manifest import check_file_rows
 from .shards import Shard, Vocab, vocab_from_gene_metadata
 from .summarize import Filters, LoadedShard, load_shard, sample_doses
 
@@ -53,6 +54,10 @@ def load_filtered_shard(
             dose_unit=s.dose_unit, warn=log,
         )  # fmt: skip
     else:
+        # the plan's rows came from a manifest: hold the file's footer to them
+        expected = shard.file_rows if shard.file_rows is not None else getattr(p, "file_rows", None)
+        if expected is not None:
+            check_file_rows(data_path, int(expected))
         vocab = _vocab(str(smk.input.genes))
         samples = smk.input.samples if isinstance(smk.input.samples, str) else smk.input.samples[0]
         doses = _doses(str(samples))
