@@ -463,7 +463,7 @@ def test_merge_warns_on_console_and_in_its_log(small_demo, small_table, tmp_path
     expected = [
         "WARNING: config key 'filters.cell_lines': 'CVCL_O131' matches no cell in the "
         f"{2 * t.num_rows} rows read (4 distinct values there); did you mean 'CVCL_0131'?",
-        f"WARNING: {mirror / 'data/train-00001-of-00002.parquet'}: all {t.num_rows} rows have no "
+        f"WARNING: train-00001-of-00002.parquet: all {t.num_rows} rows have no "
         "non-zero count (a file of zeros?); every cell of it is removed (counted in "
         "removed_by_min_genes)",
     ]

@@ -118,7 +118,7 @@ def _contract_patterns() -> list[re.Pattern]:
         rx = re.escape(path)
         for a, b in ((r"\{shard\}", r"\d{5}(-\d{4})?"), (r"\{batch\}", r"b\d{5}"),
                      (r"NNNNN", r"\d{5}"), (r"MMMMM", r"\d{5}"), (r"\*", r"[^/]+"),
-                     (r"<stage>", r"[^/]+"), (r"\{train,test\}", r"(train|test)")):  # fmt: skip
+                     (r"<stage>", r"[^/]+"), (r"\{k\}", r"\d+"), (r"\{train,test\}", r"(train|test)")):  # fmt: skip
             rx = rx.replace(a, b)
         pats.append(re.compile(rf"(^|/){rx}$"))
     return pats
