@@ -156,7 +156,10 @@ def run_smk(
     """Run the real workflow in ``workdir`` with ``config`` merged over config/config.yaml
     (``repo``: the workflow's checkout, e.g. a copy from :func:`copy_repo`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = workdir / "test_config.yaml"
+    # one config file per call: dry runs of one folder may run side by side
+    fd, name = tempfile.mkstemp(prefix="test_config-", suffix=".yaml", dir=workdir)
+    os.close(fd)
+    cfg = Path(name)
     cfg.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir),
            "--configfile", str(repo / "config/config.yaml"), str(cfg), "--cores", str(cores), *args]  # fmt: skip
@@ -165,9 +168,12 @@ def run_smk(
         "PYTHONUNBUFFERED": "1",
         "PATH": f"{_NO_SLURM}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
-    )
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
+        )
+    finally:
+        cfg.unlink(missing_ok=True)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
