@@ -132,7 +132,7 @@ def batch_size_mb(wildcards, input):
 # peak as (MB) base + per_mb x the MB of input the job reads, fitted to the measurements at
 # 1,000 and 28,225 cells per file; the request is MEM_MARGIN x the sum, and half as much again
 # per retry (attempt 2, 3, ...).
-SNAKEMAKE_MB = 280
+SNAKEMAKE_MB = 360
 SRUN_MB = 20
 MEM_MARGIN = 1.3
 
@@ -177,7 +177,7 @@ def per_shard_mb(wildcards, input):
 
 # The summary job holds the shard's CSR (about 5x its Parquet size) and its summaries: 787 MB
 # for a 78 MB, 28,225-cell file, 385 MB for 3 MB.
-shard_mem_mb = mem_mb(400, 5.5, size=shard_size_mb)
+shard_mem_mb = mem_mb(560, 5.5, size=shard_size_mb)
 
 
 def batch_runtime(wildcards, input):
