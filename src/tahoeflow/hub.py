@@ -430,15 +430,8 @@ def _library_guard(expected: str, commit: str | None, max_resumes: int) -> Itera
         "http_stream_backoff": functools.partial(_LIB_STREAM_BACKOFF, max_retries=0),
         "get_hf_file_metadata": file_metadata,
     }
-    with _SETTINGS_LOCK:
-        saved = {name: getattr(_file_download, name) for name in hooks}
-        try:
-            for name, value in hooks.items():
-                setattr(_file_download, name, value)
-            yield
-        finally:
-            for name, value in saved.items():
-                setattr(_file_download, name, value)
+    with _patched(_file_download, hooks):
+        yield
 
 
 def _place_verified(cached: Path, dest: Path, expected: str) -> tuple[str, str]:
@@ -510,15 +503,22 @@ def _client_settings(timeout_s: float) -> Iterator[None]:
         "HF_HUB_DOWNLOAD_TIMEOUT": timeout_s,
         "HF_HUB_ETAG_TIMEOUT": timeout_s,
     }
+    with _patched(constants, patch):
+        yield
+
+
+@contextlib.contextmanager
+def _patched(module: object, values: dict[str, object]) -> Iterator[None]:
+    """Set attributes of ``module`` for the duration of the block (one patch at a time)."""
     with _SETTINGS_LOCK:
-        saved = {name: getattr(constants, name) for name in patch}
+        saved = {name: getattr(module, name) for name in values}
         try:
-            for name, value in patch.items():
-                setattr(constants, name, value)
+            for name, value in values.items():
+                setattr(module, name, value)
             yield
         finally:
             for name, value in saved.items():
-                setattr(constants, name, value)
+                setattr(module, name, value)
 
 
 # -- error classification --------------------------------------------------------------------

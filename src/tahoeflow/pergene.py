@@ -404,26 +404,20 @@ def fit_pergene(
         if names_arr is not None:
             las.feature_names_in_ = names_arr
             lin.feature_names_in_ = names_arr
-        out.append(
-            {
-                "gene": gene,
-                "model": las,
-                "std": float(std_l[g]),
-                "r2": float(r2_l[g]),
-                "rmse": float(rmse_l[g]),
-                "kind": "lasso",
-            }
-        )
-        out.append(
-            {
-                "gene": gene,
-                "model": lin,
-                "std": float(std_o[g]),
-                "r2": float(r2_o[g]),
-                "rmse": float(rmse_o[g]),
-                "kind": "linear",
-            }
-        )
+        for kind, model, std, r2, rmse in (
+            ("lasso", las, std_l, r2_l, rmse_l),
+            ("linear", lin, std_o, r2_o, rmse_o),
+        ):
+            out.append(
+                {
+                    "gene": gene,
+                    "model": model,
+                    "std": float(std[g]),
+                    "r2": float(r2[g]),
+                    "rmse": float(rmse[g]),
+                    "kind": kind,
+                }
+            )
     return out
 
 
