@@ -35,7 +35,7 @@ sysdeps:
 	else echo "not root: skipping system packages (browser and R reference tests skip, SLURM test skips)"; fi
 
 test: lint sysdeps
-	$(BIN)/python -m pytest -q --timeout 900
+	$(BIN)/python -m pytest -q --timeout 900 --durations=15
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
