@@ -23,6 +23,7 @@ With ``--run-demo DIR`` it first runs the workflow's demo up to the DE inputs in
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -77,6 +78,27 @@ def run_all_lines(X, groups, genes, min_cells, **kw):
     top = pd.concat(parts, ignore_index=True)
     top["adj.P.Val.global"] = bh_adjust(top["P.Value"].to_numpy())
     return top, float(np.sum(seconds)), n_contrasts
+
+
+def null_tail(top, truth):
+    """Where the null p-values depart from U(0, 1): the share below 1e-3 and 1e-4 (the region
+    where a table-wide BH threshold lies) by number of treated wells and AveExpr percentile."""
+    t = truth.rename(columns={"token_id": "gene"})[[*KEYS, "gene"]].drop_duplicates()
+    m = top.merge(t.assign(_true=True), on=[*KEYS, "gene"], how="left")
+    m = m[m["_true"].isna()]
+    top1 = m["AveExpr"] >= m["AveExpr"].quantile(0.99)
+    out = {}
+    for name, sel in (
+        ("all null tests", np.ones(len(m), bool)),
+        ("1 treated well", (m["n_treated_wells"] == 1).to_numpy()),
+        (">= 2 treated wells", (m["n_treated_wells"] >= 2).to_numpy()),
+        ("top 1% AveExpr", top1.to_numpy()),
+        ("below top 1% AveExpr", ~top1.to_numpy()),
+    ):
+        p = m.loc[sel, "P.Value"].to_numpy()
+        out[name] = {"n": int(p.size), "p<0.05": float(np.mean(p < 0.05)),
+                     "p<1e-3": float(np.mean(p < 1e-3)), "p<1e-4": float(np.mean(p < 1e-4))}  # fmt: skip
+    return out
 
 
 def power_by_effect(top, truth, alpha):
@@ -151,7 +173,9 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--min-cells", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=50, help="DE jobs of the Tahoe projection")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
+    t_start = time.perf_counter()
     results = args.results
     if args.run_demo is not None:
         args.run_demo.mkdir(parents=True, exist_ok=True)
@@ -159,7 +183,7 @@ def main() -> None:
     X, groups, genes, truth = load(results)
     print(f"{results}: {X.shape[0]} wells x {X.shape[1]} genes, "
           f"{groups['cell_line_id'].nunique()} lines, {groups['plate'].nunique()} plates")  # fmt: skip
-    rows = []
+    rows, extra = [], {}
     for name, kw in VARIANTS.items():
         top, secs, n_con = run_all_lines(X, groups, genes, args.min_cells, **kw)
         row = {"variant": name, "contrasts": n_con, "tests": len(top), "seconds": round(secs, 2)}
@@ -172,8 +196,17 @@ def main() -> None:
         rows.append(row)
         if name.startswith("textbook"):
             print("power of adj.P.Val.global by |log2fc_share| (textbook):")
-            print(power_by_effect(top, truth, args.alpha).to_string())
+            pw = power_by_effect(top, truth, args.alpha)
+            print(pw.to_string())
+            tail = null_tail(top, truth)
+            print("null p-value tails (textbook):", tail)
             rate = n_con / secs
+            extra.update(
+                power_by_effect=[{"abs_log2fc": str(b), "n": int(r["size"]),
+                                  "power": float(r["mean"])} for b, r in pw.iterrows()],
+                null_tail=tail, demo_contrasts=n_con, demo_seconds=secs,
+                demo_genes_per_contrast=len(top) / max(n_con, 1),
+            )  # fmt: skip
             print(
                 f"throughput: {n_con} contrasts in {secs:.2f} s = {rate:.1f} contrasts/s per job; "
                 f"Tahoe's ~{TAHOE_CONTRASTS:,} contrasts: {TAHOE_CONTRASTS / rate / 3600:.2f} h "
@@ -189,6 +222,17 @@ def main() -> None:
         f"~{TAHOE_CONTRASTS:,} contrasts: {TAHOE_CONTRASTS / rate / 3600:.1f} h in one job, "
         f"{TAHOE_CONTRASTS / rate / args.jobs / 60:.1f} min with {args.jobs} jobs (one per line)"
     )
+    if args.json is not None:
+        out = {
+            "results": str(results), "wells": int(X.shape[0]), "genes": int(X.shape[1]),
+            "lines": int(groups["cell_line_id"].nunique()), "plates": int(groups["plate"].nunique()),
+            "alpha": args.alpha, "variants": rows, **extra,
+            "atlas": {**at, "contrasts_per_s": rate, "tahoe_contrasts": TAHOE_CONTRASTS,
+                      "jobs": args.jobs, "hours_one_job": TAHOE_CONTRASTS / rate / 3600,
+                      "minutes_with_jobs": TAHOE_CONTRASTS / rate / args.jobs / 60},
+            "wall_s": time.perf_counter() - t_start,
+        }  # fmt: skip
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ Parts (goals from the issue):
 * P5 dry run over the 3,388-file layout (<= 30 s): bench_dryrun.py
 * P6 shard stage --cores 2 over --cores 1 (>= 1.8x): scaling.py --part P6
 * P7 per-gene models, 12,205 genes x 1,000 samples x 30 features (<= 2 min): bench_pergene.py
+* DE pseudobulk DE on the default demo against its truth (FDR of adj.P.Val.global <= 5%, power
+  per effect size, KS test of the null p-values) and contrasts per second with the projection
+  for Tahoe's ~57k contrasts: bench_de.py (demo run up to the DE inputs in the cache, ~2 min)
 
 Each part's results go to ``benchmarks/runs/<part>.json`` (git-ignored) with its mode (full or
 quick), date and the machine's load; RESULTS.md is rendered from the latest result of every
@@ -42,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RUNS = HERE / "runs"
 PY = sys.executable
-PARTS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
+PARTS = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "DE"]
 # 95,624,334 cells in 3,388 files (benchmarks/make_manifest.py)
 N_FILES_HUB, N_CELLS_HUB = 3388, 95_624_334
 
@@ -60,6 +63,7 @@ SCRIPTS = {
     "P5": "bench_dryrun.py",
     "P6": "scaling.py",
     "P7": "bench_pergene.py",
+    "DE": "bench_de.py",
 }
 _TINY = ["--design-files", "6", "--cells-per-file", "2000"]
 _FULL = ["--design-files", "36", "--cells-per-file", "28000"]
@@ -88,6 +92,8 @@ def part_args(part: str, quick: bool, reps: int, p4_reps: int) -> list[str]:
         if quick:
             return ["--genes", "300", "--samples", "200", "--runs", "1", "--sklearn-genes", "5"]
         return ["--runs", r]
+    if part == "DE":  # one size: the default demo (the truth's FDR is not a timing)
+        return ["--jobs", "50"]
     raise ValueError(part)
 
 
@@ -98,6 +104,8 @@ def commands(part: str, quick: bool, reps: int, p4_reps: int, cache: Path, out: 
         return [*cmd, "--cache", str(cache), "--out", str(out)]
     if part in ("P2", "P3", "P4", "P6"):
         return [*cmd, "--cache", str(cache), "--json", str(out)]
+    if part == "DE":
+        return [*cmd, "--run-demo", str(cache / "de-demo"), "--json", str(out)]
     return cmd
 
 
@@ -291,6 +299,7 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
         "P5": "P5 - dry run over the 3,388-file layout",
         "P6": "P6 - shard stage, `--cores 2` over `--cores 1`",
         "P7": "P7 - per-gene models",
+        "DE": "DE - differential expression against the demo's truth",
     }[part]
     lines = [
         f"## {title}",
@@ -520,10 +529,82 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
             lines += ["", r["speedup_line"], ""]
         lines += ["<details><summary>bench_pergene.py output</summary>", "", "```", r["raw"], "```",
                   "</details>", ""]  # fmt: skip
+    elif part == "DE":
+        rows, more = de_section(r)
+        lines += table(rows, quick)
+        lines += ["", *more, ""]
     summary = [
         (f"{part}: {fig}", best, med, goal, ok) for fig, best, med, goal, ok in rows if goal != "-"
     ]
     return lines, [(*row, quick) for row in summary]
+
+
+def de_section(r: dict) -> tuple[list[tuple], list[str]]:
+    """The DE part: summary rows and the tables of bench_de.py's JSON."""
+    v = {x["variant"]: x for x in r["variants"]}
+    tb = next(x for name, x in v.items() if name.startswith("textbook"))
+    at = r["atlas"]
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    rows = [
+        ("FDR of adj.P.Val.global, textbook voom (default)", pct(tb["fdr_global"]), "-",
+         "<= 5%", tb["fdr_global"] <= 0.05),
+        ("FDR of adj.P.Val (per contrast), textbook voom", pct(tb["fdr_contrast"]), "-", "-", None),
+        ("power of adj.P.Val.global, textbook voom", pct(tb["power_global"]), "-", "-", None),
+        ("null p-values: KS D against U(0,1)", f"{tb['ks_D']:.4f}", "-", "-", None),
+        ("null p-values: share below 0.05", pct(tb["share_p<0.05"]), "-", "~5%",
+         abs(tb["share_p<0.05"] - 0.05) <= 0.01),
+        ("contrasts/s, one DE job, atlas-sized contrasts (62,710 genes)",
+         f(at["contrasts_per_s"], 1), "-", "-", None),
+        (f"Tahoe's ~{at['tahoe_contrasts']:,} contrasts with de.jobs {at['jobs']}, min",
+         f(at["minutes_with_jobs"], 1), "-", "-", None),
+    ]  # fmt: skip
+    more = [
+        f"Demo: {r['wells']} wells x {r['genes']:,} genes, {r['lines']} cell lines, {r['plates']} "
+        f"plates; {tb['contrasts']} contrasts (pooled over plates), {tb['tests']:,} tests; calls "
+        f"at {r['alpha']:g}. Null p-values = tests of genes without a true effect "
+        f"({tb['n_null']:,}; the KS p-value is {tb['ks_p']:.2g}: at this n, D measures the size "
+        "of the departure).",
+        "",
+        "| variant (`de.voom`) | calls (global) | FDR adj.P.Val | FDR adj.P.Val.global | power "
+        "(global) | null p < 0.05 | null p < 0.01 | KS D |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {x['variant']} | {x['calls_global']} | {pct(x['fdr_contrast'])} | "
+            f"{pct(x['fdr_global'])} | {pct(x['power_global'])} | {pct(x['share_p<0.05'])} | "
+            f"{pct(x['share_p<0.01'])} | {x['ks_D']:.4f} |"
+            for x in r["variants"]
+        ),
+        "",
+        "Power of adj.P.Val.global by effect size (textbook voom; |log2fc_share| of the truth):",
+        "",
+        "| abs. log2 FC | truly changed (tested conditions) | power |",
+        "|---|---|---|",
+        *(f"| {b['abs_log2fc']} | {b['n']:,} | {pct(b['power'])} |" for b in r["power_by_effect"]),
+        "",
+        "Null p-value tails (textbook voom), where a table-wide BH threshold lies:",
+        "",
+        "| null tests | n | p < 0.05 | p < 1e-3 | p < 1e-4 |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {k} | {t['n']:,} | {pct(t['p<0.05'])} | {100 * t['p<1e-3']:.3f}% | "
+            f"{100 * t['p<1e-4']:.4f}% |"
+            for k, t in r["null_tail"].items()
+        ),
+        "",
+        f"Throughput: the demo's {r['demo_contrasts']} contrasts in {r['demo_seconds']:.1f} s "
+        f"({r['demo_genes_per_contrast']:.0f} genes tested per contrast); atlas-sized contrasts "
+        f"(62,710 genes, {at['genes_tested']:,.0f} tested, 1 treated + 2 DMSO wells): "
+        f"{at['seconds_per_contrast']:.3f} s each, so Tahoe's ~{at['tahoe_contrasts']:,} "
+        f"contrasts take {at['hours_one_job']:.2f} h in one job and "
+        f"{at['minutes_with_jobs']:.1f} min with `de.jobs: {at['jobs']}` (one per cell line; "
+        "each job decodes only its line's row groups of the merged pseudobulk).",
+        "",
+        "Agreement with R (limma/edgeR/DESeq2 on the same counts and design: textbook voom and "
+        "`de.method: log` to max |dt| <= 1e-6, PyDESeq2 log2FoldChange and padj within the "
+        "stated tolerances) is asserted by `tests/test_de_reference.py` (`pytest -s` prints "
+        "the measured differences); it is not re-measured here.",
+    ]
+    return rows, more
 
 
 def projection(rec: dict | None, cores: int) -> list[str]:
@@ -699,7 +780,50 @@ METHOD = """## How each figure is measured
   with only `stages.embed` on; P6 targets the summary outputs.
 - **P5** `benchmarks/bench_dryrun.py` (nominal manifest from `make_manifest.py`).
 - **P7** `benchmarks/bench_pergene.py`.
+- **DE** `benchmarks/bench_de.py --run-demo <cache>/de-demo`: the default demo run up to the
+  merged pseudobulk, then `pseudobulk_de` per cell line as the `de_part` jobs do, for textbook
+  limma-voom and each `de.voom` departure; calls scored against `demo/truth/effects.parquet`
+  (`tahoeflow.de.score_calls`). Agreement with R: `tests/test_de_reference.py`.
 """
+
+
+def _span(lines: list[str], head: str) -> tuple[int, int] | None:
+    """[start, end) of the section whose heading line starts with ``head`` (to the next ``## ``)."""
+    start = next((i for i, ln in enumerate(lines) if ln.startswith(head)), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return start, end
+
+
+def splice(old: str, recs: dict[str, dict], parts: list[str]) -> str:
+    """``old`` RESULTS.md with the sections and summary rows of ``parts`` replaced by this run's
+    (for ``--only`` when the other parts have no result under runs/: their sections, and
+    sections written by other scripts such as P8's, stay as they are)."""
+    lines = old.rstrip("\n").split("\n")
+    for p in parts:
+        if p not in recs:
+            continue
+        sec, rows = section(recs[p])
+        span = _span(lines, f"## {p} - ")
+        if span is None:
+            where = _span(lines, "## 100M-cell projection") or _span(lines, "## How each figure")
+            at = where[0] if where else len(lines)
+            span = (at, at)
+        lines[span[0] : span[1]] = sec
+        lines = [ln for ln in lines if not ln.startswith(f"| {p}: ")]
+        summary = _span(lines, "## Summary")
+        if summary is not None:
+            last = max(i for i in range(*summary) if lines[i].startswith("|"))
+            lines[last + 1 : last + 1] = [
+                f"| {fig} | {best} | {med} | {goal} | {met(ok, False)} | "
+                f"{'quick: not valid' if quick else 'full'} |"
+                for fig, best, med, goal, ok, quick in rows
+            ]
+    span = _span(lines, "## How each figure is measured")
+    if span is not None:
+        lines[span[0] : span[1]] = METHOD.rstrip("\n").split("\n") + [""]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -745,7 +869,11 @@ def main(argv: list[str] | None = None) -> int:
         if path.exists():
             recs[p] = json.loads(path.read_text())
     m = machine()
-    args.out.write_text(render(recs, m, args))
+    if args.only and args.out.exists() and any(p not in recs for p in PARTS):
+        # the other parts have no result here: keep their sections, replace only these parts'
+        args.out.write_text(splice(args.out.read_text(), recs, parts))
+    else:
+        args.out.write_text(render(recs, m, args))
     log(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s)")
     if args.save_history:
         log(f"kept the summary as {save_history(recs, args.save_history, m)}")

@@ -1680,16 +1680,50 @@ def lines_of_part(cell_lines: Sequence[str], part: int, n_parts: int) -> list[st
     return sorted(set(map(str, cell_lines)))[part::n_parts]
 
 
+def pseudobulk_row_groups(counts_path: str, lines: Sequence[str]) -> list[int]:
+    """Row groups of the long pseudobulk that can hold rows of ``lines``, by their
+    ``cell_line_id`` statistics (min/max): with the merged pseudobulk written one line per row
+    group (:func:`tahoeflow.merge.write_pseudobulk`) exactly the row groups of those lines. A
+    row group without statistics is kept (the rows are filtered after the read anyway)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(counts_path).metadata
+    want = sorted(set(map(str, lines)))
+    if not want:
+        return []
+    out = []
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        col = next(
+            (rg.column(j) for j in range(rg.num_columns)
+             if rg.column(j).path_in_schema == "cell_line_id"),
+            None,
+        )  # fmt: skip
+        st = None if col is None else col.statistics
+        if st is None or not st.has_min_max:
+            out.append(i)
+            continue
+        lo, hi = st.min, st.max
+        lo = lo.decode() if isinstance(lo, bytes) else str(lo)
+        hi = hi.decode() if isinstance(hi, bytes) else str(hi)
+        k = int(np.searchsorted(want, lo))  # first wanted line >= min
+        if k < len(want) and want[k] <= hi:
+            out.append(i)
+    return out
+
+
 def read_pseudobulk_part(
     counts_path: str, groups_path: str, genes_path: str, part: int, n_parts: int
 ) -> tuple[sp.csr_matrix, pd.DataFrame, pd.DataFrame, list[str]]:
     """Read only the wells of part ``part``'s cell lines: ``(counts, groups, genes, lines)``.
 
-    The groups table (one row per well) is read whole; the long pseudobulk counts are read
-    with a row filter on ``cell_line_id`` (Arrow evaluates it batch by batch, so the job holds
-    only its lines' counts). ``genes`` is the merged gene table (token_id, ensembl_id,
-    gene_symbol), the columns of ``counts``.
+    The groups table (one row per well) is read whole; of the long pseudobulk counts only the
+    row groups that can hold the part's lines are decoded (:func:`pseudobulk_row_groups`: the
+    merged pseudobulk has one cell line per row group), then filtered on ``cell_line_id`` (a
+    file with mixed row groups gives the same rows). ``genes`` is the merged gene table
+    (token_id, ensembl_id, gene_symbol), the columns of ``counts``.
     """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from tahoeflow.conditions import pseudobulk_matrix
@@ -1700,13 +1734,28 @@ def read_pseudobulk_part(
     cols = [c for c in ("token_id", "ensembl_id", "gene_symbol")
             if c in pq.read_schema(genes_path).names]  # fmt: skip
     genes = pd.read_parquet(genes_path, columns=cols)
-    counts = pq.read_table(
-        counts_path,
-        columns=["sample", "cell_line_id", "token_id", "count"],
-        filters=[("cell_line_id", "in", lines)] if lines else [("cell_line_id", "in", [""])],
-    ).to_pandas()
-    X = pseudobulk_matrix(counts, groups, genes["token_id"].to_numpy())
+    pf = pq.ParquetFile(counts_path)
+    columns = ["sample", "cell_line_id", "token_id", "count"]
+    table = pf.read_row_groups(pseudobulk_row_groups(counts_path, lines), columns=columns)
+    table = table.filter(pc.is_in(table.column("cell_line_id"), pa.array(lines, pa.string())))
+    X = pseudobulk_matrix(table.to_pandas(), groups, genes["token_id"].to_numpy())
     return X, groups, genes, lines
+
+
+def volcano_conditions(top: pd.DataFrame, n: int, alpha: float = 0.05) -> list[tuple]:
+    """The volcano's panels: the ``n`` conditions (drug, dose_uM, cell_line_id) with the most
+    calls by the table-wide FDR (``adj.P.Val.global < alpha``), ties in key order. The
+    per-contrast ``adj.P.Val`` is not used: over a thousand contrasts about 5% of null ones
+    carry a call by it, and would fill the panels."""
+    keys = CONDITION_KEYS[:3]
+    conds = top[keys].drop_duplicates().sort_values(keys, kind="mergesort")
+    idx = pd.MultiIndex.from_frame(conds)
+    n_glob = (
+        top[top["adj.P.Val.global"] < alpha].groupby(keys).size()
+        .reindex(idx, fill_value=0).to_numpy()
+    )  # fmt: skip
+    order = np.argsort(-n_glob, kind="stable")[: max(n, 0)]
+    return [tuple(r) for r in conds.iloc[order].itertuples(index=False)]
 
 
 def welch_conditions(

@@ -373,3 +373,41 @@ def merge_pseudobulk(
         }
     )
     return counts, groups
+
+
+PSEUDOBULK_ROW_GROUP_ROWS = 1 << 20
+"""Most rows in one row group of the merged pseudobulk (a cell line's rows may span several)."""
+
+
+def write_pseudobulk(
+    counts: pa.Table, path: str | Path, row_group_rows: int = PSEUDOBULK_ROW_GROUP_ROWS
+) -> int:
+    """Write the merged long counts sorted by cell line (then sample, token id), each cell line
+    in row groups of its own (at most ``row_group_rows`` rows): a row group never holds two
+    lines, so its ``cell_line_id`` statistics (min = max) let a per-line DE job decode only its
+    own row groups (:func:`tahoeflow.de.read_pseudobulk_part`). Within a line the rows keep
+    :func:`merge_pseudobulk`'s order (a stable sort). Atomic; returns the number of row groups.
+    """
+    if row_group_rows < 1:
+        raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
+    enc = pc.dictionary_encode(counts.column("cell_line_id")).combine_chunks()
+    if enc.null_count:
+        raise InputError(path, "null cell_line_id in the merged pseudobulk")
+    names = enc.dictionary.to_pylist()
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(np.asarray(names, dtype=object), kind="stable")] = np.arange(len(names))
+    key = rank[enc.indices.to_numpy(zero_copy_only=False)]
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    n_groups = 0
+    with (
+        tio.atomic_path(path) as tmp,
+        pq.ParquetWriter(tmp, counts.schema, compression="zstd") as w,
+    ):
+        if counts.num_rows == 0:
+            w.write_table(counts)
+        for idx in np.split(order, bounds) if counts.num_rows else []:
+            for lo in range(0, idx.size, row_group_rows):
+                w.write_table(counts.take(pa.array(idx[lo : lo + row_group_rows])))
+                n_groups += 1
+    return n_groups

@@ -36,6 +36,17 @@ DEFAULT_FEATURES = list(TOPTABLE_COLUMNS)
 #: dropped for the "reduced" run: logFC and t carry the sign of the target; B as the seed's
 #: follow-up asked (it is a function of t^2 and so of |logFC|, not of its sign).
 SIGN_FEATURES = ("logFC", "t", "B")
+#: a DESeq2 results table (``de.method: deseq2``, Tahoe's published table) in limma's names:
+#: log2FoldChange is the log fold change, the Wald ``stat`` carries its sign as limma's t does,
+#: pvalue and padj are the raw and BH-adjusted p-values; AveExpr is ``log2(baseMean + 1)``
+#: (the mean of the normalised counts on the log2 scale). DESeq2 has no B.
+DESEQ2_TO_LIMMA = {
+    "log2FoldChange": "logFC",
+    "stat": "t",
+    "pvalue": "P.Value",
+    "padj": "adj.P.Val",
+}
+DESEQ2_FEATURES = ("logFC", "AveExpr", "t", "P.Value", "adj.P.Val")
 #: small, fast default grid over seed 004's RandomForest parameters (seed's best: 50/None/1/2)
 DEFAULT_RF_GRID = {
     "n_estimators": [50, 100],
@@ -71,7 +82,9 @@ def load_toptable(
 ) -> tuple[pd.DataFrame, int]:
     """Read a limma topTable (CSV, TSV or Parquet) and return ``(table, n_dropped)``.
 
-    ``.parquet``/``.pq`` is read as Parquet; ``.csv`` as comma-, ``.tsv``/``.tab`` as
+    A DESeq2 results table (``log2FoldChange`` and no ``logFC``: ``de.method: deseq2``) gets
+    limma's columns by :func:`deseq2_as_limma` and is checked for :data:`DESEQ2_FEATURES`
+    instead (no B). ``.parquet``/``.pq`` is read as Parquet; ``.csv`` as comma-, ``.tsv``/``.tab`` as
     tab-separated; any other extension is sniffed from the header line. The table must have
     ``columns`` (default logFC, AveExpr, t, P.Value, adj.P.Val, B; an InputError names the
     file and the missing ones). Rows with NaN in those columns are dropped and counted; a
@@ -94,6 +107,17 @@ def load_toptable(
             df = pd.read_csv(p, sep=sep)
     except (ValueError, OSError) as exc:
         raise InputError(path, f"cannot read table: {exc}") from None
+    if tuple(columns) == TOPTABLE_COLUMNS and is_deseq2_table(df.columns):
+        need = [*DESEQ2_TO_LIMMA, "baseMean"]
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise InputError(
+                path,
+                f"a DESeq2 table (it has log2FoldChange) without column(s) {', '.join(missing)} "
+                f"(found: {', '.join(map(str, df.columns))})",
+            )
+        df = deseq2_as_limma(df)
+        columns = DESEQ2_FEATURES
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InputError(
@@ -117,6 +141,30 @@ def load_toptable(
     for c in columns:
         df[c] = df[c].astype(np.float64)
     return df, n_dropped
+
+
+def is_deseq2_table(columns: Sequence[str]) -> bool:
+    """A DESeq2 results table (``log2FoldChange``) rather than a limma topTable (``logFC``)."""
+    cols = set(map(str, columns))
+    return "log2FoldChange" in cols and "logFC" not in cols
+
+
+def deseq2_as_limma(df: pd.DataFrame) -> pd.DataFrame:
+    """A DESeq2 table with limma's columns added (:data:`DESEQ2_TO_LIMMA`; ``AveExpr`` =
+    ``log2(baseMean + 1)``); DESeq2's own columns stay. Non-numeric values are left to the
+    caller's check."""
+    out = df.copy()
+    for src, dst in DESEQ2_TO_LIMMA.items():
+        out[dst] = out[src]
+    base = pd.to_numeric(out["baseMean"], errors="coerce")
+    out["AveExpr"] = np.log2(base.where(base >= 0) + 1.0)
+    return out
+
+
+def toptable_features(df: pd.DataFrame) -> list[str]:
+    """The benchmark's features present in a loaded table: limma's six, or for a DESeq2 table
+    the five it has (no B)."""
+    return [c for c in DEFAULT_FEATURES if c in df.columns]
 
 
 def make_target(df: pd.DataFrame) -> np.ndarray:

@@ -16,6 +16,7 @@ from tahoeflow.de import (
     stat_columns,
     table_schema,
     untested_reason,
+    volcano_conditions,
 )
 from tahoeflow.logs import run
 
@@ -81,12 +82,7 @@ def main(smk, log):
         log(f"against the demo's truth: {metrics['vs_truth']}")
     tio.write_json(metrics, smk.output.metrics)
     # volcano: the conditions with the most calls by the table-wide FDR, genes named by symbol
-    n_glob = (
-        top[top["adj.P.Val.global"] < p.alpha].groupby(CONDITION_KEYS[:3]).size()
-        .reindex(pd.MultiIndex.from_frame(ud[CONDITION_KEYS[:3]]), fill_value=0).to_numpy()
-    )  # fmt: skip
-    order = np.argsort(-n_glob, kind="stable")[: p.top_volcano]
-    conds = [tuple(r) for r in ud.iloc[order][CONDITION_KEYS[:3]].itertuples(index=False)]
+    conds = volcano_conditions(top, p.top_volcano, p.alpha)
     view = top.rename(columns={v: k for k, v in names.items() if v != k})
     rp.volcano(view, conds, smk.output.volcano, alpha=p.alpha, padj_col="adj.P.Val.global",
                label_col="gene_symbol")  # fmt: skip

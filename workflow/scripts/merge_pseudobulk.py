@@ -2,15 +2,16 @@
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.merge import merge_pseudobulk
+from tahoeflow.merge import merge_pseudobulk, write_pseudobulk
 
 
 def main(smk, log):
     counts, groups = merge_pseudobulk(smk.input.pseudobulk, smk.input.cells)
-    tio.write_parquet(counts, smk.output.counts)
+    n_row_groups = write_pseudobulk(counts, smk.output.counts)
     tio.write_parquet(groups, smk.output.groups)
     log(
-        f"pseudobulk: {groups.num_rows} (sample, cell line) groups, {counts.num_rows} non-zero entries"
+        f"pseudobulk: {groups.num_rows} (sample, cell line) groups, {counts.num_rows} non-zero "
+        f"entries in {n_row_groups} row groups (one cell line each)"
     )
 
 

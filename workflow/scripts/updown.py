@@ -13,6 +13,7 @@ from tahoeflow.updown import (
     plot_importances,
     plot_pca,
     run_both,
+    toptable_features,
 )
 
 
@@ -39,23 +40,25 @@ def main(smk, log):
     if p.max_rows and len(df) > p.max_rows:
         df = df.sample(n=p.max_rows, random_state=p.seed).sort_index()
         log(f"subsampled to {len(df)} rows (updown.max_rows)")
-    res = run_both(df, p.seed, cv=p.cv_folds, rf_grid=p.rf_grid, n_jobs=smk.threads)
+    features = toptable_features(df)
+    res = run_both(df, p.seed, features, cv=p.cv_folds, rf_grid=p.rf_grid, n_jobs=smk.threads)
     if res.get("skipped"):
         write_skipped(smk, log, res)
         return
     tio.write_csv(res["comparison"], smk.output.scores)
     tio.write_json(detection_json(res["detection"]), smk.output.detection)
+    without = "without " + ", ".join(f for f in features if f not in res["features_reduced"])
     imp = pd.concat(
         [
             res["full"]["rf_importances"].assign(features="all"),
-            res["reduced"]["rf_importances"].assign(features="without logFC, t, B"),
+            res["reduced"]["rf_importances"].assign(features=without),
         ]
     )
     tio.write_csv(imp, smk.output.importances)
     lasso = pd.concat(
         [
             res["full"]["lasso_coef"].assign(features="all"),
-            res["reduced"]["lasso_coef"].assign(features="without logFC, t, B"),
+            res["reduced"]["lasso_coef"].assign(features=without),
         ]
     )
     tio.write_csv(lasso, smk.output.lasso)
