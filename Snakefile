@@ -31,6 +31,8 @@ include: "rules/models.smk"
 include: "rules/report.smk"
 include: "rules/de.smk"
 include: "rules/export.smk"
+include: "rules/phenotypes.smk"
+include: "rules/cellcycle.smk"
 
 
 rule all:

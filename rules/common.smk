@@ -215,6 +215,12 @@ def final_outputs():
         out.append(f"{R}/anndata/pseudobulk.h5ad")
         if st["embed"]:
             out.append(f"{R}/anndata/embeddings.h5ad")
+    if st["phenotypes"]:
+        out.append(f"{R}/phenotypes/sensitivity.parquet")
+        out += [
+            f"{R}/phenotypes/cell_cycle.parquet",
+            f"{R}/phenotypes/landscape/metrics.json",
+        ]
     return out
 
 
@@ -263,9 +269,51 @@ def pergene_inputs(wildcards):
     }
 
 
+def obs_hub_path():
+    """Where the hub's obs_metadata.parquet is downloaded (source.hub: folder and revision)."""
+    hub = config["source"]["hub"]
+    return f"{hub['download_dir']}/{hub['revision']}/metadata/obs_metadata.parquet"
+
+
+def phenotype_count_inputs(wildcards):
+    """The cells to count for the sensitivity table: the merged cells, or Tahoe's obs_metadata
+    (phenotypes.obs.path, else the hub download); and sample_metadata's wells (to report the
+    wells without cells; an h5ad source has none)."""
+    if config["phenotypes"]["sensitivity"]["from"] == "obs":
+        cells = config["phenotypes"]["obs"]["path"] or obs_hub_path()
+    else:
+        cells = f"{R}/merged/cells.parquet"
+    return {"cells": cells, "samples": sample_meta()}
+
+
+def merged_cells_mb(wildcards, input):
+    """MB of the merged cells counted (0 for obs metadata: its batches bound the memory)."""
+    if config["phenotypes"]["sensitivity"]["from"] == "obs":
+        return 0
+    return Path(input.cells).stat().st_size / 2**20
+
+
 def pergene_apply_input(wildcards):
     """New feature table to predict (pergene.apply_table), default the fitted features."""
     return config["pergene"]["apply_table"] or f"{R}/pergene/features.parquet"
+
+
+def cell_cycle_inputs(wildcards):
+    """The workflow's per-cell scores, or with phenotypes.sensitivity.from: obs the phases that
+    Tahoe's obs_metadata carries (every cell of the atlas; not recomputed)."""
+    if config["phenotypes"]["sensitivity"]["from"] == "obs":
+        return {"obs": config["phenotypes"]["obs"]["path"] or obs_hub_path()}
+    return {
+        "scores": expand(
+            f"{R}/phenotypes/cell_cycle/scores/{{batch}}.parquet", batch=sorted(BATCHES)
+        ),
+        "draw": rules.cell_cycle_genes.output[0],
+    }
+
+
+def landscape_toptable(wildcards):
+    """The workflow's topTable when the DE stage runs (else the embedding says why not)."""
+    return [f"{R}/de/toptable.parquet"] if config["stages"]["de"] else []
 
 
 def user_inputs():
@@ -287,6 +335,8 @@ def user_inputs():
     out.append(("pergene.apply_table", config["pergene"]["apply_table"]))
     if config["pergene"]["mode"] == "table":
         out.append(("pergene.table.path", config["pergene"]["table"]["path"]))
+    if config["phenotypes"]["sensitivity"]["from"] == "obs":
+        out.append(("phenotypes.obs.path", config["phenotypes"]["obs"]["path"]))
     return [(k, p) for k, p in out if p]
 
 

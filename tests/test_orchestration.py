@@ -454,7 +454,7 @@ def test_dry_run_scales_to_all_hub_files(tmp_path, monkeypatch):
 # test that covers them. A key added to the schema without an entry here fails the test.
 DEMO = {"demo_metadata", "demo_file"}
 FILTERED = {"summarize_shard", "gram_batch", "project_batch", "de_welch", "report_figures",
-            "merge_cells"}  # fmt: skip
+            "merge_cells", "cell_cycle_batch"}  # fmt: skip
 KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     **{f"demo.{k}": (v, DEMO) for k, v in {
         "seed": 2, "row_group_size": 100, "n_drugs": 5, "control_wells_per_plate": 1,
@@ -468,7 +468,8 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     "filters.drugs": ("<two drugs of the data>", FILTERED),
     "filters.min_genes": (20, FILTERED),
     "input.normalised": (True, FILTERED),
-    "control_drug": ("DMSO_TF ", FILTERED | {"de_part", "de_pseudobulk", "pergene_fit"}),
+    "control_drug": ("DMSO_TF ", FILTERED | {"de_part", "de_pseudobulk", "pergene_fit",
+                                             "phenotype_counts", "sensitivity"}),
     "split.by": ("sample", {"split"}),
     "split.test_size": (0.25, {"split", "split_comparison"}),
     "split.seed": (1, {"split", "split_comparison"}),
@@ -520,6 +521,17 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     "pergene.seed": (1, {"pergene_fit"}),
     "pergene.table.feature_columns": (["x"], {"pergene_fit", "pergene_apply"}),
     "pergene.table.gene_columns": (["g"], {"pergene_fit"}),
+    "phenotypes.sensitivity.pseudocount": (1.0, {"sensitivity"}),
+    "phenotypes.cell_cycle.n_bins": (20, {"cell_cycle_genes"}),
+    "phenotypes.cell_cycle.seed": (1, {"cell_cycle_genes"}),
+    "phenotypes.cell_cycle.pseudocount": (1.0, {"cell_cycle"}),
+    "phenotypes.cell_cycle.min_cells": (5, {"cell_cycle"}),
+    "phenotypes.cell_cycle.alpha": (0.1, {"cell_cycle"}),
+    "phenotypes.landscape.moa_column": ("moa-broad", {"landscape"}),
+    "phenotypes.landscape.exclude_moa": ([], {"landscape"}),
+    "phenotypes.landscape.signature": ("drug_dose", {"landscape"}),
+    "phenotypes.landscape.n_permutations": (100, {"landscape"}),
+    "phenotypes.landscape.seed": (1, {"landscape"}),
 }  # fmt: skip
 # Changed all at once, these must plan nothing with the demo source (they configure the other
 # sources, which the demo run does not read).
@@ -546,9 +558,12 @@ NO_RERUN_UNDER_DEMO: dict[str, object] = {
     "source.local.n_files_total": 10,
     "source.stream.start": 1000,
     "source.stream.n_cells": 500,
+    # the obs source's settings (phenotypes.sensitivity.from: cells reads the merged cells)
+    "phenotypes.obs.path": "elsewhere/obs_metadata.parquet",
+    "phenotypes.obs.pass_filter": None,
     # switching a stage off removes targets; the finished outputs of the others stay current
     **{f"stages.{k}": False for k in ("embed", "models", "de", "updown", "pergene", "anndata",
-                                      "report")},
+                                      "report", "phenotypes")},
 }  # fmt: skip
 # Keys that change the shape of the DAG (which jobs exist), each covered by its own test.
 DAG_SHAPE = {
@@ -563,6 +578,8 @@ DAG_SHAPE = {
     "pergene.apply_table": "test_external_inputs; test_data_safety (never a rule's output)",
     "models.rf.n_pcs": "used only with models.rf.use_pcs (tested above), else the param is None",
     "de.jobs": "test_de.py::test_de_jobs_plan_one_part_per_job_and_reproduce_one_job",
+    "phenotypes.sensitivity.from": "test_phenotypes_sensitivity.py::test_workflow_counts_merged_"
+    "cells_then_switches_to_an_obs_file (obs: a local file or the hub download rule)",
 }
 
 

@@ -1,0 +1,1 @@
+"""Phenotype readouts: sensitivity from cell counts, cell-cycle arrest, drug-response landscape."""
