@@ -120,33 +120,67 @@ def data_files(root: Path, n_files: int, files: range | list[int]) -> list[Path]
 
 
 # --- running the workflow -------------------------------------------------------------------
-class TreeSampler(threading.Thread):
-    """Samples the process tree under ``pid`` every ``interval`` s.
+def proc_name(cmdline: list[str]) -> str:
+    """A short name of a process for reports: its first three and last two arguments."""
+    if len(cmdline) <= 5:
+        return " ".join(cmdline)
+    return " ".join([*cmdline[:3], "...", *cmdline[-2:]])
 
-    ``peak_sum_mb``: the largest sum of RSS over the descendants alive at one time (the jobs
-    running concurrently, without the root process); ``root_peak_mb``: the root's own peak;
-    ``proc_peak_mb``: the largest VmHWM (peak RSS, kept by the kernel, so short spikes between
-    samples are not lost) of any single descendant, read while it is alive.
+
+def vm_hwm_of(pid: int) -> float:
+    """VmHWM (the kernel's peak RSS) of process ``pid`` in MB; 0.0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+class TreeSampler(threading.Thread):
+    """Samples the process tree under ``pid`` every ``interval`` s (the one sampler of the
+    benchmarks: run_workflow here and bench_memory.py use it).
+
+    ``root_peak_mb``: the root's own VmHWM; ``hwm``: ``{(pid, start time): (name, VmHWM MB)}``
+    of every descendant (VmHWM is the peak RSS kept by the kernel, so short spikes between
+    samples are not lost; read while the process is alive); ``proc_peak_mb``: the largest of
+    them; ``peak_sum_mb``: the largest sum of RSS over the descendants alive at one time (the
+    jobs running concurrently, without the root); ``peak_total_mb``: the same with the root.
     """
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak_sum_mb = 0.0
+        self.peak_total_mb = 0.0
         self.root_peak_mb = 0.0
         self.hwm: dict[tuple[int, float], tuple[str, float]] = {}
         self._halt = threading.Event()
 
-    @staticmethod
-    def _hwm_mb(pid: int) -> float:
+    def sample(self, root) -> bool:
+        """One sample of the tree under ``root`` (a psutil.Process); False once it is gone."""
+        import psutil
+
         try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+            kids = root.children(recursive=True)
+            root_rss = root.memory_info().rss / 2**20
+            self.root_peak_mb = max(self.root_peak_mb, vm_hwm_of(self.pid))
+        except psutil.Error:
+            return False
+        total = 0.0
+        for p in kids:
+            try:
+                key = (p.pid, p.create_time())
+                total += p.memory_info().rss / 2**20
+                name = self.hwm[key][0] if key in self.hwm else proc_name(p.cmdline())
+                self.hwm[key] = (name, max(self.hwm.get(key, ("", 0.0))[1], vm_hwm_of(p.pid)))
+            except psutil.Error:
+                continue
+        self.peak_sum_mb = max(self.peak_sum_mb, total)
+        self.peak_total_mb = max(self.peak_total_mb, total + root_rss)
+        return True
 
     def run(self) -> None:
         import psutil
@@ -155,25 +189,7 @@ class TreeSampler(threading.Thread):
             root = psutil.Process(self.pid)
         except psutil.Error:
             return
-        while not self._halt.is_set():
-            try:
-                kids = root.children(recursive=True)
-                self.root_peak_mb = max(self.root_peak_mb, self._hwm_mb(self.pid))
-            except psutil.Error:
-                break
-            total = 0.0
-            for p in kids:
-                try:
-                    total += p.memory_info().rss / 2**20
-                    key = (p.pid, p.create_time())
-                    name = " ".join(p.cmdline()[-2:])
-                    self.hwm[key] = (
-                        name,
-                        max(self.hwm.get(key, ("", 0.0))[1], self._hwm_mb(p.pid)),
-                    )
-                except psutil.Error:
-                    continue
-            self.peak_sum_mb = max(self.peak_sum_mb, total)
+        while not self._halt.is_set() and self.sample(root):
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -183,6 +199,11 @@ class TreeSampler(threading.Thread):
     @property
     def proc_peak_mb(self) -> float:
         return max((v[1] for v in self.hwm.values()), default=0.0)
+
+    @property
+    def descendants_mb(self) -> float:
+        """Sum of the VmHWM of every descendant (an upper bound of their sum at any one time)."""
+        return sum(v[1] for v in self.hwm.values())
 
 
 def workflow_config(
@@ -349,7 +370,7 @@ def log(msg: str) -> None:
 
 def vm_hwm_mb() -> float:
     """Peak RSS of this process (VmHWM), MB."""
-    v = TreeSampler._hwm_mb(os.getpid())
+    v = vm_hwm_of(os.getpid())
     if v:
         return v
     import resource
