@@ -24,13 +24,20 @@ wildcard_constraints:
 
 
 include: "rules/source.smk"
-include: "rules/summarize.smk"
-include: "rules/merge.smk"
-include: "rules/embed.smk"
-include: "rules/models.smk"
-include: "rules/report.smk"
-include: "rules/de.smk"
-include: "rules/export.smk"
+
+
+# The stages that read expression files; source.kind obs has none (phenotypes from obs only).
+if PLAN.kind != "obs":
+
+    include: "rules/summarize.smk"
+    include: "rules/merge.smk"
+    include: "rules/embed.smk"
+    include: "rules/models.smk"
+    include: "rules/report.smk"
+    include: "rules/de.smk"
+    include: "rules/export.smk"
+
+
 include: "rules/phenotypes.smk"
 include: "rules/cellcycle.smk"
 

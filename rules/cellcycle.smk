@@ -9,54 +9,56 @@ LANDSCAPE_CFG = config["phenotypes"]["landscape"]
 PHENO_OUT = f"{R}/phenotypes"
 
 
-rule cell_cycle_genes:
-    input:
-        stats=rules.merge_gene_stats.output[0],
-        lists=f"{workflow.basedir}/resources/cell_cycle_genes.tsv",
-    output:
-        f"{PHENO_OUT}/cell_cycle/genes.json",
-    log:
-        f"{R}/logs/phenotypes/cell_cycle_genes.log",
-    localrule: True
-    conda:
-        "../envs/tahoeflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=mem_mb(250),
-        runtime=10,
-    params:
-        n_bins=CELL_CYCLE_CFG["n_bins"],
-        seed=CELL_CYCLE_CFG["seed"],
-    script:
-        "../workflow/scripts/cell_cycle_genes.py"
+# Scores from expression: not with source.kind obs (it takes obs_metadata's phases).
+if PLAN.kind != "obs":
 
+    rule cell_cycle_genes:
+        input:
+            stats=rules.merge_gene_stats.output[0],
+            lists=f"{workflow.basedir}/resources/cell_cycle_genes.tsv",
+        output:
+            f"{PHENO_OUT}/cell_cycle/genes.json",
+        log:
+            f"{R}/logs/phenotypes/cell_cycle_genes.log",
+        localrule: True
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=mem_mb(250),
+            runtime=10,
+        params:
+            n_bins=CELL_CYCLE_CFG["n_bins"],
+            seed=CELL_CYCLE_CFG["seed"],
+        script:
+            "../workflow/scripts/cell_cycle_genes.py"
 
-rule cell_cycle_batch:
-    input:
-        data=batch_data,
-        genes=raw_meta("gene"),
-        samples=sample_meta,
-        draw=rules.cell_cycle_genes.output[0],
-    output:
-        f"{PHENO_OUT}/cell_cycle/scores/{{batch}}.parquet",
-    log:
-        f"{R}/logs/phenotypes/cell_cycle_{{batch}}.log",
-    benchmark:
-        f"{R}/benchmarks/phenotypes/cell_cycle_{{batch}}.tsv"
-    conda:
-        "../envs/tahoeflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=mem_mb(500, 6.5, size=largest_shard_mb),
-        runtime=batch_runtime,
-    params:
-        shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
-        source=SOURCE,
-        filters=config["filters"],
-        normalised=config["input"]["normalised"],
-        control_drug=config["control_drug"],
-    script:
-        "../workflow/scripts/cell_cycle_batch.py"
+    rule cell_cycle_batch:
+        input:
+            data=batch_data,
+            genes=raw_meta("gene"),
+            samples=sample_meta,
+            draw=rules.cell_cycle_genes.output[0],
+        output:
+            f"{PHENO_OUT}/cell_cycle/scores/{{batch}}.parquet",
+        log:
+            f"{R}/logs/phenotypes/cell_cycle_{{batch}}.log",
+        benchmark:
+            f"{R}/benchmarks/phenotypes/cell_cycle_{{batch}}.tsv"
+        conda:
+            "../envs/tahoeflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=mem_mb(500, 6.5, size=largest_shard_mb),
+            runtime=batch_runtime,
+        params:
+            shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
+            source=SOURCE,
+            filters=config["filters"],
+            normalised=config["input"]["normalised"],
+            control_drug=config["control_drug"],
+        script:
+            "../workflow/scripts/cell_cycle_batch.py"
 
 
 rule cell_cycle:
@@ -98,7 +100,7 @@ rule landscape:
     input:
         sensitivity=f"{PHENO_OUT}/sensitivity.parquet",
         toptable=landscape_toptable,
-        drugs=raw_meta("drug"),
+        drugs=drug_meta(),
     output:
         heatmap=report(
             f"{PHENO_OUT}/landscape/sensitivity_heatmap.png",
@@ -135,6 +137,7 @@ rule landscape:
         moa_column=LANDSCAPE_CFG["moa_column"],
         exclude_moa=LANDSCAPE_CFG["exclude_moa"],
         signature=LANDSCAPE_CFG["signature"],
+        no_toptable=landscape_no_toptable(),
         n_permutations=LANDSCAPE_CFG["n_permutations"],
         seed=LANDSCAPE_CFG["seed"],
     script:

@@ -185,8 +185,11 @@ def batch_runtime(wildcards, input):
 
 
 def final_outputs():
-    """Targets of the default run: the merged tables, plus every stage switched on in `stages`."""
+    """Targets of the default run: the merged tables, plus every stage switched on in `stages`
+    (source.kind obs: the phenotype tables only; it has no expression files)."""
     st = config["stages"]
+    if PLAN.kind == "obs":
+        return phenotype_outputs()
     out = [
         f"{R}/merged/cells.parquet",
         f"{R}/merged/gene_stats.parquet",
@@ -216,12 +219,16 @@ def final_outputs():
         if st["embed"]:
             out.append(f"{R}/anndata/embeddings.h5ad")
     if st["phenotypes"]:
-        out.append(f"{R}/phenotypes/sensitivity.parquet")
-        out += [
-            f"{R}/phenotypes/cell_cycle.parquet",
-            f"{R}/phenotypes/landscape/metrics.json",
-        ]
+        out += phenotype_outputs()
     return out
+
+
+def phenotype_outputs():
+    return [
+        f"{R}/phenotypes/sensitivity.parquet",
+        f"{R}/phenotypes/cell_cycle.parquet",
+        f"{R}/phenotypes/landscape/metrics.json",
+    ]
 
 
 # What the per-shard scripts need to know about the source (tahoeflow.workflow_io reads it).
@@ -232,8 +239,27 @@ SOURCE = {
 
 
 def sample_meta(wildcards=None):
-    """sample_metadata.parquet (doses); h5ad files carry doses in obs instead."""
-    return [] if PLAN.kind == "h5ad" else [raw_meta("sample")]
+    """sample_metadata.parquet (doses); h5ad files carry doses in obs instead; source.kind obs
+    downloads it beside obs_metadata, and a local obs file (phenotypes.obs.path) comes without.
+    """
+    if PLAN.kind == "h5ad" or (
+        PLAN.kind == "obs" and config["phenotypes"]["obs"]["path"]
+    ):
+        return []
+    return [raw_meta("sample")]
+
+
+# Tahoe-100M's real metadata tables (committed, revision 2dc57900b7981cfcf5e211527169a0b006546a95).
+REAL_META_DIR = str(Path(workflow.basedir) / "resources" / "tahoe_metadata")
+
+
+def drug_meta(wildcards=None):
+    """drug_metadata.parquet (MoA labels of the landscape): the source's, or for a local obs file
+    (source.kind obs with phenotypes.obs.path; no download) the committed copy of Tahoe's.
+    """
+    if PLAN.kind == "obs" and config["phenotypes"]["obs"]["path"]:
+        return f"{REAL_META_DIR}/drug_metadata.parquet"
+    return raw_meta("drug")
 
 
 def rf_embeddings(wildcards):
@@ -313,7 +339,18 @@ def cell_cycle_inputs(wildcards):
 
 def landscape_toptable(wildcards):
     """The workflow's topTable when the DE stage runs (else the embedding says why not)."""
-    return [f"{R}/de/toptable.parquet"] if config["stages"]["de"] else []
+    return (
+        [f"{R}/de/toptable.parquet"]
+        if config["stages"]["de"] and PLAN.kind != "obs"
+        else []
+    )
+
+
+def landscape_no_toptable():
+    """Why the landscape has no DE signatures when landscape_toptable is empty."""
+    if PLAN.kind == "obs":
+        return "source.kind obs has no expression files: no pseudobulk logFC signatures"
+    return "stages.de is off: no pseudobulk logFC signatures"
 
 
 def user_inputs():

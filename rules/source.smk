@@ -7,9 +7,9 @@ from tahoeflow.manifest import hub_manifest_path, read_first_rows
 from tahoeflow.stream import STREAM_ROOT, stream_source
 
 DEMO_ROOT = f"{R}/demo"
-# Tahoe-100M's real metadata tables (committed): the demo simulates expression on this design.
-# Their content digest is the tracked param (the folder's path differs between checkouts).
-REAL_META_DIR = str(Path(workflow.basedir) / "resources" / "tahoe_metadata")
+# Tahoe-100M's real metadata tables (committed; REAL_META_DIR, rules/common.smk): the demo
+# simulates expression on this design. Their content digest is the tracked param (the folder's
+# path differs between checkouts).
 
 
 if PLAN.kind == "demo":
@@ -95,7 +95,21 @@ if PLAN.kind == "hub":
             "../workflow/scripts/download.py"
 
 
-if PLAN.kind in ("hub", "stream"):
+# The metadata tables the run reads: all four for the hub and stream sources; for source.kind obs
+# (no expression files) sample_metadata (wells without cells) and drug_metadata (MoA labels),
+# downloaded beside obs_metadata unless phenotypes.obs.path names a local copy.
+OBS_FROM_HUB = (
+    config["phenotypes"]["sensitivity"]["from"] == "obs"
+    and not config["phenotypes"]["obs"]["path"]
+)
+HUB_META = (
+    METADATA_KINDS
+    if PLAN.kind in ("hub", "stream")
+    else ("sample", "drug") if PLAN.kind == "obs" and OBS_FROM_HUB else ()
+)
+
+
+if HUB_META:
 
     rule download_metadata:
         output:
@@ -125,8 +139,12 @@ if PLAN.kind in ("hub", "stream"):
     rule download_all:
         input:
             [PLAN.data_path(f) for f in PLAN.files],
-            [raw_meta(k) for k in METADATA_KINDS],
+            [raw_meta(k) for k in HUB_META],
+            [obs_hub_path()] if OBS_FROM_HUB else [],
         localrule: True
+
+
+if PLAN.kind in ("hub", "stream"):
 
     # The plate manifest (file, n_rows, plates, first_row) of all data files at this revision,
     # from the Parquet footers alone (HTTP range reads, kilobytes per file). Not part of `all`:

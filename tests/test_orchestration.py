@@ -567,7 +567,8 @@ NO_RERUN_UNDER_DEMO: dict[str, object] = {
 }  # fmt: skip
 # Keys that change the shape of the DAG (which jobs exist), each covered by its own test.
 DAG_SHAPE = {
-    "source.kind": "another source: test_hub_workflow, test_h5ad_source, test_data_safety",
+    "source.kind": "another source: test_hub_workflow, test_h5ad_source, test_data_safety, "
+    "test_obs_source (obs: the phenotype jobs only)",
     "source.files": "test_new_source_files_run_only_new_shards_then_merges",
     "source.cells_per_shard": "test_staleness (row ranges of shards)",
     "source.manifest": "test_staleness (row ranges of shards); a manifest is read at parse time",
@@ -579,7 +580,8 @@ DAG_SHAPE = {
     "models.rf.n_pcs": "used only with models.rf.use_pcs (tested above), else the param is None",
     "de.jobs": "test_de.py::test_de_jobs_plan_one_part_per_job_and_reproduce_one_job",
     "phenotypes.sensitivity.from": "test_phenotypes_sensitivity.py::test_workflow_counts_merged_"
-    "cells_then_switches_to_an_obs_file (obs: a local file or the hub download rule)",
+    "cells_then_switches_to_an_obs_file (obs: a local file or the hub download rule); null: "
+    "test_obs_source.py (obs with source.kind obs, else cells)",
 }
 
 

@@ -293,10 +293,54 @@ def _cross_checks(config: dict) -> None:
     _check_hub(src["hub"])
     if src["kind"] == "local" and not src["local"]["path"]:
         raise ConfigError("source.local.path", "is required when source.kind is local")
-    if src["kind"] in ("hub", "stream") and src["hub"]["revision"] == "main":
+    _check_obs_source(config)
+    downloads = src["kind"] in ("hub", "stream") or (
+        config["phenotypes"]["sensitivity"]["from"] == "obs"
+        and not config["phenotypes"]["obs"]["path"]
+    )
+    if downloads and src["hub"]["revision"] == "main":
         warnings.warn(
             "config key 'source.hub.revision' is 'main': the data are not pinned; "
             "set a 40-hex commit id for reproducible runs",
+            stacklevel=2,
+        )
+
+
+# Stages that read expression: source.kind obs has none, so rule all leaves them out.
+EXPRESSION_STAGES = ("embed", "models", "de", "updown", "pergene", "anndata", "report")
+
+
+def _check_obs_source(config: dict) -> None:
+    """Resolve ``phenotypes.sensitivity.from`` (null: obs with source.kind obs, else cells) and
+    check source.kind obs: Tahoe's obs_metadata alone, so the phenotype tables are all it builds.
+
+    Raises :class:`ConfigError` when source.kind obs is given ``from: cells`` (there are no
+    merged cells) or ``stages.phenotypes: false`` (nothing would be built). Expression stages
+    left on (config/config.yaml switches them all on) are not built; a one-line warning names
+    them.
+    """
+    sens = config["phenotypes"]["sensitivity"]
+    if config["source"]["kind"] != "obs":
+        sens["from"] = sens["from"] or "cells"
+        return
+    if sens["from"] == "cells":
+        raise ConfigError(
+            "phenotypes.sensitivity.from",
+            "is cells, but source.kind obs has no expression files and so no merged cells: "
+            "set it to obs or null (null reads obs with source.kind obs)",
+        )
+    sens["from"] = "obs"
+    if not config["stages"]["phenotypes"]:
+        raise ConfigError(
+            "stages.phenotypes",
+            "is false, but source.kind obs builds only the phenotype tables: nothing to do",
+        )
+    on = [f"stages.{k}" for k in EXPRESSION_STAGES if config["stages"][k]]
+    if on:
+        warnings.warn(
+            f"config keys {', '.join(on)}: source.kind obs has no expression files, so these "
+            "stages are not built (rule all builds results/phenotypes/ only); set them to false "
+            "to silence this",
             stacklevel=2,
         )
 
@@ -456,6 +500,9 @@ def make_plan(config: dict) -> Plan:
     kind = src["kind"]
     if kind == "stream":
         return _stream_plan(config)
+    if kind == "obs":  # no expression files: no shards; metadata downloads as for the hub
+        root = f"{src['hub']['download_dir']}/{src['hub']['revision']}"
+        return Plan(kind, 0, [], {}, root)
     if kind == "demo":
         n_total = config["demo"]["n_files"]
         root = "results/demo"

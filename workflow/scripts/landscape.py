@@ -29,7 +29,7 @@ def main(smk, log):
 
     why_sig = None
     if not i.toptable:
-        why_sig = "stages.de is off: no pseudobulk logFC signatures"
+        why_sig = p.no_toptable
     else:
         cols = pq.read_schema(i.toptable[0]).names
         logfc = next((c for c in ls.LOGFC_COLUMNS if c in cols), None)
