@@ -7,6 +7,7 @@
 CELL_CYCLE_CFG = config["phenotypes"]["cell_cycle"]
 LANDSCAPE_CFG = config["phenotypes"]["landscape"]
 PHENO_OUT = f"{R}/phenotypes"
+CELL_CYCLE_LISTS = str(Path(workflow.basedir) / "resources" / "cell_cycle_genes.tsv")
 
 
 # Scores from expression: not with source.kind obs (it takes obs_metadata's phases).
@@ -15,7 +16,6 @@ if PLAN.kind != "obs":
     rule cell_cycle_genes:
         input:
             stats=rules.merge_gene_stats.output[0],
-            lists=f"{workflow.basedir}/resources/cell_cycle_genes.tsv",
         output:
             f"{PHENO_OUT}/cell_cycle/genes.json",
         log:
@@ -28,6 +28,9 @@ if PLAN.kind != "obs":
             mem_mb=mem_mb(250),
             runtime=10,
         params:
+            # the committed gene lists: their content is the rerun trigger, not the checkout's path
+            lists=untracked(CELL_CYCLE_LISTS),
+            lists_sha256=hashlib.sha256(Path(CELL_CYCLE_LISTS).read_bytes()).hexdigest(),
             n_bins=CELL_CYCLE_CFG["n_bins"],
             seed=CELL_CYCLE_CFG["seed"],
         script:

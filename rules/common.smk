@@ -1,6 +1,7 @@
 # Config validation, the static shard plan and path helpers. Evaluated at parse time: it
 # never opens a data file, so a dry run over thousands of shards stays fast.
 import dataclasses
+import hashlib
 import os
 import sys
 from pathlib import Path

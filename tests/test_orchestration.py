@@ -195,7 +195,9 @@ def test_shards_per_job_regroups_only_the_embedding_passes(base):
     got = planned(base["wd"], cfg, snakefile=base["sf"])
     full1 = planned(base["wd"], cfg, "--forceall", snakefile=base["sf"])
     assert full1["gram_batch"] == full1["project_batch"] == shard_count(base) == 2
-    assert got == expected_jobs(base["graph"], full1, {"gram_batch"})
+    # the cell-cycle scores read the shards in the same groups
+    assert full1["cell_cycle_batch"] == 2
+    assert got == expected_jobs(base["graph"], full1, {"gram_batch", "cell_cycle_batch"})
     assert not {"summarize_shard", "merge_cells", "hvg", "demo_file"} & set(got)
 
 

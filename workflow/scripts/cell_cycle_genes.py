@@ -15,12 +15,12 @@ def main(smk, log):
         print(message, file=sys.stderr, flush=True)
 
     stats = pq.read_table(smk.input.stats, columns=["token_id", "gene_symbol", "mean_log"])
-    lists = read_gene_lists(smk.input.lists)
+    lists = read_gene_lists(smk.params.lists)
     p = smk.params
     draw = draw_from_stats(stats.to_pandas(), lists, n_bins=p.n_bins, seed=p.seed)
     for phase, genes in draw["missing"].items():
         warn(
-            f"WARNING: {smk.input.lists}: {len(genes)} {phase}-phase gene(s) not in the data's "
+            f"WARNING: {smk.params.lists}: {len(genes)} {phase}-phase gene(s) not in the data's "
             f"gene table, left out of the score as scanpy does: {', '.join(genes)}"
         )
     if "skipped" in draw:
