@@ -89,3 +89,11 @@ def test_pooled_sensitivity_heatmap_and_moa_map(tmp_path):
     ls.plot_moa_distributions(p, ls.moa_map(dm, "moa-fine", ["A", "B", "C"]), str(out))
     ls.plot_heatmaps(ls.heatmap_matrices(p), str(tmp_path / "h.png"), None)
     assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_umap_of_fewer_than_ten_drugs_is_skipped_with_its_reason():
+    from tahoeflow.phenotypes.landscape import umap_coords
+
+    sig = pd.DataFrame(np.random.default_rng(0).normal(size=(9, 20)))
+    coords, why = umap_coords(sig)
+    assert coords is None and "9 signatures" in why

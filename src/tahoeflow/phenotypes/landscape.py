@@ -179,13 +179,13 @@ def pca_coords(signatures: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, np.
 
 def umap_coords(signatures: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray | None, str]:
     """2-D UMAP (correlation metric) when umap-learn is installed: (coords, "") or (None, why)."""
+    n = len(signatures)
+    if n < 10:  # checked first: importing umap (numba) costs seconds
+        return None, f"{n} signatures: a UMAP of fewer than 10 drugs shows nothing the PCA does not"
     try:
         import umap
     except ImportError:
         return None, "umap-learn is not installed (pip install umap-learn)"
-    n = len(signatures)
-    if n < 5:
-        return None, f"{n} signatures: UMAP needs at least 5"
     model = umap.UMAP(n_neighbors=min(15, n - 1), metric="correlation", random_state=seed)
     return model.fit_transform(signatures.to_numpy(np.float64)), ""
 
