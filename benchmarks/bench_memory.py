@@ -378,8 +378,10 @@ def settings_for(
         Setting(
             "demo", base / "demo",
             {"source": {"kind": "demo", "files": f"0:{files}", "cells_per_shard": None},
-             "demo": {"n_files": files, "cells_per_file": cells}, "stages": all_stages()},
-            note=f"{files} demo files x {cells:,} cells, every stage on, default config otherwise",
+             "demo": {"n_files": files, "cells_per_file": cells}, "stages": all_stages(),
+             "merge": {"fan_in": 2}},  # partial merges exist (merge_part_*): measured too
+            note=f"{files} demo files x {cells:,} cells, every stage on, merges hierarchical "
+            "(merge.fan_in 2), default config otherwise",
         ),
         Setting(
             "hub", base / "hub",

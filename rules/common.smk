@@ -28,7 +28,7 @@ from tahoeflow.config import (
 from tahoeflow.h5ad_source import prepared_path
 from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
-from tahoeflow.shards import plan_batches
+from tahoeflow.shards import plan_batches, plan_merge_tree
 
 _SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -45,6 +45,10 @@ except ConfigError as e:
 SHARDS = PLAN.shards
 # The embedding passes run one job per group of shards (embed.shards_per_job).
 BATCHES = plan_batches(SHARDS, config["embed"]["shards_per_job"])
+# The merges read at most merge.fan_in inputs a job: partial merges (results/merged/parts/)
+# of fan_in shards, then of fan_in partials, ...; MERGE_TOP is what the final merges read (the
+# shards themselves when there are at most fan_in).
+MERGE_NODES, MERGE_TOP = plan_merge_tree(SHARDS, config["merge"]["fan_in"])
 R = "results"
 
 
@@ -77,6 +81,61 @@ def _share_mb(shard, size):
         else config["source"]["rows_per_file"]
     )
     return size * min(1.0, config["source"]["cells_per_shard"] / max(rows, 1))
+
+
+def merge_part(name, child):
+    """The file ``name`` of a merge input ``child``: a shard's output or a partial merge's."""
+    if child in SHARDS:
+        return f"{R}/shards/{child}/{name}"
+    return f"{R}/merged/parts/{child}/{name}"
+
+
+def merge_part_inputs(shard_name, part_name=None):
+    """Input function of a partial merge: its children's files (``shard_name`` of shards at
+    level 1, ``part_name`` of the partials below above)."""
+
+    def inputs(wildcards):
+        return [
+            merge_part(shard_name if c in SHARDS else (part_name or shard_name), c)
+            for c in MERGE_NODES[wildcards.node]
+        ]
+
+    return inputs
+
+
+def merge_top_inputs(shard_name, part_name=None):
+    """What a final merge reads: the top partials' files, or every shard's without partials."""
+    return [
+        merge_part(shard_name if c in SHARDS else (part_name or shard_name), c)
+        for c in MERGE_TOP
+    ]
+
+
+def merge_cells_part_inputs(wildcards):
+    """A level-1 partial reads its shards' cells; a higher one its children's partials."""
+    children = MERGE_NODES[wildcards.node]
+    if children[0] in SHARDS:
+        return {"cells": [merge_part("cells.parquet", c) for c in children]}
+    return {
+        "sums": [merge_part("control_sums.parquet", c) for c in children],
+        "ids": [merge_part("cell_ids.npy", c) for c in children],
+    }
+
+
+def merge_top_parts(name):
+    """The top partials' ``name`` files; none when the final merge reads the shards."""
+    return [f"{R}/merged/parts/{n}/{name}" for n in MERGE_TOP if n not in SHARDS]
+
+
+def merge_part_indices(wildcards):
+    """Positions (in sorted order) of a level-1 partial's shards (none for higher levels)."""
+    order = {name: i for i, name in enumerate(sorted(SHARDS))}
+    return [order[c] for c in MERGE_NODES[wildcards.node] if c in order]
+
+
+def input_mean_mb(wildcards, input):
+    """MB of one input file on average (merges that hold one input's table at a time)."""
+    return input.size_mb / max(len(input), 1)
 
 
 def shard_size_mb(wildcards, input):
@@ -185,6 +244,28 @@ def batch_runtime(wildcards, input):
     return 5 + int(batch_size_mb(wildcards, input)[1] / 10)
 
 
+def planned_cells():
+    """Cells the shards read before the filters, from the plan alone (row ranges, the
+    manifest's row counts, else the nominal rows per file): decides embed.csv_max_cells.
+    """
+    nominal = (
+        config["demo"]["cells_per_file"]
+        if PLAN.kind == "demo"
+        else config["source"]["rows_per_file"]
+    )
+    return sum(
+        (s.row_stop if s.row_stop is not None else (s.file_rows or nominal))
+        - s.row_start
+        for s in SHARDS.values()
+    )
+
+
+def embeddings_csv_wanted():
+    """seed 002's embeddings CSV is a target only up to embed.csv_max_cells planned cells."""
+    cap = config["embed"]["csv_max_cells"]
+    return cap is None or planned_cells() <= cap
+
+
 def final_outputs():
     """Targets of the default run: the merged tables, plus every stage switched on in `stages`
     (source.kind obs: the phenotype tables only; it has no expression files)."""
@@ -198,6 +279,8 @@ def final_outputs():
     ]
     if st["embed"]:
         out += [f"{R}/embed/embeddings.parquet", f"{R}/embed/pca_variance.csv"]
+        if embeddings_csv_wanted():
+            out.append(f"{R}/embed/embeddings.csv")
     if st["models"]:
         out += [
             f"{R}/features/X_train.npz",

@@ -112,7 +112,6 @@ rule embeddings:
         cells=f"{R}/merged/cells.parquet",
     output:
         parquet=f"{R}/embed/embeddings.parquet",
-        csv=f"{R}/embed/embeddings.csv",
         kmeans=f"{R}/embed/kmeans.json",
     log:
         f"{R}/logs/embed/embeddings.log",
@@ -132,3 +131,23 @@ rule embeddings:
         batch_size=config["embed"]["kmeans"]["batch_size"],
     script:
         "../workflow/scripts/embeddings.py"
+
+
+# Seed 002's CSV of the embeddings table, written from the Parquet one row group at a time.
+# A target (rules/common.smk final_outputs) only while the planned cells are at most
+# embed.csv_max_cells; above it nothing asks for it and only the Parquet exists.
+rule embeddings_csv:
+    input:
+        rules.embeddings.output.parquet,
+    output:
+        f"{R}/embed/embeddings.csv",
+    log:
+        f"{R}/logs/embed/embeddings_csv.log",
+    conda:
+        "../envs/tahoeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb(300),
+        runtime=30,
+    script:
+        "../workflow/scripts/embeddings_csv.py"

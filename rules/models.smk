@@ -77,6 +77,7 @@ rule ridge:
         features=MODELS["ridge"]["features"],
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
+        max_train_cells=MODELS["max_train_cells"],
     script:
         "../workflow/scripts/ridge.py"
 
@@ -110,6 +111,7 @@ rule rf_classifier:
         n_pcs=MODELS["rf"]["n_pcs"] if MODELS["rf"]["use_pcs"] else None,
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
+        max_train_cells=MODELS["max_train_cells"],
     script:
         "../workflow/scripts/rf_classifier.py"
 
@@ -143,6 +145,7 @@ rule baselines:
         n_pcs=MODELS["rf"]["n_pcs"] if MODELS["rf"]["use_pcs"] else None,
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
+        max_train_cells=MODELS["max_train_cells"],
     script:
         "../workflow/scripts/baselines.py"
 
@@ -169,6 +172,7 @@ rule rf_regressor:
         grid=MODELS["rf_regressor"]["grid"],
         cv_folds=MODELS["rf_regressor"]["cv_folds"],
         seed=MODELS["seed"],
+        max_train_cells=MODELS["max_train_cells"],
     script:
         "../workflow/scripts/rf_regressor.py"
 
@@ -200,5 +204,6 @@ rule split_comparison:
         n_estimators=MODELS["rf"]["n_estimators"],
         max_depth=MODELS["rf"]["max_depth"],
         max_samples=MODELS["rf"]["max_samples"],
+        max_train_cells=MODELS["max_train_cells"],
     script:
         "../workflow/scripts/split_comparison.py"

@@ -145,6 +145,28 @@ def write_csv_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
         pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="needed"))
 
 
+def parquet_to_csv(src: str | os.PathLike[str], path: str | os.PathLike[str]) -> int:
+    """Write a Parquet file as CSV atomically, one row group at a time (memory of one row
+    group), byte for byte what :func:`write_csv_table` writes for the whole table. Returns
+    the rows written."""
+    import pyarrow.csv as pcsv
+
+    pf = pq.ParquetFile(src)
+    schema = neutralise_formulas_table(pf.schema_arrow.empty_table()).schema
+    n = 0
+    with (
+        atomic_path(path) as tmp,
+        pcsv.CSVWriter(
+            tmp, schema, write_options=pcsv.WriteOptions(quoting_style="needed")
+        ) as writer,
+    ):
+        for i in range(pf.num_row_groups):
+            part = neutralise_formulas_table(pf.read_row_group(i))
+            writer.write_table(part)
+            n += part.num_rows
+    return n
+
+
 def _neutral_label(label: Any) -> Any:
     return "'" + label if isinstance(label, str) and label.startswith(FORMULA_PREFIXES) else label
 

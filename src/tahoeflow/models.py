@@ -33,7 +33,7 @@ category string), ``"drug_dose"`` (the drug x dose interaction as one category),
 ``pc1..pcK`` columns of an optional embeddings table.
 
 Config keys named in ConfigError messages: ``models.cv_folds``, ``models.seed``,
-``models.n_jobs``, ``models.ridge.alpha``, ``models.ridge.features``,
+``models.n_jobs``, ``models.max_train_cells``, ``models.ridge.alpha``, ``models.ridge.features``,
 ``models.rf.features``, ``models.rf.n_estimators``, ``models.rf.max_depth``,
 ``models.rf.max_samples``, ``models.rf.n_pcs``, ``models.grouped_split_by``,
 ``models.baselines.models``, ``models.rf_regressor.features``,
@@ -150,6 +150,9 @@ LOGREG_MAX_ITER = 2000
 SVM_MAX_ITER = 10000
 
 _PC = re.compile(r"^pc(\d+)$")
+
+DEFAULT_MAX_TRAIN_CELLS = 200_000
+"""Default cap on the training rows of every model (``models.max_train_cells``)."""
 
 
 # =========================================================================== checks
@@ -352,6 +355,67 @@ def _pair_strings(a: pd.Series, b: pd.Series) -> pd.Series:
     return pd.Series(labels[codes], index=a.index, dtype=object)
 
 
+def _check_max_train_cells(value: Any) -> int | None:
+    return None if value is None else _check_int(value, "models.max_train_cells", 2)
+
+
+def stratified_sample(labels: Any, n: int, seed: int = 0) -> np.ndarray:
+    """Positions (sorted) of ``n`` of ``labels``' rows, stratified by label, seeded.
+
+    Each class c of size ``n_c`` (of ``N`` rows) gets ``floor(n * n_c / N)`` rows, and the
+    ``n - sum`` rows left over go one each to the classes with the largest fractional
+    parts (largest remainder; ties to the class seen first), so every class's share differs
+    from ``n * n_c / N`` by less than one row. The rows of a class are drawn uniformly
+    without replacement (one ``default_rng(seed)`` key per row). ``n >= N`` returns every
+    position. Vectorised: one sort, no loop over rows or classes.
+    """
+    codes, _ = pd.factorize(pd.Series(np.asarray(labels, dtype=object)), use_na_sentinel=False)
+    N = codes.size
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    if n >= N:
+        return np.arange(N)
+    counts = np.bincount(codes)
+    quota = n * counts / N
+    take = np.floor(quota).astype(np.int64)
+    left = int(n - take.sum())
+    if left:
+        order = np.argsort(-(quota - take), kind="stable")
+        take[order[:left]] += 1
+    keys = np.random.default_rng(seed).random(N)
+    order = np.lexsort((keys, codes))  # by class, then random key
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sorted_codes = codes[order]
+    rank = np.arange(N) - starts[sorted_codes]
+    return np.sort(order[rank < take[sorted_codes]])
+
+
+def _sample_train(
+    framed: pd.DataFrame, is_test: np.ndarray, max_train_cells: int | None, seed: int
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """Keep every test row and at most ``max_train_cells`` training rows, stratified by
+    :data:`CLASS_TARGET`; the counts for the metrics (empty when nothing was left out)."""
+    train_pos = np.flatnonzero(~is_test)
+    if max_train_cells is None or train_pos.size <= max_train_cells:
+        return framed, is_test, {}
+    require_columns(framed, [CLASS_TARGET])
+    labels = framed[CLASS_TARGET].to_numpy()[train_pos]
+    keep = np.flatnonzero(is_test)
+    keep = np.sort(
+        np.concatenate([keep, train_pos[stratified_sample(labels, max_train_cells, seed)]])
+    )
+    info = {
+        "n_train_sampled": int(max_train_cells),
+        "n_train_total": int(train_pos.size),
+        "train_sample": f"stratified by {CLASS_TARGET}, seed {seed} (models.max_train_cells)",
+    }
+    return framed.iloc[keep], is_test[keep], info
+
+
+def _sample_metrics(data: _Data) -> dict[str, Any]:
+    return dict(data.extra.get("train_sample", {}))
+
+
 def _prepare(
     cells: pd.DataFrame,
     split: pd.DataFrame,
@@ -361,6 +425,8 @@ def _prepare(
     drop_null_target: bool,
     embeddings: pd.DataFrame | None = None,
     n_pcs: int | None = None,
+    max_train_cells: int | None = None,
+    seed: int = 0,
 ) -> _Data:
     require_columns(cells, ["cell_id", target])
     # Index = position in the cells table, so error rows stay file rows after filtering.
@@ -399,6 +465,7 @@ def _prepare(
                 f"and {n_test} test rows (need >= 2 and >= 1)"
             )
         raise SkipModel(reason, n_train=n_train, n_test=n_test, n_excluded_null_target=n_excluded)
+    framed, is_test, sample = _sample_train(framed, is_test, max_train_cells, seed)
     X, cat, num = _design(framed, feats)
     data = _Data(
         cell_ids=framed["cell_id"].to_numpy(),
@@ -408,7 +475,7 @@ def _prepare(
         numeric=num,
         frame=framed,
         n_excluded=n_excluded,
-        extra={"pcs": pcs, "n_missing_embeddings": n_missing_pc},
+        extra={"pcs": pcs, "n_missing_embeddings": n_missing_pc, "train_sample": sample},
     )
     return data
 
@@ -493,6 +560,7 @@ def fit_ridge(
     cv_folds: int = 5,
     seed: int = 0,
     n_jobs: int = 1,
+    max_train_cells: int | None = None,
 ) -> RidgeResult:
     """Model 1: Ridge of ``delta_mean`` on one-hot ``features`` (subset of :data:`RIDGE_FEATURES`).
 
@@ -501,7 +569,10 @@ def fit_ridge(
     training split; rows with null ``delta_mean`` (e.g. no DMSO control of
     that line on that plate) are left out and counted. CV R2: ``KFold(cv_folds,
     shuffle=True, random_state=seed)`` over the training rows, encoder refitted per fold;
-    ``cv_folds=0`` skips it. Too few rows with a ``delta_mean`` (e.g. no control cells at
+    ``cv_folds=0`` skips it. ``max_train_cells``: at most this many training rows, a
+    sample stratified by cell line (:func:`stratified_sample`, seeded by ``seed``); when
+    rows were left out the metrics add ``n_train_sampled``, ``n_train_total`` and
+    ``train_sample`` (``n_train`` is then the sample). Too few rows with a ``delta_mean`` (e.g. no control cells at
     all): nothing is fitted, ``model`` is None and ``metrics`` is ``{"skipped": reason, ...}``.
     An R2 over fewer than 2 rows is None with its reason in ``metrics["null_reasons"]``.
     """
@@ -515,9 +586,13 @@ def fit_ridge(
     feats = _check_features(features, "models.ridge.features", RIDGE_FEATURES)
     seed = _check_int(seed, "models.seed", 0)
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
+    max_train_cells = _check_max_train_cells(max_train_cells)
     _check_cv_folds(cv_folds)
     try:
-        data = _prepare(cells, split, feats, target=TARGET, drop_null_target=True)
+        data = _prepare(
+            cells, split, feats, target=TARGET, drop_null_target=True,
+            max_train_cells=max_train_cells, seed=seed,
+        )  # fmt: skip
     except SkipModel as skip:
         metrics = {"skipped": skip.reason, **skip.counts, "alpha": float(alpha), "features": feats}
         return RidgeResult(
@@ -544,6 +619,7 @@ def fit_ridge(
         "cv_folds": k,
         "n_train": data.n_train,
         "n_test": data.n_test,
+        **_sample_metrics(data),
         "n_excluded_null_target": data.n_excluded,
         "alpha": float(alpha),
         "features": feats,
@@ -696,6 +772,8 @@ def _class_data(
     key: str,
     embeddings: pd.DataFrame | None,
     n_pcs: int | None,
+    max_train_cells: int | None = None,
+    seed: int = 0,
 ) -> tuple[_Data, LabelEncoder, np.ndarray]:
     feats = _check_features(features, key)
     if CLASS_TARGET in feats:
@@ -708,6 +786,8 @@ def _class_data(
         drop_null_target=False,
         embeddings=embeddings,
         n_pcs=n_pcs,
+        max_train_cells=max_train_cells,
+        seed=seed,
     )
     labels = category_strings(data.frame[CLASS_TARGET]).to_numpy()
     encoder = LabelEncoder().fit(labels)
@@ -775,6 +855,7 @@ def _skipped_classifier(
             "n_classes": len(encoder.classes_),
             "n_train": data.n_train,
             "n_test": data.n_test,
+            **_sample_metrics(data),
             "cv_folds": k,
             "n_missing_embeddings": data.extra["n_missing_embeddings"],
             "features": list(data.X.columns),
@@ -842,6 +923,7 @@ def fit_rf_classifier(
     embeddings: pd.DataFrame | None = None,
     n_pcs: int | None = None,
     max_samples: int | float | None = None,
+    max_train_cells: int | None = None,
 ) -> dict[str, Any]:
     """Model 2: RandomForestClassifier predicting ``cell_line_id`` (LabelEncoder classes).
 
@@ -851,6 +933,9 @@ def fit_rf_classifier(
     None) are added; cells without an embedding row get imputed PCs. ``max_samples``
     (RandomForest's: rows drawn per tree, an int capped at the training size or a fraction)
     bounds the cost per tree on large tables; None = seed 000's setting (all rows).
+    ``max_train_cells``: the forest trains on at most this many training rows, a sample
+    stratified by cell line (see :func:`fit_ridge`; ``n_train`` is then the sample and the
+    metrics add ``n_train_sampled``, ``n_train_total``, ``train_sample``).
 
     Returns a dict:
 
@@ -875,8 +960,11 @@ def fit_rf_classifier(
     max_samples = _check_max_samples(max_samples)
     seed = _check_int(seed, "models.seed", 0)
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
+    max_train_cells = _check_max_train_cells(max_train_cells)
     _check_cv_folds(cv_folds)
-    data, encoder, y = _class_data(cells, split, features, "models.rf.features", embeddings, n_pcs)
+    data, encoder, y = _class_data(
+        cells, split, features, "models.rf.features", embeddings, n_pcs, max_train_cells, seed
+    )
     k = _check_cv_folds(cv_folds, data.n_train)
     if isinstance(max_samples, int):
         max_samples = min(max_samples, data.n_train)
@@ -923,6 +1011,7 @@ def fit_rf_classifier(
         "cv_folds": k,
         "n_train": data.n_train,
         "n_test": data.n_test,
+        **_sample_metrics(data),
         "n_classes": len(classes),
         "n_missing_embeddings": data.extra["n_missing_embeddings"],
         "features": list(data.X.columns),
@@ -981,6 +1070,7 @@ def fit_classifier_baselines(
     embeddings: pd.DataFrame | None = None,
     n_pcs: int | None = None,
     max_samples: int | float | None = None,
+    max_train_cells: int | None = None,
 ) -> pd.DataFrame:
     """Seed 000's next step: simpler classifiers on the same features, split and CV folds.
 
@@ -1002,8 +1092,11 @@ def fit_classifier_baselines(
     seed = _check_int(seed, "models.seed", 0)
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
     chosen = _check_features(models, "models.baselines.models", BASELINE_MODELS)
+    max_train_cells = _check_max_train_cells(max_train_cells)
     _check_cv_folds(cv_folds)
-    data, encoder, y = _class_data(cells, split, features, "models.rf.features", embeddings, n_pcs)
+    data, encoder, y = _class_data(
+        cells, split, features, "models.rf.features", embeddings, n_pcs, max_train_cells, seed
+    )
     k = _check_cv_folds(cv_folds, data.n_train)
     if isinstance(max_samples, int):
         max_samples = min(max_samples, data.n_train)
@@ -1105,6 +1198,7 @@ def fit_rf_regressor_grid(
     n_jobs: int = 1,
     embeddings: pd.DataFrame | None = None,
     n_pcs: int | None = None,
+    max_train_cells: int | None = None,
 ) -> dict[str, Any]:
     """Seed 001: RandomForestRegressor on ``delta_mean`` tuned by GridSearchCV.
 
@@ -1113,7 +1207,9 @@ def fit_rf_regressor_grid(
     ``min_samples_leaf [1, 5]``). The search runs on the training split only with
     ``KFold(cv_folds, shuffle=True, random_state=seed)``, scoring RMSE; the best candidate
     is refitted on the whole training split. Rows with null ``delta_mean`` are left out.
-    ``n_jobs`` parallelises the search (each forest uses one core).
+    ``n_jobs`` parallelises the search (each forest uses one core). ``max_train_cells``:
+    the search and refit see at most this many training rows, stratified by cell line
+    (see :func:`fit_ridge`).
 
     Returns a dict: ``best_params`` (plain dict), ``metrics`` (``train_rmse, test_rmse,
     cv_rmse, cv_rmse_std, train_r2, test_r2, cv_folds, n_candidates, n_train, n_test,
@@ -1134,6 +1230,7 @@ def fit_rf_regressor_grid(
     param_grid = _check_grid(DEFAULT_RF_GRID if grid is None else grid)
     seed = _check_int(seed, "models.seed", 0)
     n_jobs = _check_int(n_jobs, "models.n_jobs", 1)
+    max_train_cells = _check_max_train_cells(max_train_cells)
     _check_cv_folds(cv_folds, allow_zero=False)
     try:
         data = _prepare(
@@ -1144,6 +1241,8 @@ def fit_rf_regressor_grid(
             drop_null_target=True,
             embeddings=embeddings,
             n_pcs=n_pcs,
+            max_train_cells=max_train_cells,
+            seed=seed,
         )
     except SkipModel as skip:
         return {
@@ -1204,6 +1303,7 @@ def fit_rf_regressor_grid(
         "n_candidates": len(res["params"]),
         "n_train": data.n_train,
         "n_test": data.n_test,
+        **_sample_metrics(data),
         "n_excluded_null_target": data.n_excluded,
         "features": list(data.X.columns),
         "best_params": best_params,
@@ -1273,6 +1373,7 @@ def split_comparison(
     embeddings: pd.DataFrame | None = None,
     n_pcs: int | None = None,
     max_samples: int | float | None = None,
+    max_train_cells: int | None = None,
 ) -> pd.DataFrame:
     """Ridge (R2) and the RF classifier (accuracy) on several splits, one row each.
 
@@ -1297,7 +1398,9 @@ def split_comparison(
             for model, metric in (("ridge", "r2"), ("rf_classifier", "accuracy")):
                 rows.append(_skipped_row(name, model, metric, split))
             continue
-        ridge = fit_ridge(cells, split, alpha, ridge_features, cv_folds, seed, n_jobs)
+        ridge = fit_ridge(
+            cells, split, alpha, ridge_features, cv_folds, seed, n_jobs, max_train_cells
+        )
         m = ridge.metrics
         if "skipped" in m:
             rows.append(_skipped_row(name, "ridge", "r2", m["skipped"], m))
@@ -1330,6 +1433,7 @@ def split_comparison(
             embeddings,
             n_pcs,
             max_samples,
+            max_train_cells,
         )
         m = rf["metrics"]
         if "skipped" in m:

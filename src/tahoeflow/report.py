@@ -1,6 +1,12 @@
 """Report figures (matplotlib, Agg): seed 000's exploration figures, the models, the embeddings.
 
 Each function takes plain arrays or DataFrames and a path, and writes one PNG atomically.
+Per-cell tables (merged cells, embeddings, predictions) are never read whole: the figures
+take aggregates streamed one row group at a time (:func:`parquet_value_counts`,
+:func:`parquet_int_counts`) or a seeded sample of at most a fixed number of rows
+(:func:`parquet_sample`: :data:`MAX_POINTS` for the PC scatters,
+:data:`MAX_SAMPLE_ROWS` for the Ridge predictions), so their memory does not grow with
+the number of cells. A table at or below the cap is read whole, in file order.
 """
 
 from __future__ import annotations
@@ -20,6 +26,80 @@ from . import io as tio  # noqa: E402
 
 DPI = 110
 MAX_POINTS = 20_000
+MAX_SAMPLE_ROWS = 200_000
+"""Rows of the Ridge predictions the predicted-vs-true figure reads (its R2 is of them)."""
+
+
+def parquet_sample(
+    path: str | os.PathLike[str], columns: Sequence[str], n: int, seed: int = 0
+) -> pd.DataFrame:
+    """At most ``n`` rows of a Parquet file (``columns`` only), drawn uniformly without
+    replacement (``default_rng(seed)``) and kept in file order; every row when the file
+    has at most ``n``. Reads one row group at a time: memory of one group plus the sample."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    total = pf.metadata.num_rows
+    if total <= n:
+        return pf.read(columns=list(columns)).to_pandas()
+    chosen = np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
+    parts, start = [], 0
+    for i in range(pf.num_row_groups):
+        stop = start + pf.metadata.row_group(i).num_rows
+        lo, hi = np.searchsorted(chosen, [start, stop])
+        if hi > lo:
+            group = pf.read_row_group(i, columns=list(columns))
+            parts.append(group.take(pa.array(chosen[lo:hi] - start)))
+        start = stop
+    return pa.concat_tables(parts).to_pandas()
+
+
+def parquet_value_counts(path: str | os.PathLike[str], column: str) -> pd.Series:
+    """Rows per distinct value of ``column`` (nulls left out), streamed one row group at a
+    time; sorted by count (descending), then value."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    total: pd.Series = pd.Series(dtype=np.int64)
+    for i in range(pf.num_row_groups):
+        col = pf.read_row_group(i, columns=[column]).column(column)
+        if hasattr(col.type, "value_type"):  # dictionary: count the decoded values
+            col = col.cast(col.type.value_type)
+        vc = pc.value_counts(col.drop_null()) if len(col) else None
+        if vc is None or len(vc) == 0:
+            continue
+        part = pd.Series(
+            vc.field("counts").to_numpy(zero_copy_only=False).astype(np.int64),
+            index=vc.field("values").to_pylist(),
+        )
+        total = total.add(part, fill_value=0).astype(np.int64)
+    frame = pd.DataFrame({"value": total.index, "n": total.to_numpy()})
+    frame = frame.sort_values(["n", "value"], ascending=[False, True], kind="stable")
+    return pd.Series(frame["n"].to_numpy(), index=frame["value"].to_numpy(), name="count")
+
+
+def parquet_int_counts(path: str | os.PathLike[str], column: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, counts)`` of a non-negative integer ``column`` (e.g. ``n_genes``), streamed
+    one row group at a time with ``np.bincount``; only values that occur."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    acc = np.zeros(0, dtype=np.int64)
+    for i in range(pf.num_row_groups):
+        v = pf.read_row_group(i, columns=[column]).column(column).drop_null()
+        v = v.to_numpy().astype(np.int64)
+        if v.size == 0:
+            continue
+        if v.min() < 0:
+            raise ValueError(f"{column} has negative values")
+        b = np.bincount(v)
+        if b.size > acc.size:
+            acc = np.pad(acc, (0, b.size - acc.size))
+        acc[: b.size] += b
+    values = np.flatnonzero(acc)
+    return values, acc[values]
 
 
 def _save(fig, path: str | os.PathLike[str]) -> None:
@@ -90,7 +170,8 @@ def model_figures(
     if "skipped" in ridge:
         skipped_figure(outputs["ridge"], "Ridge: predicted vs true", ridge["skipped"])
     else:
-        plot_pred_vs_true(pd.read_parquet(inputs["ridge"]), outputs["ridge"])
+        sample = parquet_sample(inputs["ridge"], ["split", "y_true", "y_pred"], MAX_SAMPLE_ROWS)
+        plot_pred_vs_true(sample, outputs["ridge"])
     if "skipped" in rf:
         skipped_figure(outputs["confusion"], "Random forest: confusion matrix", rf["skipped"])
         skipped_figure(outputs["importances"], "Random forest: importances", rf["skipped"])
@@ -114,25 +195,45 @@ def value_histogram(values: np.ndarray, path: str | os.PathLike[str]) -> None:
     _save(fig, path)
 
 
-def genes_per_cell(n_genes: np.ndarray, path: str | os.PathLike[str]) -> None:
-    """Seed 000 figure 2: expressed genes per cell."""
+def genes_per_cell(
+    n_genes: np.ndarray, path: str | os.PathLike[str], counts: np.ndarray | None = None
+) -> None:
+    """Seed 000 figure 2: expressed genes per cell. ``counts``: cells per value of
+    ``n_genes`` (an aggregate, see :func:`parquet_int_counts`); None: one value per cell."""
+    values = np.asarray(n_genes)
+    weights = np.ones(values.size, dtype=np.int64) if counts is None else np.asarray(counts)
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.hist(np.asarray(n_genes), bins=60, color="#55A868")
+    ax.hist(values, bins=60, weights=None if counts is None else weights, color="#55A868")
     ax.set_xlabel("expressed genes per cell")
     ax.set_ylabel("cells")
-    ax.set_title(f"Expressed genes per cell (median {np.median(n_genes):,.0f})")
+    ax.set_title(f"Expressed genes per cell (median {_weighted_median(values, weights):,.0f})")
     _save(fig, path)
 
 
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """``np.median`` of ``values`` repeated ``weights`` times, without repeating them."""
+    if values.size == 0:
+        return float("nan")
+    order = np.argsort(values, kind="stable")
+    v, c = values[order].astype(np.float64), np.cumsum(weights[order])
+    n = int(c[-1])
+    lo = v[np.searchsorted(c, (n - 1) // 2, side="right")]
+    hi = v[np.searchsorted(c, n // 2, side="right")]
+    return float((lo + hi) / 2)
+
+
 def top_counts(
-    labels: Sequence[str],
+    labels: Sequence[str] | pd.Series,
     path: str | os.PathLike[str],
     title: str,
     top: int = 10,
     xlabel: str = "cells",
+    aggregated: bool = False,
 ) -> None:
-    """Horizontal bar chart of the ``top`` most frequent labels (seed 000 figure 3 and friends)."""
-    counts = pd.Series(labels).value_counts().head(top)[::-1]
+    """Horizontal bar chart of the ``top`` most frequent labels (seed 000 figure 3 and friends).
+    ``aggregated``: ``labels`` is already a Series of counts indexed by label, sorted
+    descending (:func:`parquet_value_counts`)."""
+    counts = (labels if aggregated else pd.Series(labels).value_counts()).head(top)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(counts) + 1.4))
     ax.barh([str(i) for i in counts.index], counts.to_numpy(), color="#8172B2")
     ax.set_xlabel(xlabel)

@@ -129,6 +129,33 @@ def plan_batches(shard_names: Sequence[str], per_job: int) -> dict[str, list[str
     return {f"b{i // per_job:05d}": names[i : i + per_job] for i in range(0, len(names), per_job)}
 
 
+def plan_merge_tree(
+    shard_names: Sequence[str], fan_in: int
+) -> tuple[dict[str, list[str]], list[str]]:
+    """The hierarchy of a merge with at most ``fan_in`` inputs per job: ``(nodes, top)``.
+
+    ``nodes`` maps each partial merge (``L1-00000``, ...) to its inputs: consecutive groups of
+    ``fan_in`` shards (sorted order; the hub's files are sorted by plate, so a group holds one
+    plate's files or two) at level 1, groups of ``fan_in`` level-k nodes at level k+1, until
+    at most ``fan_in`` remain. ``top`` is what the final merge reads: those nodes, or the
+    shards themselves when there are at most ``fan_in`` (no partial merge). Reading the
+    leaves under ``top`` in order gives the shards in sorted order.
+    """
+    if fan_in < 2:
+        raise ValueError(f"fan_in must be >= 2, got {fan_in}")
+    nodes: dict[str, list[str]] = {}
+    level, current = 0, sorted(shard_names)
+    while len(current) > fan_in:
+        level += 1
+        groups = {
+            f"L{level}-{i // fan_in:05d}": current[i : i + fan_in]
+            for i in range(0, len(current), fan_in)
+        }
+        nodes.update(groups)
+        current = list(groups)
+    return nodes, current
+
+
 @dataclass(frozen=True)
 class Vocab:
     """Token id -> column position, and per-column annotations."""

@@ -17,7 +17,7 @@ def main(smk, log):
     # the forest itself is fitted once, by the rf_classifier rule; its row comes from there
     table = fit_classifier_baselines(
         cells, split, models=("majority_class", "logistic_regression", "linear_svm"), seed=p.seed, cv_folds=p.cv_folds, n_jobs=smk.threads, n_estimators=p.n_estimators,
-        max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
+        max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
     )  # fmt: skip
     rf = json.loads(open(smk.input.rf_metrics).read())
     if "skipped" in rf:  # the forest was not fitted: its row says why, like the others

@@ -37,7 +37,6 @@ def main(smk, log):
         }
     )
     tio.write_parquet(out, smk.output.parquet)
-    tio.write_csv_table(out, smk.output.csv)
     tio.write_json(
         {
             "method": method,

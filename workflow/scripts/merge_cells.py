@@ -18,7 +18,8 @@ def main(smk, log):
     tio.write_csv(qc, smk.output.filter_qc)
     total = qc.iloc[-1]
     log(f"merging {len(smk.input.cells)} shards, {int(total['kept'])} cells")
-    counts = merge_cells(smk.input.cells, smk.output.cells, smk.output.control_qc)
+    parts = (list(smk.input.sums), list(smk.input.ids)) if len(smk.input.sums) else None
+    counts = merge_cells(smk.input.cells, smk.output.cells, smk.output.control_qc, parts)
     log(f"delta_mean control level counts: {counts}")
     if counts["none"]:
         n = sum(counts.values())

@@ -14,11 +14,15 @@ def main(smk, log):
     i, o = smk.input, smk.output
     loaded, _ = load_filtered_shard(smk, log)
     rp.value_histogram(loaded.X[: smk.params.max_cells].data, o.values)
-    cells = pd.read_parquet(i.cells, columns=["n_genes", "drug", "cell_line_id", "moa_fine"])
-    rp.genes_per_cell(cells["n_genes"].to_numpy(), o.genes)
-    rp.top_counts(cells["drug"], o.drugs, "Top 10 drugs")
-    rp.top_counts(cells["cell_line_id"], o.lines, "Cells per cell line", top=50)
-    rp.top_counts(cells["moa_fine"], o.moa, "Cells per mechanism of action (moa-fine)", top=20)
+    # per-cell tables: aggregates streamed by row group, or a bounded sample (tahoeflow.report)
+    values, counts = rp.parquet_int_counts(i.cells, "n_genes")
+    rp.genes_per_cell(values, o.genes, counts=counts)
+    for col, path, title, top in (
+        ("drug", o.drugs, "Top 10 drugs", 10),
+        ("cell_line_id", o.lines, "Cells per cell line", 50),
+        ("moa_fine", o.moa, "Cells per mechanism of action (moa-fine)", 20),
+    ):
+        rp.top_counts(rp.parquet_value_counts(i.cells, col), path, title, top, aggregated=True)
     metrics = {
         name: json.loads(open(path).read())
         for name, path in (
@@ -35,7 +39,7 @@ def main(smk, log):
         {"ridge": o.ridge, "confusion": o.confusion, "importances": o.importances},
     )
     rp.scree(pd.read_csv(i.variance)["explained_variance_ratio"].to_numpy(), o.scree)
-    emb = pd.read_parquet(i.embeddings, columns=["pc1", "pc2", "cluster", "cell_line_id"])
+    emb = rp.parquet_sample(i.embeddings, ["pc1", "pc2", "cluster", "cell_line_id"], rp.MAX_POINTS)
     rp.pc_scatter(
         emb["pc1"], emb["pc2"], emb["cluster"], o.pc_cluster, "PC1 vs PC2 by KMeans cluster"
     )

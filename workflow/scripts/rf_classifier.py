@@ -17,7 +17,7 @@ def main(smk, log):
     p = smk.params
     res = fit_rf_classifier(
         cells, split, n_estimators=p.n_estimators, max_depth=p.max_depth, seed=p.seed, cv_folds=p.cv_folds,
-        n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
+        n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
     )  # fmt: skip
     m = res["metrics"]
     skipped = "skipped" in m

@@ -21,6 +21,7 @@ def main(smk, log):
         cv_folds=p.cv_folds,
         seed=p.seed,
         n_jobs=smk.threads,
+        max_train_cells=p.max_train_cells,
     )
     tio.write_json(res["metrics"], smk.output.metrics)
     tio.write_csv(res["cv_results"], smk.output.cv_results)

@@ -15,7 +15,13 @@ def main(smk, log):
     split = pd.read_parquet(smk.input.split)
     p = smk.params
     res = fit_ridge(
-        cells, split, alpha=p.alpha, features=p.features, cv_folds=p.cv_folds, seed=p.seed
+        cells,
+        split,
+        alpha=p.alpha,
+        features=p.features,
+        cv_folds=p.cv_folds,
+        seed=p.seed,
+        max_train_cells=p.max_train_cells,
     )
     m = res.metrics
     if "skipped" in m:  # nothing fitted: the metrics say why, the predictions are empty

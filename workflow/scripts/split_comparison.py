@@ -14,7 +14,7 @@ def main(smk, log):
     splits = comparison_splits(cells, p.group_by, test_size=p.test_size, seed=p.seed)
     table = split_comparison(
         cells, splits, ridge_features=p.ridge_features, alpha=p.alpha, n_estimators=p.n_estimators,
-        max_depth=p.max_depth, max_samples=p.max_samples, seed=p.seed, n_jobs=smk.threads,
+        max_depth=p.max_depth, max_samples=p.max_samples, seed=p.seed, n_jobs=smk.threads, max_train_cells=p.max_train_cells,
     )  # fmt: skip
     tio.write_csv(table, smk.output[0])
     log("split comparison:\n" + table.to_string(index=False))

@@ -1,0 +1,204 @@
+"""Hierarchical merges (merge.fan_in): partial merges of at most fan_in inputs, then a final
+merge, give the same files as one merge over every shard."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tahoeflow import io as tio
+from tahoeflow.errors import InputError
+from tahoeflow.merge import (
+    cells_part,
+    cells_part_merge,
+    merge_cells,
+    merge_gene_stats,
+    merge_pseudobulk,
+    pseudobulk_part,
+    sum_gene_stats_part,
+    write_pseudobulk,
+)
+from tahoeflow.shards import plan_merge_tree, plan_shards, vocab_from_gene_metadata
+from tahoeflow.summarize import Filters, load_shard, sample_doses, summarize
+
+
+@pytest.fixture(scope="module")
+def shards(small_demo, tmp_path_factory):
+    """12 row-range shards (100 cells each) of the small demo, summarised."""
+    root, _ = small_demo
+    out = tmp_path_factory.mktemp("hier")
+    gm = pq.read_table(root / "metadata/gene_metadata.parquet")
+    vocab = vocab_from_gene_metadata(gm)
+    doses = sample_doses(pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas(), "s")
+    paths = {"names": [], "cells": {}, "gene_stats": {}, "pseudobulk": {}}
+    n_obs = 0
+    for s in plan_shards([0, 1], 100, 600):
+        ls = load_shard(
+            root / f"data/train-{s.file_index:05d}-of-00002.parquet",
+            s,
+            vocab,
+            doses,
+            Filters(min_genes=10),
+        )
+        n_obs += ls.X.shape[0]
+        tables = summarize(ls, vocab)
+        paths["names"].append(s.name)
+        for key, table in zip(("cells", "gene_stats", "pseudobulk"), tables, strict=True):
+            paths[key][s.name] = out / f"{s.name}.{key}.parquet"
+            tio.write_parquet(table, paths[key][s.name])
+    assert len(paths["names"]) == 12
+    return paths, gm, n_obs, out
+
+
+def merge_all(paths, gm, n_obs, out, fan_in, chunk=1 << 22):
+    """Run the merges as the workflow does for ``fan_in``; return the final files."""
+    names = sorted(paths["names"])
+    nodes, top = plan_merge_tree(names, fan_in)
+    index = {n: i for i, n in enumerate(names)}
+    out.mkdir(parents=True, exist_ok=True)
+    part = {}  # name (shard or node) -> {kind: path}
+    for n in names:
+        part[n] = {k: paths[k][n] for k in ("gene_stats", "pseudobulk", "cells")}
+    for node, children in nodes.items():  # dict order: level by level
+        f = {k: out / f"{node}.{k}" for k in ("gene_stats", "pseudobulk", "sums", "ids")}
+        tio.write_parquet(
+            sum_gene_stats_part([part[c]["gene_stats"] for c in children]), f["gene_stats"]
+        )
+        tio.write_parquet(
+            pseudobulk_part([part[c]["pseudobulk"] for c in children], min_rows=50), f["pseudobulk"]
+        )
+        if node.startswith("L1-"):
+            cells_part([part[c]["cells"] for c in children], [index[c] for c in children],
+                       f["sums"], f["ids"])  # fmt: skip
+        else:
+            cells_part_merge([part[c]["sums"] for c in children],
+                             [part[c]["ids"] for c in children], f["sums"], f["ids"], chunk)  # fmt: skip
+        part[node] = f
+    res = {k: out / f"final.{k}" for k in ("gene_stats", "cells", "qc", "pb", "groups")}
+    tio.write_parquet(
+        merge_gene_stats([part[t]["gene_stats"] for t in top], gm, n_obs), res["gene_stats"]
+    )
+    cells = [paths["cells"][n] for n in names]
+    parts = None if not nodes else ([part[t]["sums"] for t in top], [part[t]["ids"] for t in top])
+    merge_cells(cells, res["cells"], res["qc"], parts)
+    counts, groups = merge_pseudobulk(
+        [part[t]["pseudobulk"] for t in top], res["cells"], min_rows=50
+    )
+    write_pseudobulk(counts, res["pb"], row_group_rows=500)
+    tio.write_parquet(groups, res["groups"])
+    return res, nodes  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def flat(shards):
+    paths, gm, n_obs, out = shards
+    res, nodes = merge_all(paths, gm, n_obs, out / "flat", fan_in=64)
+    assert nodes == {}  # 12 shards <= 64: the final merges read the shards
+    return res
+
+
+@pytest.mark.parametrize("fan_in", [2, 3, 5, 11])
+def test_hierarchical_merge_writes_the_same_files_as_one_merge(shards, flat, fan_in):
+    paths, gm, n_obs, out = shards
+    res, nodes = merge_all(paths, gm, n_obs, out / f"f{fan_in}", fan_in, chunk=97)
+    assert nodes  # partial merges ran (fan_in 2: 4 levels, 6 + 3 + 2 + 1 jobs)
+    for k in ("cells", "qc", "pb", "groups"):
+        assert res[k].read_bytes() == flat[k].read_bytes(), k
+    # gene statistics: integers exact; float sums differ at most in their last bits (the
+    # partial sums add in another association): measured <= 4 ulp (6.2e-16 relative) for the
+    # sums and means, 2.1e-13 for var_log (sumsq - n mean^2 cancels: the ulps of sumsq
+    # become relative error of a small variance)
+    a, b = pq.read_table(res["gene_stats"]), pq.read_table(flat["gene_stats"])
+    assert a.schema == b.schema
+    for c in ("token_id", "ensembl_id", "gene_symbol", "n_cells", "n_obs"):
+        assert a.column(c).equals(b.column(c)), c
+    for c in ("sum_log", "sumsq_log", "sum_norm", "sumsq_norm", "mean_log", "var_log"):
+        x, y = a.column(c).to_numpy(), b.column(c).to_numpy()
+        rel = np.abs(x - y) / np.maximum(np.abs(y), 1e-300)
+        assert rel.max() <= (1e-12 if c == "var_log" else 1e-15), (c, rel.max())
+    pb = pq.ParquetFile(res["pb"])
+    assert pb.metadata.num_row_groups >= 3  # one cell line per row group, kept
+
+
+def test_tree_plan_bounds_every_job_and_keeps_shard_order():
+    names = [f"{i:05d}-0000" for i in range(3388)]
+    nodes, top = plan_merge_tree(names, 64)
+    assert len(nodes) == 53 and top == list(nodes)  # two levels: 53 partials, then the final
+    assert max(len(c) for c in nodes.values()) == 64
+    assert [s for n in top for s in nodes[n]] == names
+    nodes, top = plan_merge_tree(names, 8)  # 424 -> 53 -> 7 nodes: three partial levels
+    assert len(top) == 7 and all(len(c) <= 8 for c in nodes.values())
+    assert plan_merge_tree(names[:64], 64) == ({}, names[:64])
+    with pytest.raises(ValueError, match="fan_in"):
+        plan_merge_tree(names, 1)
+
+
+def test_duplicate_cell_across_partial_groups_names_both_shards(shards, tmp_path):
+    paths, gm, n_obs, out = shards
+    names = sorted(paths["names"])
+    # the last shard repeats a cell id of the first: they fall in different level-1 groups
+    first = pq.read_table(paths["cells"][names[0]])
+    last = pq.read_table(paths["cells"][names[-1]])
+    ids = last.column("cell_id").to_pylist()
+    ids[7] = first.column("cell_id")[3].as_py()
+    bad = tmp_path / "bad.parquet"
+    tio.write_parquet(last.set_column(0, "cell_id", pa.array(ids, pa.string())), bad)
+    p2 = {**paths, "cells": {**paths["cells"], names[-1]: bad}}
+    with pytest.raises(InputError, match="also appears in") as e:
+        merge_all(p2, gm, n_obs, tmp_path / "m", fan_in=3, chunk=50)
+    assert names[0] in str(e.value) and str(bad) in str(e.value)
+    assert not (tmp_path / "m" / "final.cells").exists()
+
+
+def test_final_merge_rejects_partials_of_other_shards(shards, tmp_path):
+    paths, gm, n_obs, out = shards
+    names = sorted(paths["names"])
+    cells = [paths["cells"][n] for n in names]
+    cells_part(cells[:6], range(6), tmp_path / "s", tmp_path / "i")
+    with pytest.raises(InputError, match="cover 6 shard files, not the 12"):
+        merge_cells(cells, tmp_path / "c.parquet", tmp_path / "q.csv",
+                    ([tmp_path / "s"], [tmp_path / "i"]))  # fmt: skip
+    assert not (tmp_path / "c.parquet").exists()
+
+
+@pytest.mark.workflow
+def test_workflow_fan_in_adds_partial_merges_and_keeps_the_merged_files(tmp_path):
+    """The demo's 4 shards merged once (fan_in 64: no partial), then with fan_in 2 (2 partials
+    per kind): only the merges rerun, the cells and pseudobulk files are the same bytes, the
+    temporary partials are gone afterwards; a fifth shard would add a second level."""
+    from conftest import SMALL_STAGES, config_with, run_smk
+
+    cfg = config_with({**SMALL_STAGES, ("demo", "n_files"): 5, ("demo", "cells_per_file"): 100})
+    targets = [f"results/merged/{f}" for f in
+               ("cells.parquet", "gene_stats.parquet", "pseudobulk.parquet",
+                "pseudobulk_groups.parquet", "control_qc.csv")]  # fmt: skip
+
+    def planned(cfg):
+        dry = run_smk(tmp_path, cfg, *targets, "--dry-run", "--quiet", "rules", check=True)
+        jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
+        jobs.pop("total", None)
+        return {k: int(v) for k, v in jobs.items()}
+
+    run_smk(tmp_path, cfg, *targets, check=True)
+    flat = {t: (tmp_path / t).read_bytes() for t in targets}
+    cfg["merge"] = {"fan_in": 2}
+    finals = {"merge_cells": 1, "merge_gene_stats": 1, "merge_pseudobulk": 1}
+    parts = ("merge_part_cells", "merge_part_gene_stats", "merge_part_pseudobulk")
+    assert planned(cfg) == {**finals, **dict.fromkeys(parts, 2)}
+    run_smk(tmp_path, cfg, *targets, check=True)
+    for t in targets:
+        if t.endswith("gene_stats.parquet"):  # float sums: last bits (function-level test)
+            a, b = pq.read_table(tmp_path / t), pq.read_table(pa.BufferReader(flat[t]))
+            assert a.schema == b.schema and a.column("n_cells").equals(b.column("n_cells"))
+        else:
+            assert (tmp_path / t).read_bytes() == flat[t], t
+    assert not list((tmp_path / "results/merged/parts").rglob("*.*"))  # temp(): removed
+    # 5 shards at fan_in 2: 3 level-1 partials, then 2 of level 2 that the final merges read
+    cfg["source"] = {**cfg.get("source", {}), "files": "0:5"}
+    assert planned(cfg) == {
+        **finals, **dict.fromkeys(parts, 5), "summarize_shard": 1, "demo_file": 1,
+    }  # fmt: skip

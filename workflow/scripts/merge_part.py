@@ -1,0 +1,25 @@
+"""One partial merge of a hierarchical merge (merge.fan_in): cells, gene_stats or pseudobulk."""
+
+from tahoeflow import io as tio
+from tahoeflow.logs import run
+from tahoeflow.merge import cells_part, cells_part_merge, pseudobulk_part, sum_gene_stats_part
+
+
+def main(smk, log):
+    kind = smk.params.kind
+    if kind == "cells" and "cells" in smk.input.keys():
+        n = cells_part(smk.input.cells, smk.params.indices, smk.output.sums, smk.output.ids)
+        log(f"cells: {len(smk.input.cells)} shards, {n} cells")
+    elif kind == "cells":
+        n = cells_part_merge(smk.input.sums, smk.input.ids, smk.output.sums, smk.output.ids)
+        log(f"cells: {len(smk.input.sums)} partial merges, {n} cells")
+    elif kind == "gene_stats":
+        tio.write_parquet(sum_gene_stats_part(list(smk.input)), smk.output[0])
+        log(f"gene statistics: {len(smk.input)} inputs")
+    else:
+        table = pseudobulk_part(list(smk.input))
+        tio.write_parquet(table, smk.output[0])
+        log(f"pseudobulk: {len(smk.input)} inputs, {table.num_rows} non-zero entries")
+
+
+run(main, snakemake)  # noqa: F821
