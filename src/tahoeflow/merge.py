@@ -188,7 +188,7 @@ def _part_shards(sums_path: str | Path) -> dict[int, str]:
 
 def _write_control_part(parts: Sequence[pa.Table], shards: dict[int, str], path) -> None:
     t = pa.concat_tables(parts) if parts else _CONTROL_SCHEMA.empty_table()
-    meta = {_SHARDS_KEY: json.dumps({str(k): v for k, v in sorted(shards.items())})}
+    meta = {_SHARDS_KEY: tio.to_json({str(k): v for k, v in sorted(shards.items())})}
     tio.write_parquet(t.replace_schema_metadata(meta), path)
 
 
