@@ -321,7 +321,8 @@ def test_rf_classifier_and_baselines_scripts_with_one_cell_line(tmp_path):
     tio.write_parquet(pa.Table.from_pandas(cells, preserve_index=False), tmp_path / "cells.pq")
     split = make_split(cells, "random", 0.2, 0)
     tio.write_parquet(pa.Table.from_pandas(split, preserve_index=False), tmp_path / "split.pq")
-    params = dict(n_estimators=5, max_depth=None, max_samples=None, n_pcs=None, cv_folds=3, seed=0)
+    params = dict(n_estimators=5, max_depth=None, max_samples=None, n_pcs=None, cv_folds=3, seed=0,
+                  max_train_cells=None)  # fmt: skip
     inputs = {"cells": str(tmp_path / "cells.pq"), "split": str(tmp_path / "split.pq"),
               "embeddings": []}  # fmt: skip
     rf = FakeSnakemake(
@@ -414,7 +415,13 @@ def test_ridge_script_with_one_test_cell(tmp_path):
         tmp_path,
         {"cells": str(tmp_path / "cells.pq"), "split": str(tmp_path / "split.pq")},
         {"model": "m.joblib", "predictions": "p.parquet", "metrics": "metrics.json"},
-        {"alpha": 1.0, "features": ["drug", "cell_line_id"], "cv_folds": 3, "seed": 0},
+        {
+            "alpha": 1.0,
+            "features": ["drug", "cell_line_id"],
+            "cv_folds": 3,
+            "seed": 0,
+            "max_train_cells": None,
+        },  # fmt: skip
     )
     log = run_script("ridge.py", smk)
     m = strict_json(smk.output.metrics)
