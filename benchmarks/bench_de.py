@@ -3,10 +3,10 @@
 Reads a finished demo run (``--results``, default ``results/`` of ``make demo``: the merged
 pseudobulk, ``merged/gene_stats.parquet`` and the truth table ``demo/truth/effects.parquet``)
 and, for each voom variant (textbook limma-voom, the default; each departure alone; all three),
-runs :func:`tahoeflow.de.pseudobulk_de` on every cell line exactly as the workflow's DE jobs do,
+runs :func:`tahoeflow.de.core.pseudobulk_de` on every cell line exactly as the workflow's DE jobs do,
 then reports:
 
-* calls, false calls, empirical FDR and power at ``alpha`` (:func:`tahoeflow.de.score_calls`)
+* calls, false calls, empirical FDR and power at ``alpha`` (:func:`tahoeflow.de.core.score_calls`)
   for the per-contrast ``adj.P.Val`` and the table-wide ``adj.P.Val.global``;
 * power of ``adj.P.Val.global`` per effect size (``|log2fc_share|`` bins of the truth table);
 * uniformity of the null p-values (genes without a true effect): the Kolmogorov-Smirnov
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tahoeflow.conditions import pseudobulk_matrix
-from tahoeflow.de import bh_adjust, lines_of_part, pseudobulk_de, score_calls
+from tahoeflow.de.core import bh_adjust, lines_of_part, pseudobulk_de, score_calls
+from tahoeflow.merge.conditions import pseudobulk_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 TAHOE_CONTRASTS = 57_000

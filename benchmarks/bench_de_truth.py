@@ -1,4 +1,4 @@
-"""Benchmark: empirical FDR and power of tahoeflow.de.pseudobulk_de against a known truth.
+"""Benchmark: empirical FDR and power of tahoeflow.de.core.pseudobulk_de against a known truth.
 
 1. The frozen failing case (default ``/tmp/de_case``: pseudobulk.parquet,
    pseudobulk_groups.parquet, gene_stats.parquet, effects.parquet), analysed with the
@@ -11,14 +11,14 @@
    once with voom and the three departures of ``de.voom`` (``DEPARTURES``), plus ablations
    that undo one departure from textbook edgeR + limma-voom (the default) each (limma's voom weights at the own group mean, limma's
    log2 trend axis, edgeR's per-well filter rule), all three at once, and limma-trend.
-2. Optionally (``--sim-seeds``) fresh simulations from :class:`tahoeflow.demo.Design` (the
+2. Optionally (``--sim-seeds``) fresh simulations from :class:`tahoeflow.sources.demo.Design` (the
    demo's generative model and truth table; default DemoParams apart from the seed). Cells
-   are allocated to wells and cell lines as :func:`tahoeflow.demo.generate_file` does and each
+   are allocated to wells and cell lines as :func:`tahoeflow.sources.demo.generate_file` does and each
    (well, cell line) pseudobulk is drawn directly as ``Multinomial(sum of the cells' library
    sizes, softmax(log weights))``, which is exactly the sum of the cells' multinomials.
 
 For each run it prints calls, false calls, empirical FDR and power at adj.P.Val < alpha
-(:func:`tahoeflow.de.score_calls`), power for the truly changed genes with
+(:func:`tahoeflow.de.core.score_calls`), power for the truly changed genes with
 ``|log2fc_share| >= 1``, and the wall time.
 
     .venv/bin/python benchmarks/bench_de_truth.py [--case /tmp/de_case] [--sim-seeds 1 2]
@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from tahoeflow.conditions import pseudobulk_matrix
-from tahoeflow.de import pseudobulk_de, score_calls
-from tahoeflow.demo import DemoParams, Design
-from tahoeflow.schema import CONTROL_DRUG, FIRST_TOKEN
+from tahoeflow.de.core import pseudobulk_de, score_calls
+from tahoeflow.merge.conditions import pseudobulk_matrix
+from tahoeflow.sources.demo import DemoParams, Design
+from tahoeflow.sources.tahoe import CONTROL_DRUG, FIRST_TOKEN
 
 KEYS = ["drug", "dose_uM", "cell_line_id"]
 

@@ -367,7 +367,7 @@ def settings_for(
     sys.path.insert(0, str(REPO / "tests"))
     from hub_server import FAKE_COMMIT
 
-    from tahoeflow.stream import chunk_path
+    from tahoeflow.sources.stream import chunk_path
 
     hub = {"revision": FAKE_COMMIT, "timeout_s": 60}
     start = cells // 2 if files > 1 else 0

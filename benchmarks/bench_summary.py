@@ -40,7 +40,7 @@ def demo_files(
     cache: Path, n_files: int, cells: int, seed: int = 0
 ) -> tuple[list[Path], Path, Path]:
     """(data files, gene metadata, sample metadata) of a demo dataset, written once into ``cache``."""
-    from tahoeflow.demo import DemoParams, Design, write_file, write_metadata
+    from tahoeflow.sources.demo import DemoParams, Design, write_file, write_metadata
 
     n_design = max(8, n_files)  # the design is made for this many files; only n_files are written
     root = cache / f"seed{seed}-cells{cells}-of{n_design}"
@@ -67,9 +67,9 @@ def demo_files(
 def import_impl(ref: str | None, workdir: Path):
     """The ``tahoeflow`` summary modules: the working tree's, or a git ref's copied under a new name."""
     if ref is None:
+        import tahoeflow.cells.shards as shards
+        import tahoeflow.cells.summarize as summ
         import tahoeflow.io as tio
-        import tahoeflow.shards as shards
-        import tahoeflow.summarize as summ
 
         return shards, summ, tio
     name = "tahoeflow_ref_" + "".join(c if c.isalnum() else "_" for c in ref)

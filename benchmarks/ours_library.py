@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
     from _common import vm_hwm_mb
 
-    from tahoeflow import pp
-    from tahoeflow.embed import (
+    from tahoeflow.cells import normalize as pp
+    from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
+    from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, shard_stats
+    from tahoeflow.embed.core import (
         combine_gram,
         gram_partial,
         highly_variable_genes_from_stats,
@@ -57,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         pca_from_gram,
         project,
     )
-    from tahoeflow.shards import Shard, vocab_from_gene_metadata
-    from tahoeflow.summarize import Filters, load_shard, sample_doses, shard_stats
 
     times: dict[str, float] = {"import": time.perf_counter() - t_start}
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 scanpy, in a fresh process (its peak RSS is the process's VmHWM):
 
 1. load: every file read into one CSR matrix (float32 counts, int32 indices) with our own
-   streaming reader ``tahoeflow.shards.read_shard`` into buffers sized from the Parquet
+   streaming reader ``tahoeflow.cells.shards.read_shard`` into buffers sized from the Parquet
    footers, so the matrix is built once, without a copy, and faster than any other reader
    scanpy could use; then an ``AnnData`` (var names = token ids);
 2. ``sc.pp.normalize_total(target_sum=1e4)``, ``sc.pp.log1p``,
@@ -78,7 +78,7 @@ def scanpy_child(args: argparse.Namespace) -> None:
     import scipy.sparse as sp
     from sklearn.cluster import KMeans
 
-    from tahoeflow.shards import read_shard, vocab_from_gene_metadata
+    from tahoeflow.cells.shards import read_shard, vocab_from_gene_metadata
 
     times: dict[str, float] = {"import": time.perf_counter() - t_start}
     hwm: dict[str, float] = {"import": vm_hwm_mb()}

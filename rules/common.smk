@@ -25,10 +25,10 @@ from tahoeflow.config import (
     make_plan,
     validate_config,
 )
-from tahoeflow.h5ad_source import prepared_path
+from tahoeflow.sources.h5ad import prepared_path
 from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
-from tahoeflow.shards import plan_batches, plan_merge_tree
+from tahoeflow.cells.shards import plan_batches, plan_merge_tree
 
 _SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:

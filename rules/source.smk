@@ -3,8 +3,8 @@
 # that source is chosen, so no rule can name a user's file as an output (Snakemake deletes a
 # rule's outputs before it reruns it); common.smk checks the config's input paths as well.
 
-from tahoeflow.manifest import hub_manifest_path, read_first_rows
-from tahoeflow.stream import STREAM_ROOT, stream_source
+from tahoeflow.sources.manifest import hub_manifest_path, read_first_rows
+from tahoeflow.sources.stream import STREAM_ROOT, stream_source
 
 DEMO_ROOT = f"{R}/demo"
 # Tahoe-100M's real metadata tables (committed; REAL_META_DIR, rules/common.smk): the demo
@@ -13,7 +13,7 @@ DEMO_ROOT = f"{R}/demo"
 
 
 if PLAN.kind == "demo":
-    from tahoeflow.demo import real_metadata_digest
+    from tahoeflow.sources.demo import real_metadata_digest
 
     REAL_META_DIGEST = real_metadata_digest(REAL_META_DIR)
 

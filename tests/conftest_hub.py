@@ -6,7 +6,7 @@ module in ``pytest_plugins`` of the root ``tests/conftest.py``.
 ``huggingface_hub`` copies most environment variables into ``huggingface_hub.constants`` at
 import time, so setting the variables alone does nothing once it is imported. The fixture sets
 both: the variables (for code that reads them at call time, such as
-:func:`tahoeflow.hub.fetch_file`, and for subprocesses) and the matching constants (for direct
+:func:`tahoeflow.sources.hub.fetch_file`, and for subprocesses) and the matching constants (for direct
 library calls in this process). Nothing it configures can reach beyond 127.0.0.1.
 """
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from tahoeflow.anndata_io import embeddings_to_anndata, pseudobulk_to_anndata, write_h5ad
+from tahoeflow.export.h5ad import embeddings_to_anndata, pseudobulk_to_anndata, write_h5ad
 
 K, N, D = 6, 240, 30
 
@@ -160,7 +160,7 @@ def test_pseudobulk_inputs_are_checked():
 
 def test_pseudobulk_from_a_summarized_h5ad_shard(tmp_path):
     """End to end: an h5ad shard -> summarize() pseudobulk -> AnnData equals the group sums."""
-    from tahoeflow.h5ad_source import h5ad_vocab, load_h5ad_shard
+    from tahoeflow.sources.h5ad import h5ad_vocab, load_h5ad_shard
 
     rng = np.random.default_rng(4)
     n, g = 120, 25
@@ -171,7 +171,7 @@ def test_pseudobulk_from_a_summarized_h5ad_shard(tmp_path):
     ad.AnnData(X, obs=obs, var=pd.DataFrame(index=[f"E{j}" for j in range(g)])).write_h5ad(
         tmp_path / "p.h5ad"
     )
-    from tahoeflow.summarize import Filters, summarize
+    from tahoeflow.cells.summarize import Filters, summarize
 
     vocab, genes = h5ad_vocab(tmp_path / "p.h5ad")
     loaded = load_h5ad_shard(tmp_path / "p.h5ad", 0, None, {"drug": "drug", "cell_line": "line"},

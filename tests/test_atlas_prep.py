@@ -13,10 +13,8 @@ import pytest
 from test_models import synth
 
 from tahoeflow import io as tio
-from tahoeflow import report as rp
 from tahoeflow.errors import ConfigError
-from tahoeflow.features import make_split
-from tahoeflow.models import (
+from tahoeflow.models.core import (
     fit_classifier_baselines,
     fit_rf_classifier,
     fit_rf_regressor_grid,
@@ -24,6 +22,8 @@ from tahoeflow.models import (
     split_comparison,
     stratified_sample,
 )
+from tahoeflow.models.features import make_split
+from tahoeflow.plots import report as rp
 
 
 # --------------------------------------------------------------------------- sampling

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from conftest import REPO, run_smk
 
+from tahoeflow.cells.shards import parse_file_selection, plan_batches, plan_shards
 from tahoeflow.config import make_plan, validate_config
 from tahoeflow.errors import ConfigError
-from tahoeflow.shards import parse_file_selection, plan_batches, plan_shards
 
 SCHEMA = REPO / "config/schema.yaml"
 BASE = yaml.safe_load((REPO / "config/config.yaml").read_text())

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from conftest import _NO_SLURM, REPO
 
-from tahoeflow import embed
+from tahoeflow.cells.shards import parse_file_selection, plan_shards
 from tahoeflow.config import (
     check_config_file,
     check_config_files,
@@ -44,8 +44,8 @@ from tahoeflow.config import (
     revision_problem,
     validate_config,
 )
+from tahoeflow.embed import core as embed
 from tahoeflow.errors import ConfigError
-from tahoeflow.shards import parse_file_selection, plan_shards
 
 SCHEMA = REPO / "config/schema.yaml"
 BASE = yaml.safe_load((REPO / "config/config.yaml").read_text())

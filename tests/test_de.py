@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.de: limma-style pseudobulk DE and the scanpy-equivalent Welch test."""
+"""Tests for tahoeflow.de.core: limma-style pseudobulk DE and the scanpy-equivalent Welch test."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from scipy import optimize, special, stats
 
-from tahoeflow import de
+from tahoeflow.de import core as de
 from tahoeflow.errors import ConfigError, InputError
 
 # --------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_welch_de_equals_scanpy_rank_genes_groups():
     import anndata as ad
     import scanpy as sc
 
-    from tahoeflow.pp import log_normalize
+    from tahoeflow.cells.normalize import log_normalize
 
     rng = np.random.default_rng(8)
     n_t, n_c, G = 60, 90, 200

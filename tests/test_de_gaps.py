@@ -11,8 +11,9 @@ import pyarrow as pa
 import pytest
 from test_de import _simulate_plates
 
-from tahoeflow import de, updown
-from tahoeflow import report as rp
+from tahoeflow.de import core as de
+from tahoeflow.de import updown
+from tahoeflow.plots import report as rp
 
 pytest.importorskip("pydeseq2")
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from test_de import _simulate_plates
 
-from tahoeflow import de
-from tahoeflow.merge import write_pseudobulk
+from tahoeflow.de import core as de
+from tahoeflow.merge.core import write_pseudobulk
 
 G = 150
 

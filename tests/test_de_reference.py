@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tahoeflow import de
+from tahoeflow.de import core as de
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
@@ -127,7 +127,7 @@ def simulate_plates(seed: int = 11, G: int = 1500):
 
 @functools.cache
 def _eccite():
-    from tahoeflow.real_data import eccite_to_anndata
+    from tahoeflow.sources.real_data import eccite_to_anndata
 
     return eccite_to_anndata(ECCITE)
 
@@ -156,7 +156,7 @@ def eccite_pseudobulk(layout: str):
 
 def l1000_wells():
     """The L1000 plate as float64 log2 values per well (one 'cell' per well)."""
-    from tahoeflow.real_data import read_gct
+    from tahoeflow.sources.real_data import read_gct
 
     values, _, col = read_gct(GCT)
     groups = pd.DataFrame(

@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.embed against scanpy/sklearn on a simulated sharded count matrix."""
+"""Tests for tahoeflow.embed.core against scanpy/sklearn on a simulated sharded count matrix."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.metrics import adjusted_rand_score
 
-from tahoeflow import embed, pp
+from tahoeflow.cells import normalize as pp
+from tahoeflow.embed import core as embed
 from tahoeflow.errors import ConfigError
 
 N_CELLS = 3000

@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.features: splits, the seed-000 transformer, matrix IO."""
+"""Tests for tahoeflow.models.features: splits, the seed-000 transformer, matrix IO."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.features import (
+from tahoeflow.models.features import (
     attach_split,
     build_transformer,
     category_strings,

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from tahoeflow.cells.summarize import CELL_COLUMNS, Filters, summarize
 from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.h5ad_source import (
+from tahoeflow.sources.h5ad import (
     check_same_genes,
     gene_metadata_table,
     h5ad_gene_table,
@@ -28,7 +29,6 @@ from tahoeflow.h5ad_source import (
     settings_from_config,
     validate_obs_map,
 )
-from tahoeflow.summarize import CELL_COLUMNS, Filters, summarize
 
 OBS_MAP = {"drug": "treatment", "dose": "conc", "cell_line": "line", "plate": "batch",
            "sample": "well", "moa_fine": "moa"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Offline tests of tahoeflow.hub.fetch_file against the loopback fake hub (tests/hub_server.py).
+"""Offline tests of tahoeflow.sources.hub.fetch_file against the loopback fake hub (tests/hub_server.py).
 
 Every test talks to 127.0.0.1 only, through the real huggingface_hub client.
 """
@@ -22,7 +22,7 @@ from hub_server import FAKE_COMMIT, FakeHub, iter_tree
 from huggingface_hub import constants
 
 from tahoeflow.errors import InputError
-from tahoeflow.hub import (
+from tahoeflow.sources.hub import (
     DEFAULT_REPO,
     HubError,
     data_filename,

@@ -27,7 +27,7 @@ import pytest
 from conftest import run_smk, write_demo
 from hub_server import FAKE_COMMIT, FakeHub
 
-from tahoeflow.demo import DemoParams
+from tahoeflow.sources.demo import DemoParams
 
 pytestmark = pytest.mark.workflow
 

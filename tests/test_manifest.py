@@ -1,4 +1,4 @@
-"""The plate manifest (tahoeflow.manifest): footers only, over the loopback fake hub.
+"""The plate manifest (tahoeflow.sources.manifest): footers only, over the loopback fake hub.
 
 The data files here follow the real Tahoe-100M design: cells per plate in proportion to the real
 ``obs_cell_grid`` (14 plates, plate13 the mixed-dose plate), rows in plate order, cut into
@@ -33,7 +33,7 @@ from hub_server import FAKE_COMMIT, FakeHub
 
 from tahoeflow.config import make_plan, validate_config
 from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.manifest import (
+from tahoeflow.sources.manifest import (
     FIRST_TAIL,
     build_hub_manifest,
     check_metadata_columns,
@@ -44,7 +44,7 @@ from tahoeflow.manifest import (
     read_plates,
     write_manifest,
 )
-from tahoeflow.schema import EXPRESSION_SCHEMA, data_filename
+from tahoeflow.sources.tahoe import EXPRESSION_SCHEMA, data_filename
 from tahoeflow.workflow_io import load_filtered_shard
 
 pytest_plugins = ["conftest_hub"]  # the ``fake_hub`` fixture

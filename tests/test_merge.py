@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from tahoeflow import io as tio
+from tahoeflow.cells.shards import plan_shards, vocab_from_gene_metadata
+from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, shard_stats, summarize
 from tahoeflow.errors import InputError
-from tahoeflow.merge import merge_cells, merge_gene_stats, merge_pseudobulk
-from tahoeflow.shards import plan_shards, vocab_from_gene_metadata
-from tahoeflow.summarize import Filters, load_shard, sample_doses, shard_stats, summarize
+from tahoeflow.merge.core import merge_cells, merge_gene_stats, merge_pseudobulk
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_gene_stats_merge_exactly(merged):
     _, whole = shard_stats(X, vocab.is_mito)
     for col in ("n_cells", "sum_log", "sumsq_log", "sum_norm", "sumsq_norm"):
         np.testing.assert_allclose(genes[col].to_numpy(), whole[col], rtol=1e-12, atol=1e-9)
-    from tahoeflow.pp import log_normalize
+    from tahoeflow.cells.normalize import log_normalize
 
     L = log_normalize(X).toarray()
     np.testing.assert_allclose(genes["mean_log"], L.mean(axis=0), rtol=1e-9, atol=1e-12)
@@ -154,7 +154,7 @@ def test_pseudobulk_merge_rejects_unpackable_rows(merged, tmp_path):
 
 
 def test_delta_mean_falls_back_to_the_cell_line_then_null(tmp_path):
-    from tahoeflow.merge import add_delta_mean, control_means
+    from tahoeflow.merge.core import add_delta_mean, control_means
 
     cells = pd.DataFrame(
         {

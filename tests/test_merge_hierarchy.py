@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tahoeflow import io as tio
+from tahoeflow.cells.shards import plan_merge_tree, plan_shards, vocab_from_gene_metadata
+from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, summarize
 from tahoeflow.errors import InputError
-from tahoeflow.merge import (
+from tahoeflow.merge.core import (
     cells_part,
     cells_part_merge,
     merge_cells,
@@ -22,8 +24,6 @@ from tahoeflow.merge import (
     sum_gene_stats_part,
     write_pseudobulk,
 )
-from tahoeflow.shards import plan_merge_tree, plan_shards, vocab_from_gene_metadata
-from tahoeflow.summarize import Filters, load_shard, sample_doses, summarize
 
 
 @pytest.fixture(scope="module")

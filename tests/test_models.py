@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.models on synthetic cells with known structure."""
+"""Tests for tahoeflow.models.core on synthetic cells with known structure."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.preprocessing import OneHotEncoder
 
 from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.features import make_split
-from tahoeflow.models import (
+from tahoeflow.models.core import (
     DEFAULT_RF_GRID,
     fit_classifier_baselines,
     fit_rf_classifier,
@@ -36,6 +35,7 @@ from tahoeflow.models import (
     save_model,
     split_comparison,
 )
+from tahoeflow.models.features import make_split
 
 NOISE = 0.6
 

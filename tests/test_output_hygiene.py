@@ -24,7 +24,7 @@ from hub_server import ECHO_KINDS, FakeHub, echo_header, iter_tree
 
 from tahoeflow import io as tio
 from tahoeflow import logs
-from tahoeflow.hub import DEFAULT_REPO, HubError, data_filename, fetch_file
+from tahoeflow.sources.hub import DEFAULT_REPO, HubError, data_filename, fetch_file
 
 pytest_plugins = ["conftest_hub"]  # the ``fake_hub`` fixture
 
@@ -282,7 +282,7 @@ def _calls_outside_io(pattern: str) -> list[str]:
 
 # Machine-read TSVs that the workflow itself parses back (never meant for a spreadsheet):
 # neutralising would change their values (the manifest's "-" marks an empty file).
-MACHINE_TSV = {"src/tahoeflow/manifest.py"}
+MACHINE_TSV = {"src/tahoeflow/sources/manifest.py"}
 
 
 def test_every_csv_goes_through_io() -> None:
@@ -327,7 +327,7 @@ def test_json_non_finite_become_null(tmp_path: Path) -> None:
 
 def test_detection_json_with_nan_threshold_is_strict(tmp_path: Path) -> None:
     """results/updown/detection.json: a feature that separates nothing has threshold NaN."""
-    from tahoeflow.updown import detect_deterministic_target
+    from tahoeflow.de.updown import detect_deterministic_target
 
     df = pd.DataFrame({"logFC": [-2.0, -1.0, 1.0, 2.0], "B": [0.5, 3.0, 0.1, 2.0]})
     det = detect_deterministic_target(df, ["logFC", "B"])
@@ -495,7 +495,7 @@ def test_token_in_unexpected_traceback_is_masked(
 ) -> None:
     """A library bug raises an exception whose text holds the Authorization header: the job
     fails with the traceback (type and place kept), the token masked in log and console."""
-    import tahoeflow.hub as hub_module
+    import tahoeflow.sources.hub as hub_module
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     _plant(fake_hub)

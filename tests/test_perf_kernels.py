@@ -17,9 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from tahoeflow.errors import InputError
-from tahoeflow.schema import CLS_TOKEN
-from tahoeflow.shards import (
+from tahoeflow.cells.shards import (
     K_EMPTY,
     K_LENGTH,
     K_MARKER,
@@ -35,7 +33,9 @@ from tahoeflow.shards import (
     read_shard,
     to_csr,
 )
-from tahoeflow.summarize import keep_rows_inplace, pseudobulk, shard_stats
+from tahoeflow.cells.summarize import keep_rows_inplace, pseudobulk, shard_stats
+from tahoeflow.errors import InputError
+from tahoeflow.sources.tahoe import CLS_TOKEN
 
 G = 40
 FIRST = 3
@@ -528,8 +528,8 @@ def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, vocab, t
 
 def test_threads_give_the_same_shard_tables_and_errors(small_demo, tmp_path):
     """threads=2 (parallel, prefetching decoder) changes nothing."""
-    from tahoeflow.shards import Shard, vocab_from_gene_metadata
-    from tahoeflow.summarize import Filters, load_shard, sample_doses, summarize
+    from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
+    from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, summarize
 
     root, _ = small_demo
     vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
@@ -563,7 +563,7 @@ def test_summarize_tables_equal_shard_stats_and_the_indicator_product(vocab):
     """summarize's tables (groups from per-column codes) against the references."""
     import pandas as pd
 
-    from tahoeflow.summarize import CELL_COLUMNS, LoadedShard, summarize
+    from tahoeflow.cells.summarize import CELL_COLUMNS, LoadedShard, summarize
 
     rng = np.random.default_rng(21)
     n = 90
@@ -601,7 +601,7 @@ def test_log_normalize_columns_equals_scanpy_then_subset():
     import anndata as ad
     import scanpy as sc
 
-    from tahoeflow import pp
+    from tahoeflow.cells import normalize as pp
 
     rng = np.random.default_rng(7)
     X = random_csr(rng, n=80)
@@ -623,7 +623,7 @@ def test_log_normalize_columns_equals_scanpy_then_subset():
 
 
 def test_log_normalize_columns_rejects_bad_columns():
-    from tahoeflow import pp
+    from tahoeflow.cells import normalize as pp
 
     X = random_csr(np.random.default_rng(0), n=10)
     with pytest.raises(ValueError, match="strictly increasing"):

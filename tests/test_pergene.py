@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.pergene: the vectorised per-gene Lasso / LinearRegression fits."""
+"""Tests for tahoeflow.pergene.core: the vectorised per-gene Lasso / LinearRegression fits."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tahoeflow import pergene
 from tahoeflow.errors import InputError
+from tahoeflow.pergene import core as pergene
 
 TIGHT = dict(tol=1e-10, max_iter=100_000)
 

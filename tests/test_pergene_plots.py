@@ -1,4 +1,4 @@
-"""Plot helpers of tahoeflow.pergene (UMAP / t-SNE validation figure, R^2 histograms).
+"""Plot helpers of tahoeflow.pergene.core (UMAP / t-SNE validation figure, R^2 histograms).
 
 Kept apart from test_pergene.py because importing and JIT-compiling umap-learn takes ~20 s.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tahoeflow import pergene
+from tahoeflow.pergene import core as pergene
 
 
 def _png(path) -> bool:

@@ -17,8 +17,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import fisher_exact
 
+from tahoeflow.cells.summarize import shard_stats
 from tahoeflow.phenotypes import cellcycle as cc
-from tahoeflow.summarize import shard_stats
 
 
 def _scanpy():
@@ -105,7 +105,7 @@ def test_score_cells_reads_columns_through_a_token_lookup():
 
 
 def pp_log(X):
-    from tahoeflow import pp
+    from tahoeflow.cells import normalize as pp
 
     return pp.log_normalize(X)
 

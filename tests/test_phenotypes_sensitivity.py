@@ -261,7 +261,7 @@ def test_the_demos_cytotoxic_effects_are_recovered_in_sign_and_rank():
     import yaml
     from conftest import REPO
 
-    from tahoeflow.demo import DemoParams, Design
+    from tahoeflow.sources.demo import DemoParams, Design
 
     design = Design(
         DemoParams.from_dict(yaml.safe_load((REPO / "config/config.yaml").read_text())["demo"])

@@ -21,12 +21,8 @@ import pytest
 import scipy.sparse as sp
 from conftest import run_smk
 
-from tahoeflow.conditions import condition_table, drug_annotations
-from tahoeflow.errors import InputError
-from tahoeflow.h5ad_source import h5ad_vocab, load_h5ad_shard
-from tahoeflow.schema import CLS_TOKEN, CLS_VALUE
-from tahoeflow.shards import Shard, vocab_from_gene_metadata
-from tahoeflow.summarize import (
+from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
+from tahoeflow.cells.summarize import (
     Filters,
     check_sample_metadata,
     filter_cells,
@@ -36,6 +32,10 @@ from tahoeflow.summarize import (
     sample_doses,
     summarize,
 )
+from tahoeflow.errors import InputError
+from tahoeflow.merge.conditions import condition_table, drug_annotations
+from tahoeflow.sources.h5ad import h5ad_vocab, load_h5ad_shard
+from tahoeflow.sources.tahoe import CLS_TOKEN, CLS_VALUE
 
 REPO = Path(__file__).resolve().parents[1]
 TAHOE_META = REPO.parent / "shared" / "data" / "real" / "tahoe_metadata"

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import yaml
 
 from tahoeflow.errors import InputError
-from tahoeflow.real_data import (
+from tahoeflow.sources.real_data import (
     assign_guides,
     eccite_to_anndata,
     l1000_to_anndata,
@@ -40,7 +40,7 @@ needs_l1000 = pytest.mark.skipif(
 
 def example_settings(name: str):
     """config/examples/<name>.yaml and its validated source.h5ad section."""
-    from tahoeflow.h5ad_source import settings_from_config
+    from tahoeflow.sources.h5ad import settings_from_config
 
     cfg = yaml.safe_load((REPO / "config" / "examples" / f"{name}.yaml").read_text())
     return cfg, settings_from_config(cfg["source"]["h5ad"])
@@ -147,9 +147,9 @@ def test_eccite_guides_knock_down_their_own_target(eccite):
 @pytest.mark.real
 @needs_eccite
 def test_eccite_reads_through_the_h5ad_source(eccite, tmp_path):
-    from tahoeflow.anndata_io import write_h5ad
-    from tahoeflow.h5ad_source import h5ad_vocab, load_h5ad_shard
-    from tahoeflow.summarize import Filters
+    from tahoeflow.cells.summarize import Filters
+    from tahoeflow.export.h5ad import write_h5ad
+    from tahoeflow.sources.h5ad import h5ad_vocab, load_h5ad_shard
 
     path = tmp_path / "eccite.h5ad"
     write_h5ad(eccite, path, compression=None)
@@ -205,9 +205,9 @@ def test_l1000_braf_and_mek_inhibitors_shut_down_mapk_targets(l1000):
 @pytest.mark.real
 @needs_l1000
 def test_l1000_reads_through_the_h5ad_source_as_non_counts(l1000, tmp_path):
-    from tahoeflow.h5ad_source import load_h5ad_shard
-    from tahoeflow.real_data import prepare_h5ad
-    from tahoeflow.summarize import Filters
+    from tahoeflow.cells.summarize import Filters
+    from tahoeflow.sources.h5ad import load_h5ad_shard
+    from tahoeflow.sources.real_data import prepare_h5ad
 
     path = tmp_path / "results" / "h5ad" / "l1000.h5ad"
     prepare_h5ad("l1000", GCT, path)  # what the workflow's prepare rule runs

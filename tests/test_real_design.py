@@ -19,12 +19,24 @@ import pytest
 import scipy.sparse as sp
 from conftest import REPO
 
-from tahoeflow.conditions import condition_table, drug_annotations
-from tahoeflow.demo import REAL_METADATA_DIR, REAL_REVISION, DemoParams, Design, generate_file
+from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
+from tahoeflow.cells.summarize import (
+    Filters,
+    filter_cells,
+    filter_warnings,
+    load_shard,
+    sample_doses,
+)
 from tahoeflow.errors import InputError
-from tahoeflow.schema import CONTROL_DRUG, EXPRESSION_SCHEMA, FIRST_TOKEN, N_GENES
-from tahoeflow.shards import Shard, vocab_from_gene_metadata
-from tahoeflow.summarize import Filters, filter_cells, filter_warnings, load_shard, sample_doses
+from tahoeflow.merge.conditions import condition_table, drug_annotations
+from tahoeflow.sources.demo import (
+    REAL_METADATA_DIR,
+    REAL_REVISION,
+    DemoParams,
+    Design,
+    generate_file,
+)
+from tahoeflow.sources.tahoe import CONTROL_DRUG, EXPRESSION_SCHEMA, FIRST_TOKEN, N_GENES
 
 META = REAL_METADATA_DIR
 SEED000_GBM = [

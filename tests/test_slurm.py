@@ -27,7 +27,7 @@ import pytest
 import yaml
 from conftest import REPO, SMALL_STAGES, config_with, copy_repo, write_demo
 
-from tahoeflow.demo import DemoParams
+from tahoeflow.sources.demo import DemoParams
 
 pytestmark = pytest.mark.slurm
 

@@ -28,19 +28,18 @@ from sklearn.exceptions import FitFailedWarning
 from test_models import synth
 
 from tahoeflow import io as tio
-from tahoeflow import report as rp
-from tahoeflow import updown
-from tahoeflow.de import (
+from tahoeflow.cells.summarize import CELL_COLUMNS
+from tahoeflow.de.core import (
     DE_COLUMNS,
     TOPTABLE_SCHEMA,
     WELCH_SCHEMA,
     pseudobulk_de,
     score_calls,
     untested_reason,
+    updown,
 )
-from tahoeflow.features import make_split
-from tahoeflow.merge import merge_cells
-from tahoeflow.models import (
+from tahoeflow.merge.core import merge_cells
+from tahoeflow.models.core import (
     fit_classifier_baselines,
     fit_rf_classifier,
     fit_rf_regressor_grid,
@@ -48,7 +47,8 @@ from tahoeflow.models import (
     ridge_fraction_of_ceiling,
     split_comparison,
 )
-from tahoeflow.summarize import CELL_COLUMNS
+from tahoeflow.models.features import make_split
+from tahoeflow.plots import report as rp
 
 SCRIPTS = REPO / "workflow" / "scripts"
 TINY_GRID = {"n_estimators": [5], "max_depth": [3]}

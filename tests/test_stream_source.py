@@ -1,4 +1,4 @@
-"""``source.kind: stream`` (tahoeflow.stream): rows of the hub dataset through ``datasets``
+"""``source.kind: stream`` (tahoeflow.sources.stream): rows of the hub dataset through ``datasets``
 streaming, over the loopback fake hub (tests/hub_server.py with ``api=True``: the repo-info,
 tree and range requests that datasets 5.2.0 and huggingface_hub 2.4.0 make).
 
@@ -25,11 +25,11 @@ from conftest import REPO, run_smk, write_demo
 from hub_server import FAKE_COMMIT, FakeHub
 
 from tahoeflow.config import make_plan, validate_config
-from tahoeflow.demo import DemoParams
 from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.manifest import build_hub_manifest, read_first_rows, write_manifest
-from tahoeflow.schema import READ_COLUMNS
-from tahoeflow.stream import chunk_path, plan_chunks, stream_rows, stream_source
+from tahoeflow.sources.demo import DemoParams
+from tahoeflow.sources.manifest import build_hub_manifest, read_first_rows, write_manifest
+from tahoeflow.sources.stream import chunk_path, plan_chunks, stream_rows, stream_source
+from tahoeflow.sources.tahoe import READ_COLUMNS
 
 pytest_plugins = ["conftest_hub"]  # the ``fake_hub`` fixture
 

@@ -10,9 +10,9 @@ import pytest
 import scanpy as sc
 import scipy.stats as st
 
-from tahoeflow import pp
-from tahoeflow.shards import Shard, to_csr, vocab_from_gene_metadata
-from tahoeflow.summarize import (
+from tahoeflow.cells import normalize as pp
+from tahoeflow.cells.shards import Shard, to_csr, vocab_from_gene_metadata
+from tahoeflow.cells.summarize import (
     Filters,
     load_shard,
     parse_drugconc,
@@ -142,7 +142,7 @@ def test_filters_count_what_they_remove(small_demo):
 def test_row_range_shard_reads_exactly_its_rows(small_demo, small_table):
     root, _ = small_demo
     vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
-    from tahoeflow.shards import read_rows
+    from tahoeflow.cells.shards import read_rows
 
     path = root / "data/train-00000-of-00002.parquet"
     part = read_rows(

@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.updown: seed 004's up/down benchmark and its deterministic target."""
+"""Tests for tahoeflow.de.updown: seed 004's up/down benchmark and its deterministic target."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tahoeflow import de, updown
+from tahoeflow.de import core as de
+from tahoeflow.de import updown
 from tahoeflow.errors import InputError
 
 TINY_GRID = {

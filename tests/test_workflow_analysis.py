@@ -15,9 +15,9 @@ import scipy.sparse as sp
 from conftest import REPO, run_smk
 from sklearn.decomposition import PCA
 
-from tahoeflow.pp import log_normalize
-from tahoeflow.shards import Shard, vocab_from_gene_metadata
-from tahoeflow.summarize import Filters, load_shard, sample_doses
+from tahoeflow.cells.normalize import log_normalize
+from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
+from tahoeflow.cells.summarize import Filters, load_shard, sample_doses
 
 pytestmark = pytest.mark.workflow
 

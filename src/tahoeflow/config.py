@@ -20,11 +20,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ConfigError
-from .manifest import hub_manifest_path, read_plates, select_by_plate
-from .schema import data_filename, metadata_filename
-from .shards import Shard, parse_file_selection, plan_shards
-from .stream import chunk_path, plan_chunks
+from tahoeflow.cells.shards import Shard, parse_file_selection, plan_shards
+from tahoeflow.errors import ConfigError
+from tahoeflow.sources.manifest import hub_manifest_path, read_plates, select_by_plate
+from tahoeflow.sources.stream import chunk_path, plan_chunks
+from tahoeflow.sources.tahoe import data_filename, metadata_filename
 
 METADATA_KINDS = ("gene", "sample", "drug", "cell_line")
 
@@ -512,7 +512,7 @@ def make_plan(config: dict) -> Plan:
         root = f"{src['hub']['download_dir']}/{src['hub']['revision']}"
         rows = src["rows_per_file"]
     elif kind == "h5ad":
-        from .h5ad_source import h5ad_n_obs, settings_from_config
+        from tahoeflow.sources.h5ad import h5ad_n_obs, settings_from_config
 
         settings = settings_from_config(src["h5ad"])
         n_total = len(settings.paths)

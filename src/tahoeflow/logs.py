@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import ConfigError, InputError
+from tahoeflow.errors import ConfigError, InputError
 
 REDACTED = "<redacted>"
 TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")

@@ -72,8 +72,9 @@ def script_modules(script: str | Path, package_dir: str | Path) -> dict[str, Pat
             continue
         seen[name] = path
         todo.extend(_imports(path, name if path.name != "__init__.py" else name + ".__init__"))
-        if name != PACKAGE:
-            todo.append(PACKAGE)  # importing a submodule runs the package's __init__
+        parent = name.rpartition(".")[0]
+        if parent:
+            todo.append(parent)  # importing a submodule runs its packages' __init__
     return dict(sorted(seen.items()))
 
 

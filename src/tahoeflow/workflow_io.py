@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from . import pp
-from .manifest import check_file_rows
-from .shards import Shard, Vocab, vocab_from_gene_metadata
-from .summarize import Filters, LoadedShard, load_shard, sample_doses
+from tahoeflow.cells import normalize as pp
+from tahoeflow.cells.shards import Shard, Vocab, vocab_from_gene_metadata
+from tahoeflow.cells.summarize import Filters, LoadedShard, load_shard, sample_doses
+from tahoeflow.sources.manifest import check_file_rows
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,7 +43,11 @@ def load_filtered_shard(
     data_path = data_path or smk.input.data
     filters = Filters(**p.filters)
     if p.source["kind"] == "h5ad":
-        from .h5ad_source import load_h5ad_shard, settings_from_config, vocab_from_gene_table
+        from tahoeflow.sources.h5ad import (
+            load_h5ad_shard,
+            settings_from_config,
+            vocab_from_gene_table,
+        )
 
         s = settings_from_config(p.source["h5ad"])
         genes = pq.read_table(smk.input.genes).to_pandas()

@@ -6,7 +6,7 @@ import pandas as pd
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.models import fit_classifier_baselines
+from tahoeflow.models.core import fit_classifier_baselines
 
 
 def main(smk, log):

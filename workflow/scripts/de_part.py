@@ -3,7 +3,7 @@
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow.de import (
+from tahoeflow.de.core import (
     SKIPPED_COLUMNS,
     pseudobulk_de,
     read_pseudobulk_part,

@@ -7,8 +7,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow import report as rp
-from tahoeflow.de import (
+from tahoeflow.de.core import (
     CONDITION_KEYS,
     SKIPPED_COLUMNS,
     global_adjust,
@@ -19,6 +18,7 @@ from tahoeflow.de import (
     volcano_conditions,
 )
 from tahoeflow.logs import run
+from tahoeflow.plots import report as rp
 
 CALL_COLUMN = {"global": "adj.P.Val.global", "contrast": "adj.P.Val"}
 

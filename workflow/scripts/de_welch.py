@@ -8,9 +8,9 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from tahoeflow import io as tio
-from tahoeflow.de import PLATE_SEP, WELCH_SCHEMA, gene_annotation, welch_conditions, welch_de
+from tahoeflow.cells.normalize import log_normalize
+from tahoeflow.de.core import PLATE_SEP, WELCH_SCHEMA, gene_annotation, welch_conditions, welch_de
 from tahoeflow.logs import run
-from tahoeflow.pp import log_normalize
 from tahoeflow.workflow_io import as_shard, load_filtered_shard
 
 

@@ -1,7 +1,7 @@
 """Write one demo expression file (hub schema) on Tahoe-100M's real design."""
 
-from tahoeflow.demo import DemoParams, Design, write_file
 from tahoeflow.logs import run
+from tahoeflow.sources.demo import DemoParams, Design, write_file
 
 
 def main(smk, log):

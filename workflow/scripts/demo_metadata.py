@@ -1,7 +1,7 @@
 """Write the demo's metadata tables (the real ones) and ground truth."""
 
-from tahoeflow.demo import DemoParams, Design, write_metadata
 from tahoeflow.logs import run
+from tahoeflow.sources.demo import DemoParams, Design, write_metadata
 
 
 def main(smk, log):

@@ -11,9 +11,9 @@ revision, with columns renamed or missing; the file is removed).
 from pathlib import Path
 
 from tahoeflow.errors import InputError
-from tahoeflow.hub import HubError, fetch_file
 from tahoeflow.logs import run
-from tahoeflow.manifest import check_metadata_columns
+from tahoeflow.sources.hub import HubError, fetch_file
+from tahoeflow.sources.manifest import check_metadata_columns
 
 
 def main(smk, log):

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.embed import kmeans
+from tahoeflow.embed.core import kmeans
 from tahoeflow.logs import run
 
 META = ["cell_id", "sample", "plate", "drug", "dose_uM", "cell_line_id", "moa_fine"]

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from tahoeflow.anndata_io import embeddings_to_anndata, write_h5ad
+from tahoeflow.export.h5ad import embeddings_to_anndata, write_h5ad
 from tahoeflow.logs import run
 
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from tahoeflow.anndata_io import pseudobulk_to_anndata, write_h5ad
+from tahoeflow.export.h5ad import pseudobulk_to_anndata, write_h5ad
 from tahoeflow.logs import run
 
 

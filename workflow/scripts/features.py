@@ -2,8 +2,13 @@
 
 import pandas as pd
 
-from tahoeflow.features import fit_transform_features, save_matrix, save_transformer, split_frames
 from tahoeflow.logs import run
+from tahoeflow.models.features import (
+    fit_transform_features,
+    save_matrix,
+    save_transformer,
+    split_frames,
+)
 
 
 def main(smk, log):

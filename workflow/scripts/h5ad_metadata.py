@@ -3,13 +3,13 @@
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow.h5ad_source import (
+from tahoeflow.logs import run
+from tahoeflow.sources.h5ad import (
     check_same_genes,
     gene_metadata_table,
     h5ad_gene_table,
     settings_from_config,
 )
-from tahoeflow.logs import run
 
 
 def main(smk, log):

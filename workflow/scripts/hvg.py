@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.embed import highly_variable_genes_from_stats
+from tahoeflow.embed.core import highly_variable_genes_from_stats
 from tahoeflow.logs import run
 
 

@@ -7,7 +7,7 @@ file, a file without a ``plate`` column or an HTTP failure ends the job with one
 """
 
 from tahoeflow.logs import run
-from tahoeflow.manifest import build_hub_manifest, write_manifest
+from tahoeflow.sources.manifest import build_hub_manifest, write_manifest
 
 
 def main(smk, log):

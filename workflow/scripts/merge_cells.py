@@ -4,9 +4,9 @@ import json
 import sys
 
 from tahoeflow import io as tio
+from tahoeflow.cells.summarize import filter_qc_table, filter_warnings
 from tahoeflow.logs import run
-from tahoeflow.merge import merge_cells
-from tahoeflow.summarize import filter_qc_table, filter_warnings
+from tahoeflow.merge.core import merge_cells
 
 
 def main(smk, log):

@@ -2,7 +2,7 @@
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.merge import cells_part, cells_part_merge, pseudobulk_part, sum_gene_stats_part
+from tahoeflow.merge.core import cells_part, cells_part_merge, pseudobulk_part, sum_gene_stats_part
 
 
 def main(smk, log):

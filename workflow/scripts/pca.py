@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.embed import combine_gram, pca_from_gram, pca_result_to_npz
+from tahoeflow.embed.core import combine_gram, pca_from_gram, pca_result_to_npz
 from tahoeflow.logs import run
 
 

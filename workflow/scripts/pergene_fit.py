@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow.conditions import condition_table, pseudobulk_matrix
 from tahoeflow.logs import run
-from tahoeflow.pergene import (
+from tahoeflow.merge.conditions import condition_table, pseudobulk_matrix
+from tahoeflow.pergene.core import (
     fit_pergene,
     load_table,
     plot_r2_hist,

@@ -1,7 +1,7 @@
 """Build an h5ad from the shared real data (never copied into the repository)."""
 
 from tahoeflow.logs import run
-from tahoeflow.real_data import prepare_h5ad
+from tahoeflow.sources.real_data import prepare_h5ad
 
 
 def main(smk, log):

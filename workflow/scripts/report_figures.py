@@ -5,8 +5,8 @@ import json
 import pandas as pd
 
 from tahoeflow import io as tio
-from tahoeflow import report as rp
 from tahoeflow.logs import run
+from tahoeflow.plots import report as rp
 from tahoeflow.workflow_io import load_filtered_shard
 
 
@@ -14,7 +14,7 @@ def main(smk, log):
     i, o = smk.input, smk.output
     loaded, _ = load_filtered_shard(smk, log)
     rp.value_histogram(loaded.X[: smk.params.max_cells].data, o.values)
-    # per-cell tables: aggregates streamed by row group, or a bounded sample (tahoeflow.report)
+    # per-cell tables: aggregates streamed by row group, or a bounded sample (tahoeflow.plots.report)
     values, counts = rp.parquet_int_counts(i.cells, "n_genes")
     rp.genes_per_cell(values, o.genes, counts=counts)
     for col, path, title, top in (

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.models import fit_rf_classifier, save_model
+from tahoeflow.models.core import fit_rf_classifier, save_model
 
 
 def main(smk, log):

@@ -6,7 +6,7 @@ import pandas as pd
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.models import fit_rf_regressor_grid
+from tahoeflow.models.core import fit_rf_regressor_grid
 
 
 def main(smk, log):

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.models import fit_ridge, ridge_fraction_of_ceiling, save_model
+from tahoeflow.models.core import fit_ridge, ridge_fraction_of_ceiling, save_model
 
 
 def main(smk, log):

@@ -4,8 +4,8 @@ import pandas as pd
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow.features import make_split
 from tahoeflow.logs import run
+from tahoeflow.models.features import make_split
 
 
 def main(smk, log):

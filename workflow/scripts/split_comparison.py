@@ -4,7 +4,7 @@ import pandas as pd
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.models import comparison_splits, split_comparison
+from tahoeflow.models.core import comparison_splits, split_comparison
 
 
 def main(smk, log):

@@ -7,7 +7,7 @@ revision that does not exist or data that end before row_stop end the job with o
 """
 
 from tahoeflow.logs import run
-from tahoeflow.stream import stream_rows, write_chunk
+from tahoeflow.sources.stream import stream_rows, write_chunk
 
 
 def main(smk, log):

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from tahoeflow import io as tio
+from tahoeflow.cells.summarize import summarize
 from tahoeflow.logs import run
-from tahoeflow.summarize import summarize
 from tahoeflow.workflow_io import as_shard, load_filtered_shard
 
 

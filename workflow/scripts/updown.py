@@ -5,9 +5,7 @@ import sys
 import pandas as pd
 
 from tahoeflow import io as tio
-from tahoeflow import report as rp
-from tahoeflow.logs import run
-from tahoeflow.updown import (
+from tahoeflow.de.updown import (
     detection_json,
     load_toptable,
     plot_importances,
@@ -15,6 +13,8 @@ from tahoeflow.updown import (
     run_both,
     toptable_features,
 )
+from tahoeflow.logs import run
+from tahoeflow.plots import report as rp
 
 
 def write_skipped(smk, log, res):

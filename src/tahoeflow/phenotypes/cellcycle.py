@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .. import pp
+from tahoeflow.cells import normalize as pp
 
 PHASES = ("G1", "S", "G2M")
 KEYS = ["plate", "drug", "dose_uM", "cell_line_id"]
@@ -320,7 +320,7 @@ def arrest_table(
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
-    from ..de import bh_adjust
+    from tahoeflow.de.core import bh_adjust
 
     return bh_adjust(p)
 
@@ -416,7 +416,7 @@ def summary(table: pd.DataFrame, n_phase: dict[str, int], draw: dict[str, Any], 
 
 def plot_arrest(table: pd.DataFrame, path: str, alpha: float, reason: str | None = None) -> None:
     """G-arrest index of each pooled condition against -log10 BH-adjusted p (one PNG)."""
-    from ..report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import _save, plt, skipped_figure
 
     title = "Cell-cycle arrest vs DMSO (pooled over plates)"
     t = table[(table["level"] == "pooled") & (table["qc"] == "ok")]
@@ -452,8 +452,8 @@ def obs_phase_counts(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..errors import InputError
-    from .obs import OBS_KEYS, aggregate_obs, doses_from_drugconc
+    from tahoeflow.errors import InputError
+    from tahoeflow.phenotypes.obs import OBS_KEYS, aggregate_obs, doses_from_drugconc
 
     try:
         names = pq.read_schema(path).names

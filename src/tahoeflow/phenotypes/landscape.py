@@ -192,7 +192,7 @@ def umap_coords(signatures: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray | N
 
 # --------------------------------------------------------------------------- figures
 def _palette(labels: Sequence[str], top: int = 10) -> tuple[dict[str, Any], list[str]]:
-    from ..report import plt
+    from tahoeflow.plots.report import plt
 
     counts = pd.Series(list(labels)).value_counts()
     named = [m for m in counts.index if m not in ("unclear", "unknown")][:top]
@@ -202,7 +202,7 @@ def _palette(labels: Sequence[str], top: int = 10) -> tuple[dict[str, Any], list
 
 
 def plot_heatmaps(mats: Mapping[float, pd.DataFrame], path: str, reason: str | None) -> None:
-    from ..report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import _save, plt, skipped_figure
 
     title = "Sensitivity: log2 change of a line's share of the well vs DMSO"
     mats = {k: v for k, v in mats.items() if v.size}
@@ -234,7 +234,7 @@ def plot_moa_distributions(
     pooled: pd.DataFrame, moa: pd.Series, path: str, reason: str | None = None
 ) -> None:
     """Box plots of each MoA's (line, drug) sensitivities at each drug's highest dose."""
-    from ..report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import _save, plt, skipped_figure
 
     title = "Sensitivity by mechanism of action (each drug's highest dose)"
     if reason is None:
@@ -269,7 +269,7 @@ def plot_embedding(
     coords: np.ndarray | None, labels: Sequence[str], moa: Sequence[str], path: str, title: str,
     axis: str, reason: str | None = None,
 ) -> None:  # fmt: skip
-    from ..report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import _save, plt, skipped_figure
 
     if reason or coords is None:
         skipped_figure(path, title, reason or "no coordinates")

@@ -22,9 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InputError
-from ..summarize import _UNIT_TO_UM, parse_drugconc
-from .sensitivity import COUNT_SCHEMA
+from tahoeflow.cells.summarize import _UNIT_TO_UM, parse_drugconc
+from tahoeflow.errors import InputError
+from tahoeflow.phenotypes.sensitivity import COUNT_SCHEMA
 
 __all__ = [
     "OBS_KEYS",

@@ -71,10 +71,10 @@ from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf
 from huggingface_hub import file_download as _file_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from tahoeflow import schema
 from tahoeflow.errors import InputError
 from tahoeflow.io import atomic_path
 from tahoeflow.logs import known_secrets, redact
+from tahoeflow.sources import tahoe as schema
 
 __all__ = [
     "DEFAULT_REPO",

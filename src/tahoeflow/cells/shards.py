@@ -33,8 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from .errors import ConfigError, InputError
-from .schema import CLS_TOKEN, OBS_STRING_COLUMNS, READ_COLUMNS
+from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.sources.tahoe import CLS_TOKEN, OBS_STRING_COLUMNS, READ_COLUMNS
 
 
 @dataclass(frozen=True)

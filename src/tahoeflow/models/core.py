@@ -16,7 +16,7 @@
 * Figures: :func:`plot_pred_vs_true`, :func:`plot_confusion`, :func:`plot_importances`.
 
 Every fitter takes the per-cell table and a split table (``cell_id``, ``split``) from
-:func:`tahoeflow.features.make_split`; all preprocessing (one-hot encoding, imputation,
+:func:`tahoeflow.models.features.make_split`; all preprocessing (one-hot encoding, imputation,
 scaling) lives inside the fitted pipeline and is refitted inside every CV fold, so no
 statistic of the test split or of a held-out fold leaks into training. Functions return
 plain dicts / DataFrames; metric dicts hold only JSON-ready values (``None`` where a value
@@ -80,14 +80,14 @@ from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 from sklearn.svm import LinearSVC
 
 from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.features import (
+from tahoeflow.io import atomic_path
+from tahoeflow.models.features import (
     CELLS,
     attach_split,
     category_strings,
     make_split,
     require_columns,
 )
-from tahoeflow.io import atomic_path
 
 TARGET = "delta_mean"
 """Regression target of Model 1 and of seed 001's forest."""

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import InputError
+from tahoeflow.errors import InputError
 
 
 def pseudobulk_matrix(

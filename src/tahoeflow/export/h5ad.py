@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .io import atomic_path
+from tahoeflow.io import atomic_path
 
 _PC = re.compile(r"^pc(\d+)$")
 OBS_CATEGORICAL = ("sample", "plate", "drug", "cell_line_id", "moa_fine")

@@ -11,7 +11,7 @@ Two methods:
   and limma's empirical Bayes (:func:`ebayes`); equal to R's on the same counts to ~1e-11
   (tests/test_de_reference.py). The departures below are options, off by default.
   ``method="log"`` (values already log expression), ``"deseq2"`` (PyDESeq2,
-  :mod:`tahoeflow.deseq2`), ``"trend"`` (limma-trend) and ``"plain"`` remain.
+  :mod:`tahoeflow.de.deseq2`), ``"trend"`` (limma-trend) and ``"plain"`` remain.
 * :func:`welch_de` -- per-cell Welch t-test on log-normalised data, identical to
   ``scanpy.tl.rank_genes_groups(method="t-test", reference=control)``.
 
@@ -1299,7 +1299,7 @@ def pseudobulk_de(
     * ``"log"``: the values are already log expression (e.g. L1000's log2 QNORM); a well's
       value is the mean over its cells (float64); no filter, normalisation or weights;
       limma-trend eBayes (R's ``lmFit`` + ``eBayes(trend=TRUE)``).
-    * ``"deseq2"``: PyDESeq2 (:mod:`tahoeflow.deseq2`) with the same design; DESeq2's columns.
+    * ``"deseq2"``: PyDESeq2 (:mod:`tahoeflow.de.deseq2`) with the same design; DESeq2's columns.
     * ``"trend"`` (limma-trend on log-CPM) and ``"plain"`` (log-CPM, constant prior): older
       variants kept for comparison.
 
@@ -1385,7 +1385,7 @@ def pseudobulk_de(
                 sub, cols = sub[:, nonzero], cols[nonzero]
         try:
             if method == "deseq2":
-                from tahoeflow.deseq2 import deseq2_contrast
+                from tahoeflow.de.deseq2 import deseq2_contrast
 
                 stats_cols = deseq2_contrast(
                     sub, plate_of[rows], c.treated.size, **(deseq2_options or {})
@@ -1683,7 +1683,7 @@ def lines_of_part(cell_lines: Sequence[str], part: int, n_parts: int) -> list[st
 def pseudobulk_row_groups(counts_path: str, lines: Sequence[str]) -> list[int]:
     """Row groups of the long pseudobulk that can hold rows of ``lines``, by their
     ``cell_line_id`` statistics (min/max): with the merged pseudobulk written one line per row
-    group (:func:`tahoeflow.merge.write_pseudobulk`) exactly the row groups of those lines. A
+    group (:func:`tahoeflow.merge.core.write_pseudobulk`) exactly the row groups of those lines. A
     row group without statistics is kept (the rows are filtered after the read anyway)."""
     import pyarrow.parquet as pq
 
@@ -1726,7 +1726,7 @@ def read_pseudobulk_part(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tahoeflow.conditions import pseudobulk_matrix
+    from tahoeflow.merge.conditions import pseudobulk_matrix
 
     groups = pd.read_parquet(groups_path)
     lines = lines_of_part(groups["cell_line_id"].astype(str), part, n_parts)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import InputError
+from tahoeflow.errors import InputError
 
 ECCITE_CONTROL = "non-targeting"
 """The ``grna_target`` of the non-targeting (control) guides in the ECCITE data."""
@@ -423,7 +423,7 @@ def top_changed_genes(
 def prepare_h5ad(kind: str, source: str | Path, output: str | Path) -> ad.AnnData:
     """Convert the shared real data (``eccite``: the .rda folder; ``l1000``: the .gct file)
     and write it atomically to ``output`` (under results/, never the repository)."""
-    from .anndata_io import write_h5ad
+    from tahoeflow.export.h5ad import write_h5ad
 
     if kind == "eccite":
         adata = eccite_to_anndata(source)

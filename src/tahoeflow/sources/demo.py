@@ -63,14 +63,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import io as tio
-from .errors import ConfigError, InputError
-from .schema import CLS_TOKEN, CLS_VALUE, CONTROL_DRUG, EXPRESSION_SCHEMA, FIRST_TOKEN, N_GENES
+from tahoeflow import io as tio
+from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.sources.tahoe import (
+    CLS_TOKEN,
+    CLS_VALUE,
+    CONTROL_DRUG,
+    EXPRESSION_SCHEMA,
+    FIRST_TOKEN,
+    N_GENES,
+)
 
 DOSES_UM = (0.05, 0.5, 5.0)
 DOSE_SCALE = (0.3, 0.65, 1.0)
 
-REAL_METADATA_DIR = Path(__file__).resolve().parents[2] / "resources" / "tahoe_metadata"
+REAL_METADATA_DIR = Path(__file__).resolve().parents[3] / "resources" / "tahoe_metadata"
 """Tahoe-100M's metadata tables, committed with the repository (see its README)."""
 REAL_REVISION = "2dc57900b7981cfcf5e211527169a0b006546a95"
 REAL_FILES = {

@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import io as tio
-from .errors import InputError
-from .summarize import CELL_COLUMNS, GENE_STAT_COLUMNS
+from tahoeflow import io as tio
+from tahoeflow.cells.summarize import CELL_COLUMNS, GENE_STAT_COLUMNS
+from tahoeflow.errors import InputError
 
 MERGED_CELL_SCHEMA = pa.schema(
     [
@@ -165,7 +165,7 @@ def _check_unique(paths: Sequence[str | Path], hashes: np.ndarray, owners: np.nd
 
 # --- hierarchical merge of the cells' control sums and id hashes ---------------------------
 _IDS_DTYPE = np.dtype([("hash", "<u8"), ("shard", "<i4")])
-_SHARDS_KEY = b"tahoeflow.shards"
+_SHARDS_KEY = b"tahoeflow.cells.shards"
 _CONTROL_SCHEMA = pa.schema(
     [
         ("shard", pa.int32()),
@@ -685,7 +685,7 @@ def write_pseudobulk(
     """Write the merged long counts sorted by cell line (then sample, token id), each cell line
     in row groups of its own (at most ``row_group_rows`` rows): a row group never holds two
     lines, so its ``cell_line_id`` statistics (min = max) let a per-line DE job decode only its
-    own row groups (:func:`tahoeflow.de.read_pseudobulk_part`). Within a line the rows keep
+    own row groups (:func:`tahoeflow.de.core.read_pseudobulk_part`). Within a line the rows keep
     :func:`merge_pseudobulk`'s order (a stable sort). Atomic; returns the number of row groups.
     """
     if row_group_rows < 1:

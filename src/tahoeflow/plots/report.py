@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import io as tio  # noqa: E402
+from tahoeflow import io as tio  # noqa: E402
 
 DPI = 110
 MAX_POINTS = 20_000
@@ -164,7 +164,7 @@ def model_figures(
     ``outputs`` the paths ``ridge`` (predictions), ``confusion`` and ``importances``. A
     skipped model's figures show its reason instead of plotting its empty tables.
     """
-    from .models import plot_confusion, plot_importances, plot_pred_vs_true
+    from tahoeflow.models.core import plot_confusion, plot_importances, plot_pred_vs_true
 
     ridge, rf = metrics["ridge"], metrics["rf_classifier"]
     if "skipped" in ridge:

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
-from .errors import ConfigError, InputError
-from .schema import EXPRESSION_SCHEMA, READ_COLUMNS, data_filename
+from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.sources.tahoe import EXPRESSION_SCHEMA, READ_COLUMNS, data_filename
 
 STREAM_COLUMNS = list(READ_COLUMNS)
 STREAM_ROOT = "results/stream"
@@ -123,7 +123,7 @@ def stream_rows(
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    from . import hub
+    from tahoeflow.sources import hub
 
     say = log or (lambda _m: None)
     where = f"{repo_id}@{revision}"
@@ -216,6 +216,6 @@ def _datasets_endpoint(cfg: object, endpoint: str) -> Iterator[None]:
 
 def write_chunk(table: pa.Table, path: str) -> None:
     """Write a streamed chunk as Parquet (atomic; row groups of :data:`ROW_GROUP_SIZE`)."""
-    from .io import write_parquet
+    from tahoeflow.io import write_parquet
 
     write_parquet(table, path, row_group_size=ROW_GROUP_SIZE)

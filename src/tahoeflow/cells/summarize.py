@@ -23,10 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from . import pp
-from .errors import InputError
-from .schema import CONTROL_DRUG
-from .shards import Shard, Vocab, has_columns, read_shard
+from tahoeflow.cells import normalize as pp
+from tahoeflow.cells.shards import Shard, Vocab, has_columns, read_shard
+from tahoeflow.errors import InputError
+from tahoeflow.sources.tahoe import CONTROL_DRUG
 
 CELL_COLUMNS = {
     "cell_id": pa.string(),

@@ -45,9 +45,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, InputError
-from .io import atomic_path
-from .schema import data_filename
+from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.io import atomic_path
+from tahoeflow.sources.tahoe import data_filename
 
 MANIFEST_COLUMNS = ("file", "n_rows", "plates", "first_row")
 ANY_PLATE = "*"
@@ -325,13 +325,13 @@ def build_hub_manifest(
     every read is made at that commit.
 
     Raises :class:`InputError` for a missing data file, a file without a ``plate`` column, or
-    one that is not Parquet, and :class:`tahoeflow.hub.HubError`-style one-line InputErrors for
+    one that is not Parquet, and :class:`tahoeflow.sources.hub.HubError`-style one-line InputErrors for
     HTTP failures that outlast ``max_retries``.
     """
     from huggingface_hub import HfApi, HfFileSystem
     from huggingface_hub.hf_file_system import safe_revision
 
-    from . import hub
+    from tahoeflow.sources import hub
 
     say = log or (lambda _m: None)
     endpoint = endpoint or _env_endpoint()

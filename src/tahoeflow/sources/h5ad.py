@@ -12,7 +12,7 @@ from the on-disk arrays, so a job holds only its rows:
 
 (``anndata.read_h5ad(path, backed="r")`` would also read an X row slice only, but it loads the
 whole ``obs`` and ``var`` of the file when it opens it; on a plate of millions of cells that is
-most of a job's memory.) The result is a :class:`~tahoeflow.summarize.LoadedShard` with the
+most of a job's memory.) The result is a :class:`~tahoeflow.cells.summarize.LoadedShard` with the
 same ``obs`` columns and ``filter_counts`` keys as the Tahoe reader's, so every later step is
 shared.
 
@@ -35,10 +35,10 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from .errors import ConfigError, InputError
-from .schema import FIRST_TOKEN
-from .shards import Shard, Vocab, check_row_range, plan_shards
-from .summarize import Filters, LoadedShard, filter_cells, keep_rows_inplace
+from tahoeflow.cells.shards import Shard, Vocab, check_row_range, plan_shards
+from tahoeflow.cells.summarize import Filters, LoadedShard, filter_cells, keep_rows_inplace
+from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.sources.tahoe import FIRST_TOKEN
 
 CONFIG_KEY = "source.h5ad"
 OBS_MAP_KEYS = ("drug", "dose", "cell_line", "sample", "plate", "cell_id", "moa_fine")
@@ -288,7 +288,7 @@ def gene_metadata_table(genes: pd.DataFrame) -> pa.Table:
 
 
 def vocab_from_gene_table(genes: pd.DataFrame, mito_prefix: str = "MT-") -> Vocab:
-    """A :class:`~tahoeflow.shards.Vocab` whose columns are the file's columns, in order.
+    """A :class:`~tahoeflow.cells.shards.Vocab` whose columns are the file's columns, in order.
 
     Mitochondrial genes: symbols starting with ``mito_prefix`` (case-sensitive; ``mt-`` for
     mouse; empty flags none).
@@ -620,7 +620,7 @@ def load_h5ad_shard(
 ) -> LoadedShard:
     """Read, validate and filter rows ``[row_start, row_stop)`` of an h5ad file.
 
-    Returns the same :class:`~tahoeflow.summarize.LoadedShard` as ``load_shard``: ``obs`` with
+    Returns the same :class:`~tahoeflow.cells.summarize.LoadedShard` as ``load_shard``: ``obs`` with
     cell_id, shard, file_row, sample, plate, drug, dose_uM, cell_line_id, moa_fine,
     is_control; CSR float32 counts; ``filter_counts`` with ``input``, ``removed_by_<filter>``
     (active filters only), ``removed_by_min_genes``, ``kept``.
