@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.errors import ArgumentError, ConfigError, InputError
 
 REDACTED = "<redacted>"
 TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -142,7 +142,7 @@ class JobLog:
 def run(main: Callable[[Any, JobLog], None], smk: Any) -> None:
     """Run a script's ``main(snakemake, log)``; bad input ends the job with one clear line.
 
-    An :class:`InputError` or :class:`ConfigError` is written as ``ERROR: <message>`` to the log
+    An :class:`InputError`, :class:`ConfigError` or :class:`ArgumentError` is written as ``ERROR: <message>`` to the log
     and to stderr, and the job exits with status 1 (Snakemake then removes its outputs). Any
     other exception keeps its traceback in the log and is re-raised; except when its traceback
     holds a secret (see :func:`redact`): then the masked traceback goes to stderr instead and
@@ -152,7 +152,7 @@ def run(main: Callable[[Any, JobLog], None], smk: Any) -> None:
     try:
         main(smk, log)
         log("done")
-    except (InputError, ConfigError) as e:
+    except (InputError, ConfigError, ArgumentError) as e:
         log(f"ERROR: {e}")
         # one write of the whole line: jobs running side by side share Snakemake's stderr, and
         # print() writes the text and the newline separately (lines could interleave)
