@@ -35,6 +35,8 @@ if PLAN.kind != "obs":
     include: "rules/models.smk"
     include: "rules/report.smk"
     include: "rules/de.smk"
+    include: "rules/updown.smk"
+    include: "rules/pergene.smk"
     include: "rules/export.smk"
 
 

@@ -55,11 +55,8 @@ if PLAN.kind != "obs":
             mem_mb=mem_mb(500, 6.5, size=largest_shard_mb),
             runtime=batch_runtime,
         params:
+            **SHARD_READ,
             shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
-            source=SOURCE,
-            filters=config["filters"],
-            normalised=config["input"]["normalised"],
-            control_drug=config["control_drug"],
         script:
             "../workflow/scripts/cell_cycle_batch.py"
 

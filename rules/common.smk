@@ -28,7 +28,7 @@ from tahoeflow.config import (
 from tahoeflow.sources.h5ad import prepared_path
 from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
-from tahoeflow.cells.shards import plan_batches, plan_merge_tree
+from tahoeflow.cells.plan import plan_batches, plan_merge_tree
 
 _SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -208,16 +208,22 @@ def input_mb(wildcards, input):
     return input.size_mb
 
 
-def mem_mb(base, per_mb=0.0, size=input_mb):
-    """A mem_mb callable for ``resources``: the script peaks at ``base`` + ``per_mb`` x
-    ``size(wildcards, input)`` MB (default: all input files)."""
-    if not per_mb:  # known before the inputs exist (a dry run shows it)
+def mem_mb(base, slope=0.0, size=input_mb):
+    """A mem_mb callable for ``resources``, the one place retries scale a request: the script
+    peaks at ``base`` + ``slope`` x ``size(wildcards, input)`` MB (default size: the MB of all
+    input files; a size may also count rows or cells)."""
+    if not slope:  # known before the inputs exist (a dry run shows it)
         return lambda wildcards, attempt: job_mem_mb(base, attempt)
 
     def request(wildcards, input, attempt):
-        return job_mem_mb(base + per_mb * size(wildcards, input), attempt)
+        return job_mem_mb(base + slope * size(wildcards, input), attempt)
 
     return request
+
+
+def stream_rows(wildcards, input):
+    """Rows a stream chunk downloads (its wildcards' range)."""
+    return int(wildcards.stop) - int(wildcards.start)
 
 
 def largest_shard_mb(wildcards, input):
@@ -320,6 +326,14 @@ SOURCE = {
     "kind": PLAN.kind,
     "h5ad": config["source"]["h5ad"] if PLAN.kind == "h5ad" else None,
 }
+# The params of every job that reads shards (`params: **SHARD_READ`): it must see exactly the
+# cells the summary job saw (tahoeflow.workflow_io.load_filtered_shard reads them).
+SHARD_READ = dict(
+    source=SOURCE,
+    filters=config["filters"],
+    normalised=config["input"]["normalised"],
+    control_drug=config["control_drug"],
+)
 
 
 def sample_meta(wildcards=None):

@@ -43,11 +43,8 @@ rule gram_batch:
         mem_mb=mem_mb(550, 6.5, size=largest_shard_mb),
         runtime=batch_runtime,
     params:
+        **SHARD_READ,
         shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
-        source=SOURCE,
-        filters=config["filters"],
-        normalised=config["input"]["normalised"],
-        control_drug=config["control_drug"],
     script:
         "../workflow/scripts/gram_batch.py"
 
@@ -97,11 +94,8 @@ rule project_batch:
         mem_mb=mem_mb(500, 6.5, size=largest_shard_mb),
         runtime=batch_runtime,
     params:
+        **SHARD_READ,
         shards=lambda wc: [shard_record(s) for s in batch_shards(wc)],
-        source=SOURCE,
-        filters=config["filters"],
-        normalised=config["input"]["normalised"],
-        control_drug=config["control_drug"],
     script:
         "../workflow/scripts/project_batch.py"
 

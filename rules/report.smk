@@ -85,11 +85,8 @@ rule report_figures:
         mem_mb=mem_mb(450, 4),
         runtime=20,
     params:
+        **SHARD_READ,
         shard=shard_record(first_shard()),
-        source=SOURCE,
-        filters=config["filters"],
-        normalised=config["input"]["normalised"],
-        control_drug=config["control_drug"],
         max_cells=5000,
     script:
         "../workflow/scripts/report_figures.py"

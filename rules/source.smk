@@ -53,9 +53,7 @@ if PLAN.kind == "demo":
             "../envs/tahoeflow.yaml"
         threads: 1
         resources:
-            mem_mb=lambda wc, attempt: job_mem_mb(
-                300 + 0.11 * config["demo"]["cells_per_file"], attempt
-            ),
+            mem_mb=mem_mb(300 + 0.11 * config["demo"]["cells_per_file"]),
             runtime=lambda wc: 5 + config["demo"]["cells_per_file"] // 5000,
         params:
             demo=config["demo"],
@@ -191,9 +189,7 @@ if PLAN.kind == "stream":
             "../envs/tahoeflow.yaml"
         threads: 1
         resources:
-            mem_mb=lambda wc, attempt: job_mem_mb(
-                1000 + 0.04 * (int(wc.stop) - int(wc.start)), attempt
-            ),
+            mem_mb=mem_mb(1000, 0.04, size=stream_rows),
             runtime=lambda wc: 10 + (int(wc.stop) - int(wc.start)) // 2000,
         params:
             repo_id=HUB["repo_id"],
@@ -242,8 +238,8 @@ rule h5ad_metadata:
     input:
         [PLAN.data_path(f) for f in PLAN.files] if PLAN.kind == "h5ad" else [],
     output:
-        gene="results/h5ad/metadata/gene_metadata.parquet",
-        drug="results/h5ad/metadata/drug_metadata.parquet",
+        gene=f"{R}/h5ad/metadata/gene_metadata.parquet",
+        drug=f"{R}/h5ad/metadata/drug_metadata.parquet",
     log:
         f"{R}/logs/h5ad/metadata.log",
     localrule: True

@@ -23,13 +23,10 @@ rule summarize_shard:
         mem_mb=shard_mem_mb,
         runtime=lambda wc, input: 5 + int(shard_size_mb(wc, input) / 20),
     params:
+        **SHARD_READ,
         shard=lambda wc: shard_record(SHARDS[wc.shard]),
         # the manifest's row count of the file, checked against its footer (untracked: a
         # function of output, which Snakemake does not record)
         file_rows=lambda wc, output: SHARDS[wc.shard].file_rows,
-        source=SOURCE,
-        filters=config["filters"],
-        normalised=config["input"]["normalised"],
-        control_drug=config["control_drug"],
     script:
         "../workflow/scripts/summarize_shard.py"
