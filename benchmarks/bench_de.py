@@ -3,10 +3,10 @@
 Reads a finished demo run (``--results``, default ``results/`` of ``make demo``: the merged
 pseudobulk, ``merged/gene_stats.parquet`` and the truth table ``demo/truth/effects.parquet``)
 and, for each voom variant (textbook limma-voom, the default; each departure alone; all three),
-runs :func:`tahoeflow.de.core.pseudobulk_de` on every cell line exactly as the workflow's DE jobs do,
+runs :func:`tahoeflow.de.pipeline.pseudobulk_de` on every cell line exactly as the workflow's DE jobs do,
 then reports:
 
-* calls, false calls, empirical FDR and power at ``alpha`` (:func:`tahoeflow.de.core.score_calls`)
+* calls, false calls, empirical FDR and power at ``alpha`` (:func:`tahoeflow.de.truth.score_calls`)
   for the per-contrast ``adj.P.Val`` and the table-wide ``adj.P.Val.global``;
 * power of ``adj.P.Val.global`` per effect size (``|log2fc_share|`` bins of the truth table);
 * uniformity of the null p-values (genes without a true effect): the Kolmogorov-Smirnov
@@ -33,7 +33,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tahoeflow.de.core import bh_adjust, lines_of_part, pseudobulk_de, score_calls
+from tahoeflow.de.limma import bh_adjust
+from tahoeflow.de.parts import lines_of_part
+from tahoeflow.de.pipeline import pseudobulk_de
+from tahoeflow.de.truth import score_calls
 from tahoeflow.merge.conditions import pseudobulk_matrix
 
 REPO = Path(__file__).resolve().parents[1]

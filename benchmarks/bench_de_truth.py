@@ -1,4 +1,4 @@
-"""Benchmark: empirical FDR and power of tahoeflow.de.core.pseudobulk_de against a known truth.
+"""Benchmark: empirical FDR and power of tahoeflow.de.pipeline.pseudobulk_de against a known truth.
 
 1. The frozen failing case (default ``/tmp/de_case``: pseudobulk.parquet,
    pseudobulk_groups.parquet, gene_stats.parquet, effects.parquet), analysed with the
@@ -18,7 +18,7 @@
    sizes, softmax(log weights))``, which is exactly the sum of the cells' multinomials.
 
 For each run it prints calls, false calls, empirical FDR and power at adj.P.Val < alpha
-(:func:`tahoeflow.de.core.score_calls`), power for the truly changed genes with
+(:func:`tahoeflow.de.truth.score_calls`), power for the truly changed genes with
 ``|log2fc_share| >= 1``, and the wall time.
 
     .venv/bin/python benchmarks/bench_de_truth.py [--case /tmp/de_case] [--sim-seeds 1 2]
@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from tahoeflow.de.core import pseudobulk_de, score_calls
+from tahoeflow.de.pipeline import pseudobulk_de
+from tahoeflow.de.truth import score_calls
 from tahoeflow.merge.conditions import pseudobulk_matrix
 from tahoeflow.sources.demo import DemoParams, Design
 from tahoeflow.sources.tahoe import CONTROL_DRUG, FIRST_TOKEN

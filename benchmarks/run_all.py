@@ -817,7 +817,7 @@ METHOD = """## How each figure is measured
 - **DE** `benchmarks/bench_de.py --run-demo <cache>/de-demo`: the default demo run up to the
   merged pseudobulk, then `pseudobulk_de` per cell line as the `de_part` jobs do, for textbook
   limma-voom and each `de.voom` departure; calls scored against `demo/truth/effects.parquet`
-  (`tahoeflow.de.core.score_calls`). Agreement with R: `tests/test_de_reference.py`.
+  (`tahoeflow.de.truth.score_calls`). Agreement with R: `tests/test_de_reference.py`.
 """
 
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from test_de import _simulate_plates
 
-from tahoeflow.de import core as de
-from tahoeflow.de import updown
+from tahoeflow.de import pipeline, updown
+from tahoeflow.de import tables as de_tables
 from tahoeflow.plots import report as rp
 
 pytest.importorskip("pydeseq2")
@@ -24,15 +24,15 @@ TINY_GRID = {"n_estimators": [20], "max_depth": [None]}
 def deseq2_table():
     """de.method: deseq2 on one pooled contrast per drug of a small simulation (2 lines)."""
     counts, groups, _ = _simulate_plates(7, lines=("CL1", "CL2"), G=80, n_null=1)
-    return de.pseudobulk_de(counts, groups, np.arange(80), 20, method="deseq2")
+    return pipeline.pseudobulk_de(counts, groups, np.arange(80), 20, method="deseq2")
 
 
 def test_deseq2_table_maps_to_limma_names_for_the_updown_benchmark(deseq2_table, tmp_path):
     top = deseq2_table
     path = tmp_path / "toptable.parquet"
-    pa.Table.from_pandas(top, schema=de.DESEQ2_SCHEMA, preserve_index=False).to_pandas().to_parquet(
-        path
-    )
+    pa.Table.from_pandas(
+        top, schema=de_tables.DESEQ2_SCHEMA, preserve_index=False
+    ).to_pandas().to_parquet(path)
     df, n_dropped = updown.load_toptable(path)
     assert n_dropped == 0 and len(df) == len(top)
     np.testing.assert_array_equal(df["logFC"], top["log2FoldChange"])
@@ -62,7 +62,8 @@ def test_updown_rule_runs_on_a_deseq2_toptable(deseq2_table, tmp_path):
 
     path = tmp_path / "deseq2_toptable.parquet"
     pa.parquet.write_table(
-        pa.Table.from_pandas(deseq2_table, schema=de.DESEQ2_SCHEMA, preserve_index=False), path
+        pa.Table.from_pandas(deseq2_table, schema=de_tables.DESEQ2_SCHEMA, preserve_index=False),
+        path,
     )
     cfg = {"updown": {"toptable": str(path), "cv_folds": 3, "rf_grid": TINY_GRID}}
     proc = run_smk(tmp_path / "wd", cfg, "results/updown/scores.csv")
@@ -87,12 +88,12 @@ def test_deseq2_bad_input_is_skipped_with_its_reason_never_nan():
         | ((groups["drug"] == "DMSO_TF") & (groups["sample"] == "p1_c1"))
     )
     keep = ~drop.to_numpy()
-    top, skipped = de.pseudobulk_de(
+    top, skipped = pipeline.pseudobulk_de(
         counts[keep], groups[keep].reset_index(drop=True), np.arange(60), 20, method="deseq2",
         min_control_wells=1, return_skipped=True,
     )  # fmt: skip
-    assert len(top) and top[de.DESEQ2_STATS].notna().all().all()
-    assert np.isfinite(top[de.DESEQ2_STATS].to_numpy()).all() and 5 not in set(top["gene"])
+    assert len(top) and top[de_tables.DESEQ2_STATS].notna().all().all()
+    assert np.isfinite(top[de_tables.DESEQ2_STATS].to_numpy()).all() and 5 not in set(top["gene"])
     why = skipped.set_index(["drug", "cell_line_id", "what"])["reason"]
     assert "no residual degrees of freedom" in why[("null0", "CL1", "contrast")]
     assert "zero library size: p1_c0 (control)" in why[("hit", "CL2", "contrast")]
@@ -117,9 +118,9 @@ def test_volcano_panels_by_table_wide_fdr_and_labels_by_symbol(monkeypatch, tmp_
         + [("weak", 1.0, "L2", 0.04, 0.04)]
         + [("none", 1.0, "L2", 0.9, 0.9)]
     )
-    assert de.volcano_conditions(top, 2) == [("hit", 1.0, "L1"), ("weak", 1.0, "L2")]
-    assert de.volcano_conditions(top, 10)[2:] == [("none", 1.0, "L2"), ("null", 1.0, "L1")]
-    assert de.volcano_conditions(top.iloc[:0], 3) == []
+    assert de_tables.volcano_conditions(top, 2) == [("hit", 1.0, "L1"), ("weak", 1.0, "L2")]
+    assert de_tables.volcano_conditions(top, 10)[2:] == [("none", 1.0, "L2"), ("null", 1.0, "L1")]
+    assert de_tables.volcano_conditions(top.iloc[:0], 3) == []
     # labels: the smallest P.Values of a panel by gene_symbol (token id where it has none)
     rng = np.random.default_rng(0)
     n = 30
@@ -132,7 +133,7 @@ def test_volcano_panels_by_table_wide_fdr_and_labels_by_symbol(monkeypatch, tmp_
     )  # fmt: skip
     panel.loc[1, "gene_symbol"] = None
     figs = []
-    monkeypatch.setattr(rp, "_save", lambda fig, path: figs.append(fig))
+    monkeypatch.setattr(rp, "save_figure", lambda fig, path: figs.append(fig))
     rp.volcano(panel, [("hit", 1.0, "L1")], tmp_path / "v.png", padj_col="adj.P.Val.global",
                label_col="gene_symbol")  # fmt: skip
     texts = [t.get_text() for t in figs[0].axes[0].texts]

@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from test_de import _simulate_plates
 
-from tahoeflow.de import core as de
-from tahoeflow.merge.core import write_pseudobulk
+from tahoeflow.de import parts as de_parts
+from tahoeflow.de import pipeline
+from tahoeflow.de import tables as de_tables
+from tahoeflow.merge.pseudobulk import write_pseudobulk
 
 G = 150
 
@@ -84,13 +86,13 @@ def test_a_de_part_decodes_only_its_row_groups_and_gives_the_same_table(
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
     rest = [str(tmp / "groups.parquet"), str(tmp / "genes.parquet")]
-    whole = de.pseudobulk_de(counts, groups, np.arange(G), 20)
+    whole = pipeline.pseudobulk_de(counts, groups, np.arange(G), 20)
     tables = {}
     for layout, path in (("old", old), ("new", new)):
         parts = []
         for k in range(n_parts):
             read.clear()
-            X, g, genes, lines = de.read_pseudobulk_part(str(path), *rest, k, n_parts)
+            X, g, genes, lines = de_parts.read_pseudobulk_part(str(path), *rest, k, n_parts)
             assert lines == ["CL1", "CL2", "CL3"][k::n_parts]
             if layout == "new":  # exactly the row groups of the part's lines, nothing else
                 assert read == [[i for i, s in enumerate(per_rg) if s <= set(lines)]]
@@ -98,9 +100,11 @@ def test_a_de_part_decodes_only_its_row_groups_and_gives_the_same_table(
             rows = g["cell_line_id"].isin(lines).to_numpy()
             np.testing.assert_array_equal(X.toarray(), counts[groups["cell_line_id"].isin(lines)])
             assert rows.all()
-            parts.append(de.pseudobulk_de(X, g, genes["token_id"].to_numpy(), 20, genes=genes))
-        got = de.global_adjust(pd.concat(parts, ignore_index=True))
-        got = got.sort_values([*de.CONDITION_KEYS, "gene"], kind="mergesort")
+            parts.append(
+                pipeline.pseudobulk_de(X, g, genes["token_id"].to_numpy(), 20, genes=genes)
+            )
+        got = de_tables.global_adjust(pd.concat(parts, ignore_index=True))
+        got = got.sort_values([*de_tables.CONDITION_KEYS, "gene"], kind="mergesort")
         tables[layout] = got.reset_index(drop=True)
     pd.testing.assert_frame_equal(tables["new"], tables["old"])  # identical to before
     pd.testing.assert_frame_equal(tables["new"].drop(columns=["gene_symbol"]),
@@ -110,9 +114,9 @@ def test_a_de_part_decodes_only_its_row_groups_and_gives_the_same_table(
 def test_row_groups_by_statistics_and_empty_parts(layouts, tmp_path):
     *_, new, n_rg, _ = layouts
     per_rg = _row_group_lines(new)
-    assert de.pseudobulk_row_groups(str(new), []) == []
-    assert de.pseudobulk_row_groups(str(new), ["CL0", "CL9"]) == []  # no such line
-    assert de.pseudobulk_row_groups(str(new), ["CL2"]) == [
+    assert de_parts.pseudobulk_row_groups(str(new), []) == []
+    assert de_parts.pseudobulk_row_groups(str(new), ["CL0", "CL9"]) == []  # no such line
+    assert de_parts.pseudobulk_row_groups(str(new), ["CL2"]) == [
         i for i, s in enumerate(per_rg) if s == {"CL2"}
     ]
     # a file without statistics: every row group is read, the filter keeps the right rows
@@ -120,7 +124,7 @@ def test_row_groups_by_statistics_and_empty_parts(layouts, tmp_path):
     bare = tmp_path / "bare.parquet"
     pq.write_table(t, bare, row_group_size=500, write_statistics=False)
     n = pq.ParquetFile(bare).metadata.num_row_groups
-    assert de.pseudobulk_row_groups(str(bare), ["CL2"]) == list(range(n))
+    assert de_parts.pseudobulk_row_groups(str(bare), ["CL2"]) == list(range(n))
     # an empty merged pseudobulk is written (one empty file with the schema)
     empty = tmp_path / "empty.parquet"
     assert write_pseudobulk(t.slice(0, 0), empty) == 0

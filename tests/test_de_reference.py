@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tahoeflow.de import core as de
+from tahoeflow.de import design, limma, pipeline
+from tahoeflow.de import tables as de_tables
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
@@ -122,7 +123,7 @@ def simulate_plates(seed: int = 11, G: int = 1500):
     mu = np.array(mu)
     mu = mu / mu.sum(axis=1, keepdims=True) * rng.uniform(2e5, 6e5, (len(rows), 1))
     counts = rng.poisson(rng.gamma(1 / 0.05, mu * 0.05)).astype(np.float64)
-    return counts, pd.DataFrame(rows, columns=list(de.GROUP_COLUMNS))
+    return counts, pd.DataFrame(rows, columns=list(design.GROUP_COLUMNS))
 
 
 @functools.cache
@@ -151,7 +152,7 @@ def eccite_pseudobulk(layout: str):
     groups["cell_line_id"] = "THP-1"
     groups["dose_uM"] = 0.0
     groups["n_cells"] = np.bincount(codes).astype(np.int64)
-    return counts, groups[list(de.GROUP_COLUMNS)]
+    return counts, groups[list(design.GROUP_COLUMNS)]
 
 
 def l1000_wells():
@@ -203,11 +204,11 @@ def reference(tmp_path_factory):
 
     def add(name, counts, groups, method, min_cells=1, limit=None, control="DMSO_TF"):
         t0 = time.perf_counter()
-        top, skipped = de.pseudobulk_de(
+        top, skipped = pipeline.pseudobulk_de(
             counts, groups, np.arange(counts.shape[1]), min_cells, method=method,
             control=control, return_skipped=True,
         )  # fmt: skip
-        cons, _ = de.contrasts(groups, min_cells, control=control)
+        cons, _ = design.contrasts(groups, min_cells, control=control)
         rows = _contrast_frames(counts, groups, cons, method, name, d, limit)
         manifest.extend(rows)
         seconds = time.perf_counter() - t0
@@ -294,7 +295,7 @@ def test_voom_equals_r_on_pooled_simulated_plates(reference):
     # the pooled contrast finds d2's effect; adj.P.Val.global is BH over the whole table
     top = case["top"]
     np.testing.assert_allclose(
-        top["adj.P.Val.global"], de.bh_adjust(top["P.Value"].to_numpy()), rtol=1e-12
+        top["adj.P.Val.global"], limma.bh_adjust(top["P.Value"].to_numpy()), rtol=1e-12
     )
     assert (top[top["drug"] == "d2"]["adj.P.Val"] < 0.05).sum() > 50
 
@@ -313,7 +314,7 @@ def test_eccite_hub_layout_yields_contrasts_only_when_pooled(reference):
     no residual df; pooled over the three replicates (~ plate + treated) it has 2, and equals R."""
     _skip_without("eccite_hub", reference)
     counts, groups = eccite_pseudobulk("hub")
-    per_plate, skipped = de.pseudobulk_de(
+    per_plate, skipped = pipeline.pseudobulk_de(
         counts, groups, np.arange(counts.shape[1]), 20, control="non-targeting",
         min_control_wells=1, pool_plates=False, return_skipped=True,
     )  # fmt: skip
@@ -395,7 +396,10 @@ def test_deseq2_agrees_with_r_deseq2(reference):
     print(agree.to_string())
     print("PyDESeq2 seconds per gene and contrast:", reference["simdeseq"]["seconds_per_gene"])
     top = reference["simdeseq"]["top"]
-    assert list(top.columns) == de.DESEQ2_COLUMNS and top[de.DESEQ2_STATS].notna().all().all()
+    assert (
+        list(top.columns) == de_tables.DESEQ2_COLUMNS
+        and top[de_tables.DESEQ2_STATS].notna().all().all()
+    )
     assert (agree["n_common"] >= 0.95 * agree["n_r"]).all(), agree
     assert (agree["median_dlfc"] <= 0.002).all(), agree
     assert (agree["p95_dlfc"] <= 0.05).all(), agree

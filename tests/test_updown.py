@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tahoeflow.de import core as de
-from tahoeflow.de import updown
+from tahoeflow.de import limma, updown
 from tahoeflow.errors import InputError
 
 TINY_GRID = {
@@ -24,8 +23,8 @@ def _toptable(seed: int = 0, G: int = 500) -> pd.DataFrame:
     coef = rng.normal(0, 1.0, size=G)
     coef[: G // 10] *= 3
     sigma = np.sqrt(0.5 * 6 / rng.chisquare(6, size=G))
-    fit = de.LmFit(coef, np.full(G, np.sqrt(1 / 3 + 1 / 3)), sigma, np.full(G, 4.0))
-    eb = de.ebayes(fit)
+    fit = limma.LmFit(coef, np.full(G, np.sqrt(1 / 3 + 1 / 3)), sigma, np.full(G, 4.0))
+    eb = limma.ebayes(fit)
     return pd.DataFrame(
         {
             "gene": [f"G{i}" for i in range(G)],
@@ -33,7 +32,7 @@ def _toptable(seed: int = 0, G: int = 500) -> pd.DataFrame:
             "AveExpr": rng.normal(6, 2, size=G),
             "t": eb.t,
             "P.Value": eb.p_value,
-            "adj.P.Val": de.bh_adjust(eb.p_value),
+            "adj.P.Val": limma.bh_adjust(eb.p_value),
             "B": eb.lods,
         }
     )

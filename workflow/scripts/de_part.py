@@ -3,12 +3,9 @@
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow.de.core import (
-    SKIPPED_COLUMNS,
-    pseudobulk_de,
-    read_pseudobulk_part,
-    table_schema,
-)
+from tahoeflow.de.parts import read_pseudobulk_part
+from tahoeflow.de.pipeline import pseudobulk_de
+from tahoeflow.de.tables import SKIPPED_COLUMNS, table_schema
 from tahoeflow.logs import run
 
 

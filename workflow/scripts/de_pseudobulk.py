@@ -7,16 +7,16 @@ import pandas as pd
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow.de.core import (
+from tahoeflow.de.pipeline import untested_reason
+from tahoeflow.de.tables import (
     CONDITION_KEYS,
     SKIPPED_COLUMNS,
     global_adjust,
-    score_calls,
     stat_columns,
     table_schema,
-    untested_reason,
     volcano_conditions,
 )
+from tahoeflow.de.truth import score_calls
 from tahoeflow.logs import run
 from tahoeflow.plots import report as rp
 

@@ -9,7 +9,9 @@ import scipy.sparse as sp
 
 from tahoeflow import io as tio
 from tahoeflow.cells.normalize import log_normalize
-from tahoeflow.de.core import PLATE_SEP, WELCH_SCHEMA, gene_annotation, welch_conditions, welch_de
+from tahoeflow.de.design import PLATE_SEP
+from tahoeflow.de.tables import WELCH_SCHEMA, gene_annotation
+from tahoeflow.de.welch import welch_conditions, welch_de
 from tahoeflow.logs import run
 from tahoeflow.workflow_io import as_shard, load_filtered_shard
 
@@ -21,7 +23,10 @@ def main(smk, log):
         columns=["drug", "dose_uM", "cell_line_id", "plate", "adj.P.Val.global"],
     )
     # the conditions listed in de.welch.conditions, then the most called (table-wide FDR)
-    conds = welch_conditions(top, p.conditions, p.max_conditions, warn=log)
+    conds = welch_conditions(
+        top, p.conditions, p.max_conditions,
+        warn=lambda msg: log(f"WARNING: de.welch.conditions: {msg}"),
+    )  # fmt: skip
     log(f"Welch tests for {len(conds)} conditions: {conds}")
     if not conds:  # nothing to test: an empty table with the schema, the reason in the log
         why = (
