@@ -78,7 +78,8 @@ def scanpy_child(args: argparse.Namespace) -> None:
     import scipy.sparse as sp
     from sklearn.cluster import KMeans
 
-    from tahoeflow.cells.shards import read_shard, vocab_from_gene_metadata
+    from tahoeflow.cells.read import read_shard
+    from tahoeflow.cells.vocab import vocab_from_gene_metadata
 
     times: dict[str, float] = {"import": time.perf_counter() - t_start}
     hwm: dict[str, float] = {"import": vm_hwm_mb()}

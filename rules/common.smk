@@ -25,7 +25,7 @@ from tahoeflow.config import (
     make_plan,
     validate_config,
 )
-from tahoeflow.sources.h5ad import prepared_path
+from tahoeflow.sources.h5ad_settings import prepared_path
 from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
 from tahoeflow.cells.plan import plan_batches, plan_merge_tree

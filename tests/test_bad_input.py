@@ -8,8 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import local_mirror, run_smk
 
-from tahoeflow.cells.shards import Shard, read_rows, vocab_from_gene_metadata
-from tahoeflow.cells.summarize import Filters, load_shard, sample_doses
+from tahoeflow.cells.plan import Shard
+from tahoeflow.cells.read import read_rows
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
+from tahoeflow.cells.doses import sample_doses
+from tahoeflow.cells.summarize import Filters, load_shard
 from tahoeflow.errors import InputError
 
 BAD_ROW = 7
@@ -158,7 +161,7 @@ def test_missing_column_wrong_type_truncated_and_empty(small_table, tmp_path):
     vocab = vocab_from_gene_metadata(
         pa.table({"token_id": np.arange(3, 62713), "gene_symbol": ["g"] * 62710})
     )
-    from tahoeflow.cells.shards import to_csr
+    from tahoeflow.cells.csr import to_csr
 
     with pytest.raises(InputError, match="'expressions' holds string"):
         to_csr(read_rows(p2), vocab, p2)

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from conftest import REPO, run_smk
 
-from tahoeflow.cells.shards import parse_file_selection, plan_batches, plan_shards
+from tahoeflow.cells.plan import parse_file_selection, plan_batches, plan_shards
 from tahoeflow.config import make_plan, validate_config
-from tahoeflow.errors import ConfigError
+from tahoeflow.errors import ArgumentError, ConfigError
 
 SCHEMA = REPO / "config/schema.yaml"
 BASE = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -66,8 +66,11 @@ def test_bad_values_name_the_key(path, value, key, words):
     [("5:5", "empty"), ("0:99", "outside"), ("x", "not a file index"), ([], "selects no files")],
 )
 def test_bad_file_selection(spec, problem):
-    with pytest.raises(ConfigError, match=problem):
+    with pytest.raises(ArgumentError, match=rf"'spec': .*{problem}"):
         parse_file_selection(spec, 10)
+    # at parse time the key is named ([] is refused by the schema already)
+    with pytest.raises(ConfigError, match=rf"'source.files': .*{problem if spec else 'not valid'}"):
+        make_plan(validate_config(_with("source.files", spec), SCHEMA))
 
 
 def test_file_selection_and_shard_plan():

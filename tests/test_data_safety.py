@@ -18,7 +18,7 @@ from conftest import copy_repo, run_smk
 from test_h5ad_source import OBS_MAP, make_adata
 
 from tahoeflow.errors import ConfigError
-from tahoeflow.sources.h5ad import settings_from_config
+from tahoeflow.config import h5ad_settings as settings_from_config
 
 pytestmark = pytest.mark.workflow
 

@@ -125,10 +125,25 @@ def test_files_are_deterministic_and_independent(tmp_path):
 
 
 def test_bad_demo_params_name_the_key():
+    from tahoeflow.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="'frac_active_drugs': value 2.0 is out of range"):
+        DemoParams(frac_active_drugs=2.0)
+    with pytest.raises(ArgumentError, match="'genes_per_effect': value 200 is out of range"):
+        DemoParams(genes_per_effect=200, n_expressed_genes=100)
+    # at parse time: the schema checks each range, config.py the cross-key one
+    import copy
+
+    import yaml
+    from conftest import REPO
+
+    from tahoeflow.config import validate_config
     from tahoeflow.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="demo.frac_active_drugs"):
-        DemoParams(frac_active_drugs=2.0)
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    cfg["demo"].update(genes_per_effect=200, n_expressed_genes=100)
+    with pytest.raises(ConfigError, match="'demo.genes_per_effect': 200 is more than"):
+        validate_config(cfg, REPO / "config/schema.yaml")
 
 
 def test_lengths_per_row_are_consistent(small_table):
@@ -287,7 +302,7 @@ def test_truth_files_keep_their_schema(small_demo):
 
 
 def test_more_drugs_than_the_plates_hold_is_a_config_error():
-    from tahoeflow.errors import ConfigError
+    from tahoeflow.errors import ArgumentError
 
-    with pytest.raises(ConfigError, match=r"demo.n_drugs.*more than the 43 drugs of the plates"):
+    with pytest.raises(ArgumentError, match=r"'n_drugs'.*more than the 43 drugs of the plates"):
         Design(DemoParams(n_plates=1, n_drugs=45))

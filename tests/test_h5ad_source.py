@@ -13,7 +13,8 @@ import pytest
 import scipy.sparse as sp
 
 from tahoeflow.cells.summarize import CELL_COLUMNS, Filters, summarize
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.config import h5ad_settings
+from tahoeflow.errors import ArgumentError, ConfigError, InputError, config_keys
 from tahoeflow.sources.h5ad import (
     check_same_genes,
     gene_metadata_table,
@@ -26,9 +27,8 @@ from tahoeflow.sources.h5ad import (
     load_h5ad_shard,
     plan_h5ad_shards,
     read_rows_csr,
-    settings_from_config,
-    validate_obs_map,
 )
+from tahoeflow.sources.h5ad_settings import validate_obs_map
 
 OBS_MAP = {"drug": "treatment", "dose": "conc", "cell_line": "line", "plate": "batch",
            "sample": "well", "moa_fine": "moa"}  # fmt: skip
@@ -178,7 +178,13 @@ def test_gene_table_and_vocab(files, tmp_path):
     assert not h5ad_vocab(path)[0].is_mito.any()  # the index holds ids, not symbols
     t = gene_metadata_table(genes)
     assert t.column_names == ["gene_symbol", "ensembl_id", "token_id"]
-    with pytest.raises(ConfigError, match=r"source\.h5ad\.gene_symbol_column.*'nope'"):
+    with pytest.raises(ArgumentError, match=r"'gene_symbol_column'.*'nope' is not in var of"):
+        h5ad_gene_table(path, gene_symbol_column="nope")
+    # the workflow script names the config key
+    with (
+        pytest.raises(ConfigError, match=r"source\.h5ad\.gene_symbol_column.*'nope'"),
+        config_keys(gene_symbol_column="source.h5ad.gene_symbol_column"),
+    ):
         h5ad_gene_table(path, gene_symbol_column="nope")
     assert h5ad_n_obs(path) == a.n_obs and h5ad_shape(files["dense"][0]) == a.shape
     assert h5ad_var(path)["symbol"].tolist() == a.var["symbol"].tolist()
@@ -216,7 +222,7 @@ def test_layers_and_raw(tmp_path):
         np.testing.assert_array_equal(got.X.toarray(), counts[5:25].toarray())
     with pytest.raises(InputError, match="non-integer count"):
         load_h5ad_shard(tmp_path / "l.h5ad", 0, 10, OBS_MAP, "DMSO")
-    with pytest.raises(InputError, match=r"no 'layers/nope'.*source\.h5ad\.layer"):
+    with pytest.raises(InputError, match=r"no 'layers/nope' in the file \(layer: 'nope'\)"):
         load_h5ad_shard(tmp_path / "l.h5ad", 0, 10, OBS_MAP, "DMSO", layer="nope")
 
 
@@ -268,21 +274,30 @@ def test_non_integer_allowed_warns(tmp_path):
 def test_obs_problems_name_the_config_key_and_row(tmp_path, files):
     path, _ = files["sparse"]
     with pytest.raises(
-        ConfigError, match=r"'source\.h5ad\.obs_map\.dose'.*'concentration' is not in"
+        ArgumentError, match=r"'obs_map': dose: obs column 'concentration' is not in"
     ):
         load_h5ad_shard(path, 0, 10, {**OBS_MAP, "dose": "concentration"}, "DMSO")
-    with pytest.raises(ConfigError, match=r"'source\.h5ad\.obs_map\.dosage': unknown name"):
+    with (
+        pytest.raises(
+            ConfigError, match=r"'source\.h5ad\.obs_map': dose: .*'concentration' is not in"
+        ),
+        config_keys(obs_map="source.h5ad.obs_map"),
+    ):
+        load_h5ad_shard(path, 0, 10, {**OBS_MAP, "dose": "concentration"}, "DMSO")
+    with pytest.raises(ArgumentError, match=r"'obs_map': dosage: unknown name"):
         load_h5ad_shard(path, 0, 10, {**OBS_MAP, "dosage": "conc"}, "DMSO")
-    with pytest.raises(ConfigError, match=r"'source\.h5ad\.obs_map\.drug': is required"):
+    with pytest.raises(ArgumentError, match=r"'obs_map': drug: is required"):
         validate_obs_map({"dose": "conc"})
+    with pytest.raises(ArgumentError, match=r"'dose_unit': 'g' is not one of"):
+        load_h5ad_shard(path, 0, 10, OBS_MAP, "DMSO", dose_unit="g")
     bad = _write_with(tmp_path, "nulls.h5ad", obs={"treatment": (33, None)})
     with pytest.raises(
         InputError,
-        match=r"nulls\.h5ad, row 33: obs column 'treatment' \(source\.h5ad\.obs_map\.drug\) is missing",
+        match=r"nulls\.h5ad, row 33: obs column 'treatment' \(obs_map\['drug'\]\) is missing",
     ):
         load_h5ad_shard(bad, 0, None, OBS_MAP, "DMSO")
     bad = _write_with(tmp_path, "dose.h5ad", obs={"conc": (8, -1.0)})
-    with pytest.raises(InputError, match=r"dose\.h5ad, row 8: .*obs_map\.dose\): dose -1\.0"):
+    with pytest.raises(InputError, match=r"dose\.h5ad, row 8: .*obs_map\['dose'\]\): dose -1\.0"):
         load_h5ad_shard(bad, 0, None, OBS_MAP, "no-control")
     # a control cell's dose is not used (it is 0.0), so it may be anything
     got = load_h5ad_shard(bad, 8, 9, OBS_MAP, ad.read_h5ad(bad).obs["treatment"].iloc[8],
@@ -312,11 +327,11 @@ def test_unreadable_and_csc_files(tmp_path):
         load_h5ad_shard(tmp_path / "oob.h5ad", 0, None, OBS_MAP, "DMSO")
 
 
-def test_settings_from_config():
-    s = settings_from_config({"paths": "a.h5ad", "obs_map": {"drug": "d", "dose": None}})
+def test_h5ad_settings_are_checked_at_parse_time():
+    s = h5ad_settings({"paths": "a.h5ad", "obs_map": {"drug": "d", "dose": None}})
     assert s.paths == ("a.h5ad",) and s.obs_map == {"drug": "d"} and s.layer is None
     assert s.control_value is None and s.prepare_kind is None  # control: top-level control_drug
-    s = settings_from_config(
+    s = h5ad_settings(
         {"paths": [], "obs_map": {"drug": "perturbation"},
          "prepare": {"kind": "eccite", "input": "../shared/data/real/papalexi_eccite"}}
     )  # fmt: skip
@@ -332,7 +347,7 @@ def test_settings_from_config():
         ({**ok, "prepare": {"kind": "l1000"}}, "source.h5ad.prepare.input"),
     ]:
         with pytest.raises(ConfigError, match=rf"'{key}'"):
-            settings_from_config(section)
+            h5ad_settings(section)
 
 
 def _write_big(path: Path, n: int, g: int = 500, k: int = 50) -> None:

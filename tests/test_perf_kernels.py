@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from tahoeflow.cells.shards import (
+from tahoeflow.cells.csr import (
     K_EMPTY,
     K_LENGTH,
     K_MARKER,
@@ -26,14 +26,13 @@ from tahoeflow.cells.shards import (
     K_NONINTEGER,
     K_VOCAB,
     N_CODES,
-    Vocab,
     _csr_kernel,
     obs_arrays,
-    read_rows,
-    read_shard,
     to_csr,
 )
+from tahoeflow.cells.read import read_rows, read_shard
 from tahoeflow.cells.summarize import keep_rows_inplace, pseudobulk, shard_stats
+from tahoeflow.cells.vocab import Vocab
 from tahoeflow.errors import InputError
 from tahoeflow.sources.tahoe import CLS_TOKEN
 
@@ -528,8 +527,10 @@ def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, vocab, t
 
 def test_threads_give_the_same_shard_tables_and_errors(small_demo, tmp_path):
     """threads=2 (parallel, prefetching decoder) changes nothing."""
-    from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
-    from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, summarize
+    from tahoeflow.cells.doses import sample_doses
+    from tahoeflow.cells.plan import Shard
+    from tahoeflow.cells.summarize import Filters, load_shard, summarize
+    from tahoeflow.cells.vocab import vocab_from_gene_metadata
 
     root, _ = small_demo
     vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))

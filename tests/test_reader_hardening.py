@@ -21,7 +21,8 @@ import pytest
 import scipy.sparse as sp
 from conftest import run_smk
 
-from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
+from tahoeflow.cells.doses import sample_doses
+from tahoeflow.cells.plan import Shard
 from tahoeflow.cells.summarize import (
     Filters,
     check_sample_metadata,
@@ -29,9 +30,9 @@ from tahoeflow.cells.summarize import (
     filter_qc_table,
     filter_warnings,
     load_shard,
-    sample_doses,
     summarize,
 )
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
 from tahoeflow.merge.conditions import condition_table, drug_annotations
 from tahoeflow.sources.h5ad import h5ad_vocab, load_h5ad_shard

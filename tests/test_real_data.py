@@ -40,10 +40,10 @@ needs_l1000 = pytest.mark.skipif(
 
 def example_settings(name: str):
     """config/examples/<name>.yaml and its validated source.h5ad section."""
-    from tahoeflow.sources.h5ad import settings_from_config
+    from tahoeflow.config import h5ad_settings
 
     cfg = yaml.safe_load((REPO / "config" / "examples" / f"{name}.yaml").read_text())
-    return cfg, settings_from_config(cfg["source"]["h5ad"])
+    return cfg, h5ad_settings(cfg["source"]["h5ad"])
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def test_a_shard_planned_past_the_files_rows_is_an_error_naming_file_and_counts(
     shard that summarised "0 of 0 rows"; now the job names the file and both counts."""
     from test_h5ad_source import make_adata
 
-    from tahoeflow.cells.shards import read_rows
+    from tahoeflow.cells.read import read_rows
     from tahoeflow.errors import InputError
     from tahoeflow.sources.h5ad import read_rows_csr
 

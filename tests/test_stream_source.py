@@ -25,7 +25,7 @@ from conftest import REPO, run_smk, write_demo
 from hub_server import FAKE_COMMIT, FakeHub
 
 from tahoeflow.config import make_plan, validate_config
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.sources.demo import DemoParams
 from tahoeflow.sources.manifest import build_hub_manifest, read_first_rows, write_manifest
 from tahoeflow.sources.stream import chunk_path, plan_chunks, stream_rows, stream_source
@@ -95,7 +95,7 @@ def test_renamed_column_range_past_the_end_and_unknown_revision_fail_in_one_line
     assert "missing column(s) moa-fine" in msg and "moa_fine" in msg
     pq.write_table(t, hub.root / FILES[0])
     total = _all_rows(hub.root).num_rows
-    with pytest.raises(ConfigError, match=rf"'source.stream': .*end after {total} rows"):
+    with pytest.raises(ArgumentError, match=rf"'row_stop': .*end after {total} rows"):
         stream_rows(REPO_ID, FAKE_COMMIT, total - 5, total + 5, n_files_total=2)
     with pytest.raises(InputError, match=r"@0{40} \(rows 0\.\.10\): HTTP 404 \(RevisionNotFound\)"):
         stream_rows(REPO_ID, "0" * 40, 0, 10, n_files_total=2)

@@ -11,15 +11,11 @@ import scanpy as sc
 import scipy.stats as st
 
 from tahoeflow.cells import normalize as pp
-from tahoeflow.cells.shards import Shard, to_csr, vocab_from_gene_metadata
-from tahoeflow.cells.summarize import (
-    Filters,
-    load_shard,
-    parse_drugconc,
-    sample_doses,
-    shard_stats,
-    summarize,
-)
+from tahoeflow.cells.csr import to_csr
+from tahoeflow.cells.doses import parse_drugconc, sample_doses
+from tahoeflow.cells.plan import Shard
+from tahoeflow.cells.summarize import Filters, load_shard, shard_stats, summarize
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +138,7 @@ def test_filters_count_what_they_remove(small_demo):
 def test_row_range_shard_reads_exactly_its_rows(small_demo, small_table):
     root, _ = small_demo
     vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
-    from tahoeflow.cells.shards import read_rows
+    from tahoeflow.cells.read import read_rows
 
     path = root / "data/train-00000-of-00002.parquet"
     part = read_rows(

@@ -20,8 +20,15 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tahoeflow.cells.shards import Shard, parse_file_selection, plan_shards
-from tahoeflow.errors import ConfigError
+from tahoeflow.cells.doses import dose_unit_problem
+from tahoeflow.cells.plan import Shard, parse_file_selection, plan_shards
+from tahoeflow.errors import ConfigError, config_keys
+from tahoeflow.sources.h5ad_settings import (
+    PREPARE_KINDS,
+    H5adSettings,
+    obs_map_problem,
+    prepared_path,
+)
 from tahoeflow.sources.manifest import hub_manifest_path, read_plates, select_by_plate
 from tahoeflow.sources.stream import chunk_path, plan_chunks
 from tahoeflow.sources.tahoe import data_filename, metadata_filename
@@ -294,6 +301,8 @@ def _cross_checks(config: dict) -> None:
     if src["kind"] == "local" and not src["local"]["path"]:
         raise ConfigError("source.local.path", "is required when source.kind is local")
     _check_obs_source(config)
+    _check_sources(config)
+    _check_models(config)
     downloads = src["kind"] in ("hub", "stream") or (
         config["phenotypes"]["sensitivity"]["from"] == "obs"
         and not config["phenotypes"]["obs"]["path"]
@@ -485,7 +494,10 @@ def _stream_plan(config: dict) -> Plan:
     """source.kind stream: one "file" (a local Parquet chunk a stream job writes) per chunk of
     the row range, one shard each; metadata from the hub downloads."""
     src, hub = config["source"], config["source"]["hub"]
-    chunks = plan_chunks(src["stream"]["start"], src["stream"]["n_cells"], src["cells_per_shard"])
+    with config_keys(start="source.stream.start", n_cells="source.stream.n_cells"):
+        chunks = plan_chunks(
+            src["stream"]["start"], src["stream"]["n_cells"], src["cells_per_shard"]
+        )
     paths = tuple(chunk_path(hub["revision"], a, b) for a, b in chunks)
     shards = [Shard(f"{i:05d}", i, 0, None, file_rows=b - a) for i, (a, b) in enumerate(chunks)]
     root = f"{hub['download_dir']}/{hub['revision']}"
@@ -512,9 +524,9 @@ def make_plan(config: dict) -> Plan:
         root = f"{src['hub']['download_dir']}/{src['hub']['revision']}"
         rows = src["rows_per_file"]
     elif kind == "h5ad":
-        from tahoeflow.sources.h5ad import h5ad_n_obs, settings_from_config
+        from tahoeflow.sources.h5ad import h5ad_n_obs
 
-        settings = settings_from_config(src["h5ad"])
+        settings = h5ad_settings(src["h5ad"])
         n_total = len(settings.paths)
         root = "results/h5ad"
         # A user's file: its exact row count from the header (None while it is missing: one
@@ -527,14 +539,16 @@ def make_plan(config: dict) -> Plan:
             else (h5ad_n_obs(p, settings.layer) if Path(p).exists() else None)
             for i, p in enumerate(settings.paths)
         }
-        files = parse_file_selection(src["files"], n_total)
-        shards = plan_shards(files, src["cells_per_shard"], rows)
+        with config_keys(spec="source.files", files="source.files"):
+            files = parse_file_selection(src["files"], n_total)
+            shards = plan_shards(files, src["cells_per_shard"], rows)
         return Plan(kind, n_total, files, {s.name: s for s in shards}, root, tuple(settings.paths))
     else:
         n_total = src["local"]["n_files_total"]
         root = str(src["local"]["path"]).rstrip("/")
         rows = src["rows_per_file"]
-    files = parse_file_selection(src["files"], n_total)
+    with config_keys(spec="source.files"):
+        files = parse_file_selection(src["files"], n_total)
     manifest_path = plan_manifest(config)
     wanted = config.get("filters", {}).get("plates") or []
     exact: dict[int, int] = {}
@@ -543,7 +557,8 @@ def make_plan(config: dict) -> Plan:
         manifest = read_manifest(manifest_path)
         plates = read_plates(manifest_path)
         if wanted and plates is not None:  # only the files that may hold a wanted plate
-            files = select_by_plate(files, plates, wanted, manifest_path)
+            with config_keys(wanted="filters.plates"):
+                files = select_by_plate(files, plates, wanted, manifest_path)
         missing = [f for f in files if f not in manifest]
         if missing and src["cells_per_shard"]:
             raise ConfigError("source.manifest", f"has no row count for file {missing[0]}")
@@ -557,7 +572,134 @@ def make_plan(config: dict) -> Plan:
             "to plan only the files that hold these plates",
             stacklevel=1,  # shown as from this module: Snakemake hides warnings of the Snakefile
         )
-    shards = plan_shards(files, src["cells_per_shard"], rows)
+    with config_keys(files="source.files"):
+        shards = plan_shards(files, src["cells_per_shard"], rows)
     # each shard carries its file's manifest row count; the reader checks it against the footer
     shards = [replace(s, file_rows=exact.get(s.file_index)) for s in shards]
     return Plan(kind, n_total, files, {s.name: s for s in shards}, root, (), manifest_path)
+
+
+# --- checks: sources ---------------------------------------------------------------------------
+H5AD_KEY = "source.h5ad"
+H5AD_SETTINGS_KEYS = ("paths", "obs_map", "control_value", "layer", "dose_unit", "gene_id_column",
+                      "gene_symbol_column", "mito_prefix", "prepare")  # fmt: skip
+
+
+def _check_sources(config: dict) -> None:
+    """Cross-key checks of the sources: the demo's sizes, and the h5ad section when used."""
+    demo = config["demo"]
+    if demo["genes_per_effect"] > demo["n_expressed_genes"]:
+        raise ConfigError(
+            "demo.genes_per_effect",
+            f"{demo['genes_per_effect']} is more than demo.n_expressed_genes "
+            f"({demo['n_expressed_genes']})",
+        )
+    if config["source"]["kind"] == "h5ad":
+        h5ad_settings(config["source"]["h5ad"])
+
+
+def h5ad_settings(section: Mapping[str, Any], key: str = H5AD_KEY) -> H5adSettings:
+    """The ``source.h5ad`` section as :class:`~tahoeflow.sources.h5ad.H5adSettings`, checked;
+    a :class:`ConfigError` names the key (``source.h5ad.<key>``)."""
+    if not isinstance(section, Mapping):
+        raise ConfigError(key, "must be a mapping")
+    unknown = sorted(set(section) - set(H5AD_SETTINGS_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{key}.{unknown[0]}", f"unknown key (known: {', '.join(H5AD_SETTINGS_KEYS)})"
+        )
+    paths = section.get("paths")
+    if isinstance(paths, str):
+        paths = [paths]
+    prepare = section.get("prepare") or {}
+    if not isinstance(prepare, Mapping) or set(prepare) - {"kind", "input"}:
+        raise ConfigError(f"{key}.prepare", "must be null or a mapping with kind and input")
+    kind = prepare.get("kind")
+    if kind is not None:
+        if kind not in PREPARE_KINDS:
+            raise ConfigError(f"{key}.prepare.kind", f"{kind!r} is not one of {PREPARE_KINDS}")
+        if not isinstance(prepare.get("input"), str) or not prepare["input"]:
+            raise ConfigError(f"{key}.prepare.input", "must name the real data folder or file")
+        if paths:
+            # the prepared file is the workflow's own output: a rule never writes a path the
+            # user names (it would delete the user's file before rerunning)
+            raise ConfigError(
+                f"{key}.paths",
+                f"leave it empty when {key}.prepare is set: the prepared file is "
+                f"{prepared_path(kind)}",
+            )
+        paths = [prepared_path(kind)]
+    if not paths or not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError(f"{key}.paths", "must be a non-empty list of .h5ad paths")
+    obs_map = section.get("obs_map")
+    problem = obs_map_problem(obs_map)
+    if problem is not None:
+        name, why = problem
+        raise ConfigError(f"{key}.obs_map" + (f".{name}" if name else ""), why)
+    control = section.get("control_value")
+    if control is not None and (not isinstance(control, str) or not control):
+        raise ConfigError(f"{key}.control_value", "must be the drug value of control cells or null")
+    layer = section.get("layer")
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise ConfigError(f"{key}.layer", "must be null (X), 'raw' (raw/X) or a layer name")
+    unit = section.get("dose_unit", "uM")
+    why = dose_unit_problem(unit)
+    if why:
+        raise ConfigError(f"{key}.dose_unit", why)
+    for k in ("gene_id_column", "gene_symbol_column"):
+        v = section.get(k)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(f"{key}.{k}", "must be null (the var index) or a var column")
+    prefix = section.get("mito_prefix", "MT-")
+    if not isinstance(prefix, str):
+        raise ConfigError(f"{key}.mito_prefix", "must be a string")
+    return H5adSettings(
+        paths=tuple(paths),
+        obs_map={str(k): v for k, v in obs_map.items() if v is not None},
+        control_value=control,
+        layer=layer,
+        dose_unit=unit,
+        gene_id_column=section.get("gene_id_column"),
+        gene_symbol_column=section.get("gene_symbol_column"),
+        mito_prefix=prefix,
+        prepare_kind=kind,
+        prepare_input=prepare.get("input") if kind else None,
+    )
+
+
+# --- checks: models ---------------------------------------------------------------------------
+_TARGET_PARTS = ("mean_log_norm", "control_mean")
+
+
+def _check_models(config: dict) -> None:
+    """Model, split and feature settings the schema cannot express: a finite Ridge alpha, a
+    max_samples fraction at most 1, a regressor that is not given its target, a test_size
+    that is a number, and feature lists of the transform that are disjoint and not both
+    empty."""
+    models = config["models"]
+    alpha = models["ridge"]["alpha"]
+    if not 0 <= alpha < float("inf"):  # NaN fails too
+        raise ConfigError("models.ridge.alpha", f"must be a finite number >= 0, got {alpha!r}")
+    max_samples = models["rf"]["max_samples"]
+    if isinstance(max_samples, float) and max_samples > 1:
+        raise ConfigError(
+            "models.rf.max_samples",
+            f"a fraction must lie in (0, 1], got {max_samples!r} (an integer is a row count)",
+        )
+    feats = models["rf_regressor"]["features"]
+    if "delta_mean" in feats:
+        raise ConfigError("models.rf_regressor.features", "'delta_mean' is the target")
+    if set(_TARGET_PARTS) <= set(feats):
+        raise ConfigError(
+            "models.rf_regressor.features",
+            "mean_log_norm and control_mean together determine delta_mean (target leak)",
+        )
+    test_size = config["split"]["test_size"]
+    if not 0 < test_size < 1:  # the schema's range lets NaN through
+        raise ConfigError("split.test_size", f"must be a number in (0, 1), got {test_size!r}")
+    numeric, categorical = config["features"]["numeric"], config["features"]["categorical"]
+    both = sorted(set(numeric) & set(categorical))
+    if both:
+        raise ConfigError("features.categorical", f"columns {both} are also listed as numeric")
+    if not numeric and not categorical:
+        raise ConfigError("features.numeric", "no numeric and no categorical feature given")

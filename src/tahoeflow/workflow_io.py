@@ -9,8 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tahoeflow.cells import normalize as pp
-from tahoeflow.cells.shards import Shard, Vocab, vocab_from_gene_metadata
-from tahoeflow.cells.summarize import Filters, LoadedShard, load_shard, sample_doses
+from tahoeflow.cells.doses import sample_doses
+from tahoeflow.cells.plan import Shard
+from tahoeflow.cells.summarize import Filters, LoadedShard, load_shard
+from tahoeflow.cells.vocab import Vocab, vocab_from_gene_metadata
+from tahoeflow.errors import config_keys
 from tahoeflow.sources.manifest import check_file_rows
 
 
@@ -43,20 +46,19 @@ def load_filtered_shard(
     data_path = data_path or smk.input.data
     filters = Filters(**p.filters)
     if p.source["kind"] == "h5ad":
-        from tahoeflow.sources.h5ad import (
-            load_h5ad_shard,
-            settings_from_config,
-            vocab_from_gene_table,
-        )
+        from tahoeflow.config import h5ad_settings
+        from tahoeflow.sources.h5ad import load_h5ad_shard, vocab_from_gene_table
 
-        s = settings_from_config(p.source["h5ad"])
+        s = h5ad_settings(p.source["h5ad"])
         genes = pq.read_table(smk.input.genes).to_pandas()
         vocab = vocab_from_gene_table(genes, s.mito_prefix)
-        loaded = load_h5ad_shard(
-            data_path, shard.row_start, shard.row_stop, s.obs_map, s.control_value or p.control_drug,
-            filters=filters, allow_non_integer=p.normalised, shard_name=shard.name, layer=s.layer,
-            dose_unit=s.dose_unit, warn=log,
-        )  # fmt: skip
+        with config_keys(obs_map="source.h5ad.obs_map", dose_unit="source.h5ad.dose_unit"):
+            loaded = load_h5ad_shard(
+                data_path, shard.row_start, shard.row_stop, s.obs_map,
+                s.control_value or p.control_drug, filters=filters,
+                allow_non_integer=p.normalised, shard_name=shard.name, layer=s.layer,
+                dose_unit=s.dose_unit, warn=log,
+            )  # fmt: skip
     else:
         # the plan's rows came from a manifest: hold the file's footer to them
         expected = shard.file_rows if shard.file_rows is not None else getattr(p, "file_rows", None)

@@ -3,24 +3,25 @@
 import pyarrow as pa
 
 from tahoeflow import io as tio
+from tahoeflow.config import h5ad_settings
+from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
-from tahoeflow.sources.h5ad import (
-    check_same_genes,
-    gene_metadata_table,
-    h5ad_gene_table,
-    settings_from_config,
-)
+from tahoeflow.sources.h5ad import check_same_genes, gene_metadata_table, h5ad_gene_table
 
 
 def main(smk, log):
-    s = settings_from_config(smk.params.h5ad)
+    s = h5ad_settings(smk.params.h5ad)
     check_same_genes(list(smk.input), s.layer)
-    genes = h5ad_gene_table(
-        smk.input[0],
-        gene_id_column=s.gene_id_column,
-        gene_symbol_column=s.gene_symbol_column,
-        layer=s.layer,
-    )
+    with config_keys(
+        gene_id_column="source.h5ad.gene_id_column",
+        gene_symbol_column="source.h5ad.gene_symbol_column",
+    ):
+        genes = h5ad_gene_table(
+            smk.input[0],
+            gene_id_column=s.gene_id_column,
+            gene_symbol_column=s.gene_symbol_column,
+            layer=s.layer,
+        )
     tio.write_parquet(gene_metadata_table(genes), smk.output.gene)
     empty = pa.table(
         {

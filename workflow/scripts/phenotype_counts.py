@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.cells.summarize import sample_doses
+from tahoeflow.cells.doses import sample_doses
 from tahoeflow.logs import run
 from tahoeflow.phenotypes.obs import obs_counts
 from tahoeflow.phenotypes.sensitivity import COUNT_SCHEMA, add_empty_wells, counts_from_cells

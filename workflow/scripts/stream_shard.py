@@ -6,17 +6,19 @@ from the start); writes output[0] atomically (absent unless whole). A missing co
 revision that does not exist or data that end before row_stop end the job with one line.
 """
 
+from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
 from tahoeflow.sources.stream import stream_rows, write_chunk
 
 
 def main(smk, log):
     p = smk.params
-    table = stream_rows(
-        p.repo_id, p.revision, int(p.row_start), int(p.row_stop),
-        n_files_total=int(p.n_files_total), files=p.source["files"] or None,
-        first_row=int(p.source["first_row"]), log=log,
-    )  # fmt: skip
+    with config_keys(row_stop="source.stream"):  # the data end before the rows asked for
+        table = stream_rows(
+            p.repo_id, p.revision, int(p.row_start), int(p.row_stop),
+            n_files_total=int(p.n_files_total), files=p.source["files"] or None,
+            first_row=int(p.source["first_row"]), log=log,
+        )  # fmt: skip
     write_chunk(table, smk.output[0])
     log(f"wrote {table.num_rows} rows to {smk.output[0]}")
 

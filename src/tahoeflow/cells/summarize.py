@@ -10,7 +10,6 @@ measured no faster.)
 
 from __future__ import annotations
 
-import ast
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from tahoeflow.cells import normalize as pp
-from tahoeflow.cells.shards import Shard, Vocab, has_columns, read_shard
+from tahoeflow.cells.plan import Shard
+from tahoeflow.cells.read import read_shard
+from tahoeflow.cells.vocab import Vocab
 from tahoeflow.errors import InputError
 from tahoeflow.sources.tahoe import CONTROL_DRUG
 
@@ -48,80 +49,6 @@ CELL_COLUMNS = {
     "mean_log_norm": pa.float64(),
 }
 GENE_STAT_COLUMNS = ["n_cells", "sum_log", "sumsq_log", "sum_norm", "sumsq_norm"]
-
-
-# --- sample metadata -----------------------------------------------------------
-def parse_drugconc(text: str) -> tuple[str, float, str]:
-    """``"[('Drug', 0.5, 'uM')]"`` -> ("Drug", 0.5, "uM"). Raises ValueError when malformed."""
-    value = ast.literal_eval(text)
-    if (
-        not isinstance(value, list)
-        or len(value) < 1
-        or not isinstance(value[0], tuple)
-        or len(value[0]) != 3
-        or not isinstance(value[0][0], str)
-        or isinstance(value[0][1], bool)
-        or not isinstance(value[0][1], int | float)
-        or not isinstance(value[0][2], str)
-    ):
-        raise ValueError(f"expected [('name', dose, 'unit')], got {text!r}")
-    if len(value) > 1:  # taking the first would join one drug's dose to a combination
-        raise ValueError(f"lists {len(value)} drugs (combinations are not supported): {text!r}")
-    name, dose, unit = value[0]
-    return name, float(dose), unit
-
-
-_UNIT_TO_UM = {"uM": 1.0, "µM": 1.0, "nM": 1e-3, "mM": 1e3}
-
-
-def sample_doses(sample_metadata: pd.DataFrame, path: object) -> pd.Series:
-    """Dose in µM per sample, parsed from ``drugname_drugconc``; errors name the row.
-
-    A dose must be finite and non-negative, with a known unit; the ``drug`` column, where
-    present, must name the drug of ``drugname_drugconc`` (surrounding spaces ignored: Tahoe's
-    own table has 'Erdafitinib ' in both). ``attrs`` keeps what ``load_shard`` checks the data
-    against: ``path``, and ``drug`` / ``plate`` per sample (spaces stripped; ``plate`` only
-    where the table has it).
-    """
-    for col in ("sample", "drugname_drugconc"):
-        if col not in sample_metadata.columns:
-            raise InputError(
-                path, f"missing column '{col}' ({has_columns(sample_metadata.columns)})"
-            )
-    doses = np.empty(len(sample_metadata))
-    names = np.empty(len(sample_metadata), dtype=object)
-    for i, text in enumerate(sample_metadata["drugname_drugconc"].astype(str)):  # ~1.3k rows
-        try:
-            name, dose, unit = parse_drugconc(text)
-        except (ValueError, SyntaxError) as e:
-            raise InputError(path, f"malformed drugname_drugconc: {e}", row=i) from None
-        if unit not in _UNIT_TO_UM:
-            raise InputError(path, f"unknown dose unit {unit!r} in drugname_drugconc", row=i)
-        if not (np.isfinite(dose) and dose >= 0):
-            raise InputError(
-                path, f"dose {dose!r} in drugname_drugconc is not a finite non-negative number",
-                row=i,
-            )  # fmt: skip
-        doses[i] = dose * _UNIT_TO_UM[unit]
-        names[i] = name.strip()
-    if "drug" in sample_metadata.columns:
-        col = sample_metadata["drug"].astype(str).str.strip().to_numpy(dtype=object)
-        bad = np.flatnonzero(col != names)
-        if bad.size:
-            i = int(bad[0])
-            raise InputError(
-                path, f"column 'drug' is {col[i]!r} but drugname_drugconc names {names[i]!r}",
-                row=i,
-            )  # fmt: skip
-    s = pd.Series(doses, index=sample_metadata["sample"].astype(str).to_numpy())
-    if s.index.has_duplicates:
-        raise InputError(path, f"duplicated sample {s.index[s.index.duplicated()][0]!r}")
-    # tuples, not arrays: pandas compares attrs with == when it combines Series
-    s.attrs["path"] = str(path)
-    s.attrs["drug"] = tuple(names)
-    if "plate" in sample_metadata.columns:
-        s.attrs["plate"] = tuple(sample_metadata["plate"].astype(str).str.strip())
-    return s
 
 
 # --- per-cell and per-gene statistics ---------------------------------------------

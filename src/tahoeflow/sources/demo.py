@@ -49,7 +49,6 @@ expected share against DMSO of the same line on the same plate.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import hashlib
@@ -64,7 +63,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.cells.doses import dose_in_um
+from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.sources.tahoe import (
     CLS_TOKEN,
     CLS_VALUE,
@@ -148,7 +148,7 @@ class DemoParams:
         }
         for key, ok in checks.items():
             if not ok:
-                raise ConfigError(f"demo.{key}", f"value {getattr(self, key)!r} is out of range")
+                raise ArgumentError(key, f"value {getattr(self, key)!r} is out of range")
 
     @classmethod
     def from_dict(cls, d: dict) -> DemoParams:
@@ -210,21 +210,13 @@ def real_metadata_digest(metadata_dir: str | Path = REAL_METADATA_DIR) -> str:
     return h.hexdigest()
 
 
-def parse_dose(text: str) -> float:
-    """Dose in uM of a ``drugname_drugconc`` value (``"[('Drug', 0.5, 'uM')]"``)."""
-    name, dose, unit = ast.literal_eval(text)[0]
-    if unit != "uM":
-        raise ValueError(f"unexpected unit {unit!r} in {text!r}")
-    return float(dose)
-
-
 def sample_table(real: RealTables) -> pd.DataFrame:
     """sample_metadata with ``row`` (position in the table), ``conc`` (uM), ``is_control``
     (drug equal to DMSO_TF, spaces ignored: never a substring match) and ``position`` (1..96,
     the well's place among its plate's rows)."""
     s = real.sample.select(["sample", "plate", "drug", "drugname_drugconc"]).to_pandas()
     s["row"] = np.arange(len(s))
-    s["conc"] = [parse_dose(t) for t in s["drugname_drugconc"]]  # 1,344 rows
+    s["conc"] = [dose_in_um(t) for t in s["drugname_drugconc"]]  # 1,344 rows
     s["is_control"] = s["drug"].str.strip() == CONTROL_DRUG
     s["position"] = s.groupby("plate").cumcount() + 1
     return s
@@ -313,9 +305,9 @@ class Design:
         on = samples[samples["plate"].isin(self.plate_names)]
         order = drug_order(on)
         if p.n_drugs is not None and p.n_drugs > len(order):
-            raise ConfigError(
-                "demo.n_drugs", f"{p.n_drugs} is more than the {len(order)} drugs of the plates "
-                f"{', '.join(self.plate_names)} (demo.n_plates: {p.n_plates})",
+            raise ArgumentError(
+                "n_drugs", f"{p.n_drugs} is more than the {len(order)} drugs of the plates "
+                f"{', '.join(self.plate_names)} (n_plates: {p.n_plates})",
             )  # fmt: skip
         self.drug_names = order if p.n_drugs is None else order[: p.n_drugs]
         D = len(self.drug_names)
@@ -450,7 +442,7 @@ class Design:
         rank = np.empty(seq.size, dtype=np.int64)
         rank[order] = np.arange(seq.size) - first
         if seq.size and rank.max() >= BARCODES_PER_SUBLIB * SUBLIBS_PER_PLATE:
-            raise ConfigError("demo.cells_per_file", "too many cells per well for unique barcodes")
+            raise ArgumentError("cells_per_file", "too many cells per well for unique barcodes")
         return cell_well, seq % L, rank
 
     def file_cells(self, file_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -25,9 +25,7 @@ run must have the same genes in the same order (:func:`check_same_genes`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -35,126 +33,16 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from tahoeflow.cells.shards import Shard, Vocab, check_row_range, plan_shards
+from tahoeflow.cells.doses import UNIT_TO_UM, dose_unit_problem
+from tahoeflow.cells.plan import Shard, check_row_range, plan_shards
 from tahoeflow.cells.summarize import Filters, LoadedShard, filter_cells, keep_rows_inplace
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.cells.vocab import Vocab
+from tahoeflow.errors import ArgumentError, InputError
+from tahoeflow.sources.h5ad_settings import validate_obs_map
 from tahoeflow.sources.tahoe import FIRST_TOKEN
 
-CONFIG_KEY = "source.h5ad"
-OBS_MAP_KEYS = ("drug", "dose", "cell_line", "sample", "plate", "cell_id", "moa_fine")
-"""Keys of ``source.h5ad.obs_map`` (our name -> an obs column of the file); only drug is required."""
 DEFAULT_CELL_LINE = "NA"
 DEFAULT_MOA = "unclear"
-_UNIT_TO_UM = {"uM": 1.0, "µM": 1.0, "nM": 1e-3, "mM": 1e3, "M": 1e6}
-
-
-# --- settings ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class H5adSettings:
-    """The ``source.h5ad`` config section (see :func:`settings_from_config`)."""
-
-    paths: tuple[str, ...]
-    obs_map: Mapping[str, str]
-    control_value: str | None = None  # None: the top-level control_drug
-    layer: str | None = None
-    dose_unit: str = "uM"
-    gene_id_column: str | None = None
-    gene_symbol_column: str | None = None
-    mito_prefix: str = "MT-"
-    prepare_kind: str | None = None  # eccite | l1000: build paths[0] from the shared real data
-    prepare_input: str | None = None
-
-
-PREPARE_KINDS = ("eccite", "l1000")
-PREPARED_DIR = "results/h5ad/prepared"
-
-
-def prepared_path(kind: str) -> str:
-    """Where the prepare step writes the h5ad it builds from shared real data of ``kind``."""
-    return f"{PREPARED_DIR}/{kind}.h5ad"
-
-
-SETTINGS_KEYS = ("paths", "obs_map", "control_value", "layer", "dose_unit", "gene_id_column",
-                 "gene_symbol_column", "mito_prefix", "prepare")  # fmt: skip
-
-
-def settings_from_config(section: Mapping[str, Any], key: str = CONFIG_KEY) -> H5adSettings:
-    """Validate ``config["source"]["h5ad"]``; errors name the key (``source.h5ad.<key>``)."""
-    if not isinstance(section, Mapping):
-        raise ConfigError(key, "must be a mapping")
-    unknown = sorted(set(section) - set(SETTINGS_KEYS))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", f"unknown key (known: {', '.join(SETTINGS_KEYS)})")
-    paths = section.get("paths")
-    if isinstance(paths, str):
-        paths = [paths]
-    prepare = section.get("prepare") or {}
-    if not isinstance(prepare, Mapping) or set(prepare) - {"kind", "input"}:
-        raise ConfigError(f"{key}.prepare", "must be null or a mapping with kind and input")
-    kind = prepare.get("kind")
-    if kind is not None:
-        if kind not in PREPARE_KINDS:
-            raise ConfigError(f"{key}.prepare.kind", f"{kind!r} is not one of {PREPARE_KINDS}")
-        if not isinstance(prepare.get("input"), str) or not prepare["input"]:
-            raise ConfigError(f"{key}.prepare.input", "must name the real data folder or file")
-        if paths:
-            # the prepared file is the workflow's own output: a rule never writes a path the
-            # user names (it would delete the user's file before rerunning)
-            raise ConfigError(
-                f"{key}.paths",
-                f"leave it empty when {key}.prepare is set: the prepared file is "
-                f"{prepared_path(kind)}",
-            )
-        paths = [prepared_path(kind)]
-    if not paths or not all(isinstance(p, str) and p for p in paths):
-        raise ConfigError(f"{key}.paths", "must be a non-empty list of .h5ad paths")
-    obs_map = validate_obs_map(section.get("obs_map"), key=f"{key}.obs_map")
-    control = section.get("control_value")
-    if control is not None and (not isinstance(control, str) or not control):
-        raise ConfigError(f"{key}.control_value", "must be the drug value of control cells or null")
-    layer = section.get("layer")
-    if layer is not None and (not isinstance(layer, str) or not layer):
-        raise ConfigError(f"{key}.layer", "must be null (X), 'raw' (raw/X) or a layer name")
-    unit = section.get("dose_unit", "uM")
-    if unit not in _UNIT_TO_UM:
-        raise ConfigError(f"{key}.dose_unit", f"{unit!r} is not one of {', '.join(_UNIT_TO_UM)}")
-    for k in ("gene_id_column", "gene_symbol_column"):
-        v = section.get(k)
-        if v is not None and (not isinstance(v, str) or not v):
-            raise ConfigError(f"{key}.{k}", "must be null (the var index) or a var column")
-    prefix = section.get("mito_prefix", "MT-")
-    if not isinstance(prefix, str):
-        raise ConfigError(f"{key}.mito_prefix", "must be a string")
-    return H5adSettings(
-        paths=tuple(paths),
-        obs_map=obs_map,
-        control_value=control,
-        layer=layer,
-        dose_unit=unit,
-        gene_id_column=section.get("gene_id_column"),
-        gene_symbol_column=section.get("gene_symbol_column"),
-        mito_prefix=prefix,
-        prepare_kind=kind,
-        prepare_input=prepare.get("input") if kind else None,
-    )
-
-
-def validate_obs_map(obs_map: object, key: str = f"{CONFIG_KEY}.obs_map") -> dict[str, str]:
-    """``obs_map`` as a dict; unknown names and a missing ``drug`` are errors naming the key."""
-    if not isinstance(obs_map, Mapping):
-        raise ConfigError(key, "must map our names (drug, dose, ...) to obs columns")
-    out = {}
-    for name, col in obs_map.items():
-        if name not in OBS_MAP_KEYS:
-            raise ConfigError(f"{key}.{name}", f"unknown name (known: {', '.join(OBS_MAP_KEYS)})")
-        if col is None:
-            continue
-        if not isinstance(col, str) or not col:
-            raise ConfigError(f"{key}.{name}", "must be an obs column name or null")
-        out[str(name)] = col
-    if "drug" not in out:
-        raise ConfigError(f"{key}.drug", "is required (the obs column holding the perturbation)")
-    return out
 
 
 # --- file structure ----------------------------------------------------------------------
@@ -178,7 +66,7 @@ def _matrix_node(f: h5py.File, path: object, layer: str | None) -> h5py.Group | 
     else:
         name = f"layers/{layer}"
     if name not in f:
-        raise InputError(path, f"no '{name}' in the file (source.h5ad.layer: {layer!r})")
+        raise InputError(path, f"no '{name}' in the file (layer: {layer!r})")
     return f[name]
 
 
@@ -253,15 +141,15 @@ def h5ad_gene_table(
     """
     var = h5ad_var(path, layer)
     cols = {}
-    for what, key, col in (
+    for what, arg, col in (
         ("ensembl_id", "gene_id_column", gene_id_column),
         ("gene_symbol", "gene_symbol_column", gene_symbol_column),
     ):
         if col is None:
             cols[what] = var.index.to_numpy(dtype=object)
         elif col not in var.columns:
-            raise ConfigError(
-                f"{CONFIG_KEY}.{key}",
+            raise ArgumentError(
+                arg,
                 f"column {col!r} is not in var of {path} (columns: {', '.join(map(str, var.columns))})",
             )
         else:
@@ -596,7 +484,7 @@ def _strings(values: np.ndarray, path: object, name: str, column: str, start: in
         r = int(np.argmax(isnull))
         raise InputError(
             path,
-            f"obs column '{column}' (source.h5ad.obs_map.{name}) is missing a value",
+            f"obs column '{column}' (obs_map['{name}']) is missing a value",
             row=start + r,
         )
     if values.dtype.kind == "f":  # numbers used as labels: 3.0 -> "3"
@@ -625,7 +513,7 @@ def load_h5ad_shard(
     is_control; CSR float32 counts; ``filter_counts`` with ``input``, ``removed_by_<filter>``
     (active filters only), ``removed_by_min_genes``, ``kept``.
 
-    ``obs_map`` names the obs column for each of our fields (see :data:`OBS_MAP_KEYS`). Unmapped
+    ``obs_map`` names the obs column for each of our fields (see :data:`~tahoeflow.sources.h5ad_settings.OBS_MAP_KEYS`). Unmapped
     fields get: ``cell_id`` the obs names; ``dose_uM`` 0.0; ``cell_line_id`` "NA"; ``plate``
     the file's stem; ``moa_fine`` "unclear"; ``sample`` ``"<plate>|<drug>|<dose>"`` (one
     pseudobulk group per condition and plate, as Tahoe's wells are). Control cells (``drug ==
@@ -634,10 +522,9 @@ def load_h5ad_shard(
     """
     filters = filters or Filters()
     obs_map = validate_obs_map(obs_map)
-    if dose_unit not in _UNIT_TO_UM:
-        raise ConfigError(
-            f"{CONFIG_KEY}.dose_unit", f"{dose_unit!r} is not one of {', '.join(_UNIT_TO_UM)}"
-        )
+    unit_problem = dose_unit_problem(dose_unit)
+    if unit_problem:
+        raise ArgumentError("dose_unit", unit_problem)
     p = Path(path)
     with _open(p) as f:
         if "obs" not in f:
@@ -646,9 +533,8 @@ def load_h5ad_shard(
         for name, col in obs_map.items():
             if col not in present:
                 cols = ", ".join(sorted(present - {"_index", "__categories"}))
-                raise ConfigError(
-                    f"{CONFIG_KEY}.obs_map.{name}",
-                    f"obs column {col!r} is not in {p} (obs columns: {cols})",
+                raise ArgumentError(
+                    "obs_map", f"{name}: obs column {col!r} is not in {p} (obs columns: {cols})"
                 )
         n_obs = _matrix_shape(_matrix_node(f, p, layer), p)[0]
         if "_index" in f["obs"].attrs:
@@ -661,7 +547,7 @@ def load_h5ad_shard(
         raw = {name: read_obs_column(f, col, start, stop, p) for name, col in obs_map.items()}
         if "cell_id" not in raw:
             if index_col not in f["obs"]:
-                raise InputError(p, "obs has no index column; map source.h5ad.obs_map.cell_id")
+                raise InputError(p, "obs has no index column; map obs_map['cell_id']")
             raw["cell_id"] = read_obs_column(f, index_col, start, stop, p)
     for name, values in raw.items():
         if len(values) != stop - start:
@@ -676,7 +562,7 @@ def load_h5ad_shard(
     is_control = drug == control_value
     cell_id = _strings(raw["cell_id"], p, "cell_id", obs_map.get("cell_id", "_index"), start)
     if "dose" in raw:
-        dose = _doses(raw["dose"], p, obs_map["dose"], start, is_control) * _UNIT_TO_UM[dose_unit]
+        dose = _doses(raw["dose"], p, obs_map["dose"], start, is_control) * UNIT_TO_UM[dose_unit]
     else:
         dose = np.zeros(n, dtype=np.float64)
     dose[is_control] = 0.0
@@ -740,7 +626,7 @@ def _doses(
         r = int(np.argmax(bad))
         raise InputError(
             path,
-            f"obs column '{column}' (source.h5ad.obs_map.dose): dose {_show(values[r])} is not a "
+            f"obs column '{column}' (obs_map['dose']): dose {_show(values[r])} is not a "
             "finite non-negative number",
             row=start + r,
         )

@@ -45,7 +45,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.io import atomic_path
 from tahoeflow.sources.tahoe import data_filename
 
@@ -138,7 +138,7 @@ def select_by_plate(
     """The files of ``files`` that may hold a plate of ``wanted`` (per the manifest ``where``).
 
     A file the manifest does not list is kept (nothing is known about it). Raises
-    :class:`ConfigError` (``filters.plates``) when no file may hold any wanted plate.
+    :class:`ArgumentError` (``wanted``) when no file may hold any wanted plate.
     """
     kept = [f for f in files if f not in plates or plates_match(plates[f], wanted)]
     if not kept:
@@ -152,8 +152,8 @@ def select_by_plate(
             key=_plate_key,
         )
         shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-        raise ConfigError(
-            "filters.plates",
+        raise ArgumentError(
+            "wanted",
             f"no selected file holds {', '.join(map(repr, wanted))} according to the manifest "
             f"{where} (the selected files hold: {shown or 'no plate'})",
         )
@@ -161,8 +161,11 @@ def select_by_plate(
 
 
 # --- reading and writing the TSV -----------------------------------------------------------
-def read_plates(path: str | Path, key: str = "source.manifest") -> dict[int, str] | None:
-    """``{file index: plates field}`` of a manifest, or None when it has no ``plates`` column."""
+def read_plates(path: str | Path) -> dict[int, str] | None:
+    """``{file index: plates field}`` of a manifest, or None when it has no ``plates`` column.
+
+    Raises :class:`InputError` naming the manifest and row for a file or plates it cannot read.
+    """
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         if reader.fieldnames is None or "plates" not in reader.fieldnames:
@@ -173,20 +176,19 @@ def read_plates(path: str | Path, key: str = "source.manifest") -> dict[int, str
             try:
                 idx = int(f) if f.isdigit() else int(Path(f).name.split("-")[1])
             except (ValueError, IndexError):
-                raise ConfigError(key, f"{path}, row {i}: cannot read file {f!r}") from None
+                raise InputError(path, f"cannot read file {f!r}", row=i) from None
             field = (rec.get("plates") or "").strip()
             if not field:
-                raise ConfigError(
-                    key, f"{path}, row {i}: empty plates (write {ANY_PLATE} for unknown)"
-                )
+                raise InputError(path, f"empty plates (write {ANY_PLATE} for unknown)", row=i)
             out[idx] = field
     return out
 
 
-def read_first_rows(
-    path: str | Path, key: str = "source.manifest"
-) -> dict[int, tuple[int, int]] | None:
-    """``{file index: (first_row, n_rows)}`` of a manifest, or None without ``first_row``."""
+def read_first_rows(path: str | Path) -> dict[int, tuple[int, int]] | None:
+    """``{file index: (first_row, n_rows)}`` of a manifest, or None without ``first_row``.
+
+    Raises :class:`InputError` naming the manifest and row for a value it cannot read.
+    """
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         if reader.fieldnames is None or "first_row" not in reader.fieldnames:
@@ -198,8 +200,8 @@ def read_first_rows(
                 idx = int(f) if f.isdigit() else int(Path(f).name.split("-")[1])
                 out[idx] = (int(rec.get("first_row") or ""), int(rec.get("n_rows") or ""))
             except (ValueError, IndexError):
-                raise ConfigError(
-                    key, f"{path}, row {i}: cannot read first_row {rec.get('first_row')!r}"
+                raise InputError(
+                    path, f"cannot read first_row {rec.get('first_row')!r}", row=i
                 ) from None
     return out
 

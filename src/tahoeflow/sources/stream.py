@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.sources.tahoe import EXPRESSION_SCHEMA, READ_COLUMNS, data_filename
 
 STREAM_COLUMNS = list(READ_COLUMNS)
@@ -43,7 +43,9 @@ def plan_chunks(start: int, n_cells: int, cells_per_shard: int | None) -> list[t
     ``cells_per_shard`` rows (the last one shorter; None: one chunk). Chunk boundaries are
     multiples of ``cells_per_shard`` counted from ``start``."""
     if start < 0 or n_cells < 1:
-        raise ConfigError("source.stream", f"start {start} / n_cells {n_cells} select no rows")
+        raise ArgumentError(
+            "start" if start < 0 else "n_cells", f"start {start} / n_cells {n_cells} select no rows"
+        )
     step = cells_per_shard or n_cells
     stop = start + n_cells
     return [(a, min(a + step, stop)) for a in range(start, stop, step)]
@@ -117,7 +119,7 @@ def stream_rows(
 
     Raises :class:`InputError` naming the repo and revision for a missing column (a revision
     whose columns were renamed), a column of another type, or an HTTP failure, and
-    :class:`ConfigError` (``source.stream``) when the data end before ``row_stop``.
+    :class:`ArgumentError` (``row_stop``) when the data end before ``row_stop``.
     """
     import datasets
     import httpx2
@@ -179,8 +181,8 @@ def stream_rows(
         except transport as e:
             raise failure(e) from None
     if pos < row_stop:
-        raise ConfigError(
-            "source.stream",
+        raise ArgumentError(
+            "row_stop",
             f"rows {row_start}..{row_stop} asked for, but the data of {where} end after "
             f"{pos} rows (lower start or n_cells)",
         )
