@@ -1,4 +1,4 @@
-"""Benchmark: tahoeflow.pergene.core.fit_pergene at the seed-003 scale, against per-gene sklearn.
+"""Benchmark: tahoeflow.pergene.lasso.fit_pergene at the seed-003 scale, against per-gene sklearn.
 
 Simulates (seeded) 12,205 genes x 1,000 samples x 30 features, times fit_pergene (Lasso with
 alpha by 5-fold CV over 30 alphas + LinearRegression for every gene, metrics included) over
@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.linear_model import LassoCV, LinearRegression
 from threadpoolctl import threadpool_limits
 
-from tahoeflow.pergene import core as pergene
+from tahoeflow.pergene import lasso as pergene
 
 GOAL_S = 120.0
 

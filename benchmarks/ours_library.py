@@ -49,16 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     from _common import vm_hwm_mb
 
     from tahoeflow.cells import normalize as pp
-    from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
-    from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, shard_stats
-    from tahoeflow.embed.core import (
-        combine_gram,
-        gram_partial,
-        highly_variable_genes_from_stats,
-        kmeans,
-        pca_from_gram,
-        project,
-    )
+    from tahoeflow.cells.doses import sample_doses
+    from tahoeflow.cells.plan import Shard
+    from tahoeflow.cells.summarize import Filters, load_shard, shard_stats
+    from tahoeflow.cells.vocab import vocab_from_gene_metadata
+    from tahoeflow.embed.hvg import highly_variable_genes_from_stats
+    from tahoeflow.embed.kmeans import kmeans
+    from tahoeflow.embed.pca import combine_gram, gram_partial, pca_from_gram, project
 
     times: dict[str, float] = {"import": time.perf_counter() - t_start}
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.embed.core against scanpy/sklearn on a simulated sharded count matrix."""
+"""Tests for tahoeflow.embed (hvg, pca, kmeans) against scanpy/sklearn on simulated shards."""
 
 from __future__ import annotations
 
@@ -15,8 +15,17 @@ from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.metrics import adjusted_rand_score
 
 from tahoeflow.cells import normalize as pp
-from tahoeflow.embed import core as embed
-from tahoeflow.errors import ConfigError
+from tahoeflow.embed.hvg import highly_variable_genes_from_stats, hvg_indices
+from tahoeflow.embed.kmeans import kmeans
+from tahoeflow.embed.pca import (
+    combine_gram,
+    gram_partial,
+    pca_from_gram,
+    pca_result_from_npz,
+    pca_result_to_npz,
+    project,
+)
+from tahoeflow.errors import ArgumentError, ConfigError, config_keys
 
 N_CELLS = 3000
 N_GENES = 3000
@@ -96,7 +105,7 @@ def scanpy_hvg(counts: sp.csr_matrix, flavor: str, n_top: int, dtype=np.float64)
 
 
 def ours_hvg(stats, flavor: str, n_top: int, **kw) -> pd.DataFrame:
-    return embed.highly_variable_genes_from_stats(
+    return highly_variable_genes_from_stats(
         stats["n_obs"],
         stats["sum_norm"],
         stats["sumsq_norm"],
@@ -141,7 +150,7 @@ def test_hvg_matches_scanpy(data, flavor):
         np.testing.assert_allclose(
             ours[col].to_numpy(), ref[col].to_numpy(), rtol=1e-9, atol=1e-12, equal_nan=True
         )
-    idx = embed.hvg_indices(ours, N_TOP)
+    idx = hvg_indices(ours, N_TOP)
     assert idx.dtype == np.int64
     assert np.array_equal(idx, np.flatnonzero(ref["highly_variable"].to_numpy()))
 
@@ -197,22 +206,32 @@ def test_hvg_indices_breaks_ties_deterministically():
             "highly_variable": [False, True, True, True, False, True],
         }
     )
-    assert embed.hvg_indices(df, 3).tolist() == [1, 2, 3]
-    assert embed.hvg_indices(df, 10).tolist() == [1, 2, 3, 5]
+    assert hvg_indices(df, 3).tolist() == [1, 2, 3]
+    assert hvg_indices(df, 10).tolist() == [1, 2, 3, 5]
 
 
-def test_hvg_config_errors(data):
+def test_hvg_argument_errors(data):
     _, _, stats = data
     n_expressed = int(np.count_nonzero(stats["sum_norm"] > 0))
     # more than the expressed genes: all of them, with a warning (tests/test_config_hardening.py)
-    with pytest.warns(UserWarning, match="embed.hvg.n_top"):
+    with pytest.warns(UserWarning, match="argument 'n_top': .* genes asked for"):
         assert ours_hvg(stats, "seurat", n_expressed + 1)["highly_variable"].sum() == n_expressed
-    with pytest.raises(ConfigError, match="embed.hvg.n_top"):
+    with pytest.raises(ArgumentError, match="argument 'n_top': must be a positive integer"):
         ours_hvg(stats, "seurat", 0)
-    with pytest.raises(ConfigError, match="embed.hvg.flavor"):
+    with pytest.raises(ArgumentError, match="argument 'flavor'"):
         ours_hvg(stats, "seurat_v3", N_TOP)
+    with pytest.raises(ArgumentError, match="argument 'n_bins'"):
+        highly_variable_genes_from_stats(
+            stats["n_obs"], stats["sum_norm"], stats["sumsq_norm"], n_top=N_TOP, n_bins=0
+        )
+    with pytest.raises(ArgumentError, match="argument 'n_top'"):
+        hvg_indices(pd.DataFrame({"highly_variable": [True], "dispersions_norm": [1.0]}), 0)
+    # the workflow script names the config key
+    with pytest.raises(ConfigError, match="config key 'embed.hvg.flavor'"):
+        with config_keys(flavor="embed.hvg.flavor"):
+            ours_hvg(stats, "seurat_v3", N_TOP)
     with pytest.raises(ValueError, match="sum_log"):
-        embed.highly_variable_genes_from_stats(
+        highly_variable_genes_from_stats(
             stats["n_obs"], stats["sum_norm"], stats["sumsq_norm"], flavor="cell_ranger"
         )
 
@@ -225,7 +244,7 @@ def test_hvg_config_errors(data):
 @pytest.fixture(scope="module")
 def hvg_data(data):
     counts, shards, stats = data
-    genes = embed.hvg_indices(ours_hvg(stats, "seurat", N_TOP), N_TOP)
+    genes = hvg_indices(ours_hvg(stats, "seurat", N_TOP), N_TOP)
     shard_X = [pp.log_normalize(s)[:, genes].tocsr().astype(np.float32) for s in shards]
     full_X = sp.vstack(shard_X, format="csr")
     return shard_X, full_X
@@ -240,7 +259,7 @@ def test_gram_partial_methods_exact(hvg_data, method):
     shard_X, _ = hvg_data
     X = shard_X[0]
     dense = X.toarray().astype(np.float64)
-    gram, colsum, n = embed.gram_partial(X, method=method, block_rows=97)
+    gram, colsum, n = gram_partial(X, method=method, block_rows=97)
     assert gram.dtype == np.float64 and gram.shape == (N_TOP, N_TOP)
     assert gram.flags.c_contiguous
     assert np.array_equal(gram, gram.T)
@@ -251,20 +270,20 @@ def test_gram_partial_methods_exact(hvg_data, method):
 
 def test_combine_gram_equals_full_matrix(hvg_data):
     shard_X, full_X = hvg_data
-    parts = (embed.gram_partial(X) for X in shard_X)  # a generator: consumed one at a time
-    gram, colsum, n = embed.combine_gram(parts)
+    parts = (gram_partial(X) for X in shard_X)  # a generator: consumed one at a time
+    gram, colsum, n = combine_gram(parts)
     dense = full_X.toarray().astype(np.float64)
     assert n == N_CELLS
     assert relerr(gram, dense.T @ dense) < 1e-10
     assert relerr(colsum, dense.sum(axis=0)) < 1e-10
     with pytest.raises(ValueError):
-        embed.combine_gram([])
+        combine_gram([])
 
 
 @pytest.fixture(scope="module")
 def combined(hvg_data):
     shard_X, _ = hvg_data
-    return embed.combine_gram(embed.gram_partial(X) for X in shard_X)
+    return combine_gram(gram_partial(X) for X in shard_X)
 
 
 def test_pca_matches_sklearn_full(hvg_data, combined):
@@ -272,7 +291,7 @@ def test_pca_matches_sklearn_full(hvg_data, combined):
     k = 20
     dense = full_X.toarray().astype(np.float64)
     ref = PCA(n_components=k, svd_solver="full").fit(dense)
-    res = embed.pca_from_gram(*combined, k)
+    res = pca_from_gram(*combined, k)
     assert res.center and res.components.shape == (k, N_TOP)
     np.testing.assert_allclose(
         res.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-6
@@ -287,9 +306,9 @@ def test_pca_matches_sklearn_full(hvg_data, combined):
     assert np.all(res.components[rows, np.argmax(np.abs(res.components), axis=1)] > 0)
     assert np.all(np.diff(res.explained_variance) <= 0)
 
-    per_shard = np.vstack([embed.project(X, res) for X in shard_X])
+    per_shard = np.vstack([project(X, res) for X in shard_X])
     assert per_shard.dtype == np.float32 and per_shard.shape == (N_CELLS, k)
-    assert np.array_equal(per_shard, embed.project(full_X, res))
+    assert np.array_equal(per_shard, project(full_X, res))
     assert relerr(per_shard, ref.transform(dense)) < 1e-6
 
 
@@ -299,7 +318,7 @@ def test_uncentred_matches_truncated_svd(hvg_data, combined):
     X64 = full_X.astype(np.float64)
     svd = TruncatedSVD(n_components=k, algorithm="arpack", random_state=0)
     ref_emb = svd.fit_transform(X64)
-    res = embed.pca_from_gram(*combined, k, center=False)
+    res = pca_from_gram(*combined, k, center=False)
     assert not res.center and np.all(res.mean == 0)
     np.testing.assert_allclose(res.singular_values, svd.singular_values_, rtol=1e-8)
     np.testing.assert_allclose(res.explained_variance, svd.explained_variance_, rtol=1e-6)
@@ -309,35 +328,40 @@ def test_uncentred_matches_truncated_svd(hvg_data, combined):
     total = np.var(X64.toarray(), axis=0).sum()
     np.testing.assert_allclose(res.explained_variance_ratio, res.explained_variance / total)
     assert relerr(res.components, svd.components_) < 1e-6
-    per_shard = np.vstack([embed.project(X, res) for X in shard_X])
+    per_shard = np.vstack([project(X, res) for X in shard_X])
     assert relerr(per_shard, ref_emb) < 1e-6
     assert relerr(per_shard, svd.transform(X64)) < 1e-6
 
 
-def test_pca_config_errors(combined):
+def test_pca_argument_errors(combined):
     gram, colsum, n = combined
-    with pytest.raises(ConfigError, match="embed.n_components"):
-        embed.pca_from_gram(gram, colsum, n, N_TOP + 1)
-    with pytest.raises(ConfigError, match="embed.n_components"):
-        embed.pca_from_gram(gram, colsum, 5, 6)
-    with pytest.raises(ConfigError, match="embed.n_components"):
-        embed.pca_from_gram(gram, colsum, n, 0)
-    embed.pca_from_gram(gram, colsum, n, N_TOP)  # k == d is allowed
+    with pytest.raises(
+        ArgumentError, match=f"'n_components': {N_TOP + 1} is more than the {N_TOP} features"
+    ):
+        pca_from_gram(gram, colsum, n, N_TOP + 1)
+    with pytest.raises(ArgumentError, match="'n_components': 6 is more than the 5 cells"):
+        pca_from_gram(gram, colsum, 5, 6)
+    with pytest.raises(ArgumentError, match="'n_components': must be a positive integer"):
+        pca_from_gram(gram, colsum, n, 0)
+    with pytest.raises(ConfigError, match="config key 'embed.n_components': 6 is more than"):
+        with config_keys(n_components="embed.n_components"):
+            pca_from_gram(gram, colsum, 5, 6)
+    pca_from_gram(gram, colsum, n, N_TOP)  # k == d is allowed
 
 
 def test_project_rejects_wrong_width(hvg_data, combined):
     shard_X, _ = hvg_data
-    res = embed.pca_from_gram(*combined, 5)
+    res = pca_from_gram(*combined, 5)
     with pytest.raises(ValueError, match="columns"):
-        embed.project(shard_X[0][:, :10], res)
+        project(shard_X[0][:, :10], res)
 
 
 def test_pca_npz_round_trip(tmp_path, combined):
-    res = embed.pca_from_gram(*combined, 7, center=False)
+    res = pca_from_gram(*combined, 7, center=False)
     path = tmp_path / "sub" / "pca.npz"
-    embed.pca_result_to_npz(path, res)
+    pca_result_to_npz(path, res)
     assert [p.name for p in path.parent.iterdir()] == ["pca.npz"]  # no temp file left
-    back = embed.pca_result_from_npz(path)
+    back = pca_result_from_npz(path)
     assert back.center is False
     for name in ("components", "mean", "explained_variance", "explained_variance_ratio"):
         assert np.array_equal(getattr(back, name), getattr(res, name))
@@ -367,7 +391,7 @@ def blobs():
 )
 def test_kmeans_recovers_blobs_and_is_deterministic(blobs, threshold, expected):
     X, y = blobs
-    labels, centers, inertia, method = embed.kmeans(
+    labels, centers, inertia, method = kmeans(
         X, 6, seed=0, minibatch_threshold=threshold, batch_size=512
     )
     assert method == expected
@@ -375,17 +399,54 @@ def test_kmeans_recovers_blobs_and_is_deterministic(blobs, threshold, expected):
     assert centers.shape == (6, 10)
     assert inertia > 0
     assert adjusted_rand_score(y, labels) > 0.95
-    again = embed.kmeans(X, 6, seed=0, minibatch_threshold=threshold, batch_size=512)
+    again = kmeans(X, 6, seed=0, minibatch_threshold=threshold, batch_size=512)
     assert np.array_equal(labels, again[0])
     assert np.array_equal(centers, again[1])
     assert inertia == again[2]
 
 
-def test_kmeans_config_errors(blobs):
+def test_kmeans_argument_errors(blobs):
     X, _ = blobs
-    with pytest.raises(ConfigError, match="embed.kmeans.n_clusters"):
-        embed.kmeans(X[:5], 6, seed=0)
-    with pytest.raises(ConfigError, match="embed.kmeans.n_init"):
-        embed.kmeans(X, 3, seed=0, n_init=0)
-    with pytest.raises(ConfigError, match="embed.kmeans.batch_size"):
-        embed.kmeans(X, 3, seed=0, batch_size=0, minibatch_threshold=1)
+    with pytest.raises(ArgumentError, match="'n_clusters': must be between 1 and the 5 cells"):
+        kmeans(X[:5], 6, seed=0)
+    with pytest.raises(ArgumentError, match="'n_clusters': must be a positive integer"):
+        kmeans(X, 0, seed=0)
+    with pytest.raises(ArgumentError, match="'n_init'"):
+        kmeans(X, 3, seed=0, n_init=0)
+    with pytest.raises(ArgumentError, match="'n_init'"):
+        kmeans(X, 3, seed=0, n_init="auto")
+    with pytest.raises(ArgumentError, match="'batch_size'"):
+        kmeans(X, 3, seed=0, batch_size=0, minibatch_threshold=1)
+    with pytest.raises(ConfigError, match="config key 'embed.kmeans.n_clusters'"):
+        with config_keys(n_clusters="embed.kmeans.n_clusters"):
+            kmeans(X[:5], 6, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("hvg.n_top", 0),
+        ("hvg.flavor", "seurat_v3"),
+        ("n_components", 0),
+        ("n_components", 1.5),
+        ("kmeans.n_clusters", 1),
+        ("kmeans.n_init", 0),
+        ("kmeans.batch_size", 0),
+    ],
+)
+def test_embed_values_are_checked_at_parse_time(key, bad):
+    import copy
+
+    import yaml
+    from conftest import REPO
+
+    from tahoeflow.config import validate_config
+
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    node = cfg.setdefault("embed", {})
+    *parents, last = key.split(".")
+    for name in parents:
+        node = node.setdefault(name, {})
+    node[last] = bad
+    with pytest.raises(ConfigError, match=f"config key 'embed.{key}'"):
+        validate_config(cfg, REPO / "config/schema.yaml")

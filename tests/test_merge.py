@@ -9,10 +9,14 @@ import pytest
 import scipy.sparse as sp
 
 from tahoeflow import io as tio
-from tahoeflow.cells.shards import plan_shards, vocab_from_gene_metadata
-from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, shard_stats, summarize
+from tahoeflow.cells.doses import sample_doses
+from tahoeflow.cells.plan import plan_shards
+from tahoeflow.cells.summarize import Filters, load_shard, shard_stats, summarize
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
-from tahoeflow.merge.core import merge_cells, merge_gene_stats, merge_pseudobulk
+from tahoeflow.merge.cells import merge_cells
+from tahoeflow.merge.gene_stats import merge_gene_stats
+from tahoeflow.merge.pseudobulk import merge_pseudobulk
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +158,7 @@ def test_pseudobulk_merge_rejects_unpackable_rows(merged, tmp_path):
 
 
 def test_delta_mean_falls_back_to_the_cell_line_then_null(tmp_path):
-    from tahoeflow.merge.core import add_delta_mean, control_means
+    from tahoeflow.merge.cells import add_delta_mean, control_means
 
     cells = pd.DataFrame(
         {

@@ -11,19 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tahoeflow import io as tio
-from tahoeflow.cells.shards import plan_merge_tree, plan_shards, vocab_from_gene_metadata
-from tahoeflow.cells.summarize import Filters, load_shard, sample_doses, summarize
+from tahoeflow.cells.doses import sample_doses
+from tahoeflow.cells.plan import plan_merge_tree, plan_shards
+from tahoeflow.cells.summarize import Filters, load_shard, summarize
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
-from tahoeflow.merge.core import (
-    cells_part,
-    cells_part_merge,
-    merge_cells,
-    merge_gene_stats,
-    merge_pseudobulk,
-    pseudobulk_part,
-    sum_gene_stats_part,
-    write_pseudobulk,
-)
+from tahoeflow.merge.cells import cells_part, cells_part_merge, merge_cells
+from tahoeflow.merge.gene_stats import merge_gene_stats, sum_gene_stats_part
+from tahoeflow.merge.pseudobulk import merge_pseudobulk, pseudobulk_part, write_pseudobulk
 
 
 @pytest.fixture(scope="module")

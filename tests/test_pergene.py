@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.pergene.core: the vectorised per-gene Lasso / LinearRegression fits."""
+"""Tests for tahoeflow.pergene.lasso: the vectorised per-gene Lasso / LinearRegression fits."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tahoeflow.errors import InputError
-from tahoeflow.pergene import core as pergene
+from tahoeflow.pergene import lasso as pergene
 
 TIGHT = dict(tol=1e-10, max_iter=100_000)
 

@@ -1,4 +1,4 @@
-"""Plot helpers of tahoeflow.pergene.core (UMAP / t-SNE validation figure, R^2 histograms).
+"""Plot helpers of tahoeflow.pergene.plots (UMAP / t-SNE validation figure, R^2 histograms).
 
 Kept apart from test_pergene.py because importing and JIT-compiling umap-learn takes ~20 s.
 """
@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tahoeflow.pergene import core as pergene
+from tahoeflow.pergene.lasso import fit_pergene, predict_table
+from tahoeflow.pergene.plots import plot_r2_hist, plot_validation
 
 
 def _png(path) -> bool:
@@ -22,9 +23,9 @@ def test_plot_validation_and_r2_hist(tmp_path):
     X = rng.normal(size=(n, p))
     Y = X @ rng.normal(size=(p, G)) + rng.normal(size=(n, G))
     genes = [f"g{i}" for i in range(G)]
-    res = pergene.fit_pergene(X, Y, genes, cv=3, n_alphas=8, seed=0)
-    pred = pergene.predict_table(res, rng.normal(size=(40, p)))
+    res = fit_pergene(X, Y, genes, cv=3, n_alphas=8, seed=0)
+    pred = predict_table(res, rng.normal(size=(40, p)))
     obs = pd.DataFrame(rng.normal(size=(50, G + 3)), columns=genes + ["x1", "x2", "x3"])
-    pergene.plot_validation(pred, obs, tmp_path / "val.png", seed=0)
-    pergene.plot_r2_hist(res, tmp_path / "r2.png")
+    plot_validation(pred, obs, tmp_path / "val.png", seed=0)
+    plot_r2_hist(res, tmp_path / "r2.png")
     assert _png(tmp_path / "val.png") and _png(tmp_path / "r2.png")

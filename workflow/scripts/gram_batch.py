@@ -6,7 +6,7 @@ The shards are read one at a time; their partial sums are added in shard order.
 import numpy as np
 
 from tahoeflow import io as tio
-from tahoeflow.embed.core import combine_gram, gram_partial
+from tahoeflow.embed.pca import combine_gram, gram_partial
 from tahoeflow.logs import run
 from tahoeflow.workflow_io import data_paths, hvg_tokens, load_hvg_matrix
 

@@ -6,7 +6,7 @@ import sys
 from tahoeflow import io as tio
 from tahoeflow.cells.summarize import filter_qc_table, filter_warnings
 from tahoeflow.logs import run
-from tahoeflow.merge.core import merge_cells
+from tahoeflow.merge.cells import merge_cells
 
 
 def main(smk, log):

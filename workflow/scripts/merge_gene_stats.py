@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.merge.core import merge_gene_stats
+from tahoeflow.merge.gene_stats import merge_gene_stats
 
 
 def main(smk, log):

@@ -2,7 +2,9 @@
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.merge.core import cells_part, cells_part_merge, pseudobulk_part, sum_gene_stats_part
+from tahoeflow.merge.cells import cells_part, cells_part_merge
+from tahoeflow.merge.gene_stats import sum_gene_stats_part
+from tahoeflow.merge.pseudobulk import pseudobulk_part
 
 
 def main(smk, log):

@@ -2,7 +2,7 @@
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.merge.core import merge_pseudobulk, write_pseudobulk
+from tahoeflow.merge.pseudobulk import merge_pseudobulk, write_pseudobulk
 
 
 def main(smk, log):

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.embed.core import combine_gram, pca_from_gram, pca_result_to_npz
+from tahoeflow.embed.pca import combine_gram, pca_from_gram, pca_result_to_npz
+from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
 
 
@@ -19,7 +20,8 @@ def _parts(paths):
 def main(smk, log):
     G, colsum, n = combine_gram(_parts(smk.input.grams))
     log(f"summed {len(smk.input.grams)} Gram matrices: {n} cells x {G.shape[0]} HVGs")
-    pca = pca_from_gram(G, colsum, n, smk.params.n_components, center=smk.params.center)
+    with config_keys(n_components="embed.n_components"):
+        pca = pca_from_gram(G, colsum, n, smk.params.n_components, center=smk.params.center)
     pca_result_to_npz(smk.output.model, pca)
     k = pca.n_components
     tio.write_csv(

@@ -6,7 +6,7 @@ import pandas as pd
 from tahoeflow import io as tio
 from tahoeflow.errors import InputError
 from tahoeflow.logs import run
-from tahoeflow.pergene.core import predict_table
+from tahoeflow.pergene.lasso import predict_table
 
 
 def main(smk, log):

@@ -10,14 +10,8 @@ import pyarrow as pa
 from tahoeflow import io as tio
 from tahoeflow.logs import run
 from tahoeflow.merge.conditions import condition_table, pseudobulk_matrix
-from tahoeflow.pergene.core import (
-    fit_pergene,
-    load_table,
-    plot_r2_hist,
-    plot_validation,
-    predict_table,
-    results_table,
-)
+from tahoeflow.pergene.lasso import fit_pergene, load_table, predict_table, results_table
+from tahoeflow.pergene.plots import plot_r2_hist, plot_validation
 
 
 def _tahoe_tables(smk, log):

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.embed.core import pca_result_from_npz, project
+from tahoeflow.embed.pca import pca_result_from_npz, project
 from tahoeflow.logs import run
 from tahoeflow.workflow_io import data_paths, hvg_tokens, load_hvg_matrix
 

@@ -320,7 +320,7 @@ def arrest_table(
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
-    from tahoeflow.de.core import bh_adjust
+    from tahoeflow.de.limma import bh_adjust
 
     return bh_adjust(p)
 
@@ -416,7 +416,8 @@ def summary(table: pd.DataFrame, n_phase: dict[str, int], draw: dict[str, Any], 
 
 def plot_arrest(table: pd.DataFrame, path: str, alpha: float, reason: str | None = None) -> None:
     """G-arrest index of each pooled condition against -log10 BH-adjusted p (one PNG)."""
-    from tahoeflow.plots.report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import plt, skipped_figure
+    from tahoeflow.plots.save import save_figure
 
     title = "Cell-cycle arrest vs DMSO (pooled over plates)"
     t = table[(table["level"] == "pooled") & (table["qc"] == "ok")]
@@ -438,7 +439,7 @@ def plot_arrest(table: pd.DataFrame, path: str, alpha: float, reason: str | None
     ax.set_ylabel("-log10 BH-adjusted p (Fisher)")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def obs_phase_counts(

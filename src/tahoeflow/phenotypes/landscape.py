@@ -202,7 +202,8 @@ def _palette(labels: Sequence[str], top: int = 10) -> tuple[dict[str, Any], list
 
 
 def plot_heatmaps(mats: Mapping[float, pd.DataFrame], path: str, reason: str | None) -> None:
-    from tahoeflow.plots.report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import plt, skipped_figure
+    from tahoeflow.plots.save import save_figure
 
     title = "Sensitivity: log2 change of a line's share of the well vs DMSO"
     mats = {k: v for k, v in mats.items() if v.size}
@@ -227,14 +228,15 @@ def plot_heatmaps(mats: Mapping[float, pd.DataFrame], path: str, reason: str | N
                       [str(x).strip()[:18] for x in m.columns[::step]], rotation=90, fontsize=5)  # fmt: skip
         fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01, label="log2 share vs DMSO")
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_moa_distributions(
     pooled: pd.DataFrame, moa: pd.Series, path: str, reason: str | None = None
 ) -> None:
     """Box plots of each MoA's (line, drug) sensitivities at each drug's highest dose."""
-    from tahoeflow.plots.report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import plt, skipped_figure
+    from tahoeflow.plots.save import save_figure
 
     title = "Sensitivity by mechanism of action (each drug's highest dose)"
     if reason is None:
@@ -262,14 +264,15 @@ def plot_moa_distributions(
     ax.axvline(0, color="k", lw=0.6)
     ax.set_xlabel("log2 change of the line's share of the well vs DMSO")
     ax.set_title(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_embedding(
     coords: np.ndarray | None, labels: Sequence[str], moa: Sequence[str], path: str, title: str,
     axis: str, reason: str | None = None,
 ) -> None:  # fmt: skip
-    from tahoeflow.plots.report import _save, plt, skipped_figure
+    from tahoeflow.plots.report import plt, skipped_figure
+    from tahoeflow.plots.save import save_figure
 
     if reason or coords is None:
         skipped_figure(path, title, reason or "no coordinates")
@@ -289,4 +292,4 @@ def plot_embedding(
     ax.set_ylabel(f"{axis}2")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=6, loc="best", markerscale=0.8)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -22,9 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tahoeflow import io as tio  # noqa: E402
+from tahoeflow.plots.save import save_figure  # noqa: E402
 
-DPI = 110
 MAX_POINTS = 20_000
 MAX_SAMPLE_ROWS = 200_000
 """Rows of the Ridge predictions the predicted-vs-true figure reads (its R2 is of them)."""
@@ -102,13 +101,6 @@ def parquet_int_counts(path: str | os.PathLike[str], column: str) -> tuple[np.nd
     return values, acc[values]
 
 
-def _save(fig, path: str | os.PathLike[str]) -> None:
-    fig.tight_layout()
-    with tio.atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fig.savefig(fh, dpi=DPI, format="png")
-    plt.close(fig)
-
-
 def skipped_figure(path: str | os.PathLike[str], title: str, reason: str) -> None:
     """A figure that says why its stage or model was skipped (the report shows the reason)."""
     import textwrap
@@ -119,7 +111,7 @@ def skipped_figure(path: str | os.PathLike[str], title: str, reason: str) -> Non
     ax.text(
         0.5, 0.5, "Skipped:\n" + textwrap.fill(reason, 70), ha="center", va="center", fontsize=9
     )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def metrics_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -164,7 +156,7 @@ def model_figures(
     ``outputs`` the paths ``ridge`` (predictions), ``confusion`` and ``importances``. A
     skipped model's figures show its reason instead of plotting its empty tables.
     """
-    from tahoeflow.models.core import plot_confusion, plot_importances, plot_pred_vs_true
+    from tahoeflow.models.figures import plot_confusion, plot_importances, plot_pred_vs_true
 
     ridge, rf = metrics["ridge"], metrics["rf_classifier"]
     if "skipped" in ridge:
@@ -192,7 +184,7 @@ def value_histogram(values: np.ndarray, path: str | os.PathLike[str]) -> None:
     ax.set_xlabel("expression value (UMI count, log scale)")
     ax.set_ylabel("number of values")
     ax.set_title(f"Positive expression values ({v.size:,} values)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def genes_per_cell(
@@ -207,7 +199,7 @@ def genes_per_cell(
     ax.set_xlabel("expressed genes per cell")
     ax.set_ylabel("cells")
     ax.set_title(f"Expressed genes per cell (median {_weighted_median(values, weights):,.0f})")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -238,7 +230,7 @@ def top_counts(
     ax.barh([str(i) for i in counts.index], counts.to_numpy(), color="#8172B2")
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def scree(ratio: np.ndarray, path: str | os.PathLike[str]) -> None:
@@ -252,7 +244,7 @@ def scree(ratio: np.ndarray, path: str | os.PathLike[str]) -> None:
     ax.set_ylabel("explained variance ratio")
     ax2.set_ylabel("cumulative", color="#C44E52")
     ax.set_title("Scree plot")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def pc_scatter(
@@ -286,7 +278,7 @@ def pc_scatter(
     ax.set_ylabel("PC2")
     ax.set_title(title)
     ax.legend(markerscale=4, fontsize=7, loc="best", frameon=False, ncol=1 + len(cats[:20]) // 10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def volcano(
@@ -351,4 +343,4 @@ def volcano(
         ax.legend(fontsize=7, frameon=False)
     if not conditions:
         axes[0, 0].text(0.5, 0.5, "no condition passed the DE filters", ha="center", va="center")
-    _save(fig, path)
+    save_figure(fig, path)

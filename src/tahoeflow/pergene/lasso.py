@@ -1,4 +1,4 @@
-"""Seed 003: one regression model per gene, predicting expression from a few features.
+"""Seed 003: one regression model per gene (Lasso and LinearRegression), fitted all at once.
 
 For every gene, a LinearRegression and a Lasso whose alpha is chosen by K-fold CV, stored
 as the seed stored them: ``{"gene", "model", "std", "r2", "rmse", "kind"}`` dictionaries.
@@ -301,8 +301,9 @@ def fit_pergene(
     the stored models still take raw features; ``alpha`` then refers to the scaled problem.
 
     ``n_jobs`` threads run the CV folds in parallel. ``blas_threads`` caps BLAS threads while
-    fitting (default 1: the many small products gain nothing from BLAS threading, and on a
-    busy machine OpenBLAS's spinning threads made the fit ~3x slower); ``None`` leaves it.
+    fitting (default 1: the many small products gain nothing from BLAS threading, and
+    OpenBLAS's spinning threads slow it on a busy machine; benchmarks/RESULTS.md);
+    ``None`` leaves it.
     """
     feature_names = list(X.columns) if isinstance(X, pd.DataFrame) else None
     if gene_names is None:
@@ -491,7 +492,7 @@ def load_table(
 
     ``X`` holds ``feature_cols``; ``Y`` holds ``gene_cols`` (default: every other numeric
     column; pass ``[]`` for a features-only table to apply models to). Rows with a missing
-    value in any of these columns are dropped and counted (the seed kept 888 of 1058 cells).
+    value in any of these columns are dropped and counted.
     The original row labels are kept as the index.
     """
     df = _read_any(path)
@@ -522,105 +523,3 @@ def load_table(
     n_dropped = int((~ok).sum())
     sub = sub.loc[ok].astype(np.float64)
     return sub[feature_cols], sub[gene_cols], n_dropped
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def _embed_inputs(pred: np.ndarray, obs: np.ndarray, n_pcs: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    Z = np.vstack([pred, obs])
-    mu = Z.mean(axis=0)
-    sd = Z.std(axis=0)
-    sd[sd == 0] = 1.0
-    Z = (Z - mu) / sd
-    k = int(min(n_pcs, Z.shape[0] - 1, Z.shape[1]))
-    if k >= 2 and k < Z.shape[1]:
-        Z = PCA(n_components=k, random_state=seed).fit_transform(Z)
-    return Z
-
-
-def plot_validation(
-    pred: np.ndarray | pd.DataFrame,
-    obs: np.ndarray | pd.DataFrame,
-    path: str | os.PathLike[str],
-    seed: int,
-    *,
-    n_pcs: int = 30,
-) -> None:
-    """UMAP and t-SNE of predicted and observed expression profiles side by side.
-
-    ``pred`` (cells x genes) and ``obs`` (cells x genes) must share gene columns (the common
-    columns are used when both are DataFrames). Genes are z-scored over both sets, reduced to
-    ``n_pcs`` principal components, then embedded jointly (umap-learn seeded with
-    ``n_jobs=1``; sklearn TSNE seeded) and coloured by source.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import umap
-    from sklearn.manifold import TSNE
-
-    from tahoeflow.io import atomic_path
-
-    if isinstance(pred, pd.DataFrame) and isinstance(obs, pd.DataFrame):
-        common = [c for c in pred.columns if c in set(obs.columns)]
-        if not common:
-            raise ValueError("pred and obs share no gene columns")
-        pred, obs = pred[common], obs[common]
-    P = np.asarray(pred, dtype=np.float64)
-    Ob = np.asarray(obs, dtype=np.float64)
-    if P.shape[1] != Ob.shape[1]:
-        raise ValueError(f"pred has {P.shape[1]} genes, obs has {Ob.shape[1]}")
-    Z = _embed_inputs(P, Ob, n_pcs, seed)
-    n_tot = Z.shape[0]
-    n_nb = int(min(15, n_tot - 1))
-    emb_u = umap.UMAP(n_neighbors=n_nb, random_state=seed, n_jobs=1).fit_transform(Z)
-    perp = float(min(30.0, max(2.0, (n_tot - 1) / 3)))
-    emb_t = TSNE(n_components=2, perplexity=perp, random_state=seed, init="pca").fit_transform(Z)
-    src = np.r_[np.zeros(P.shape[0], dtype=bool), np.ones(Ob.shape[0], dtype=bool)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, emb, title in ((axes[0], emb_u, "UMAP"), (axes[1], emb_t, "t-SNE")):
-        ax.scatter(emb[~src, 0], emb[~src, 1], s=6, alpha=0.6, label=f"predicted (n={P.shape[0]})")
-        ax.scatter(emb[src, 0], emb[src, 1], s=6, alpha=0.6, label=f"observed (n={Ob.shape[0]})")
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0].legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=_fmt(path), dpi=120)
-    plt.close(fig)
-
-
-def plot_r2_hist(models: list[dict], path: str | os.PathLike[str], *, bins: int = 50) -> None:
-    """Histograms of per-gene R^2 for the Lasso and the LinearRegression models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tahoeflow.io import atomic_path
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, kind in zip(axes, KINDS, strict=True):
-        r2 = np.array([d["r2"] for d in models if d["kind"] == kind], dtype=np.float64)
-        r2 = r2[np.isfinite(r2)]
-        ax.hist(r2, bins=bins, color="tab:blue" if kind == "lasso" else "tab:orange")
-        med = float(np.median(r2)) if r2.size else float("nan")
-        ax.set_title(f"{kind}: median R² = {med:.3f} (n={r2.size})")
-        ax.set_xlabel("per-gene R² (held-out rows)")
-    axes[0].set_ylabel("genes")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=_fmt(path), dpi=120)
-    plt.close(fig)
-
-
-def _fmt(path: str | os.PathLike[str]) -> str:
-    ext = os.path.splitext(str(path))[1].lstrip(".").lower()
-    return ext or "png"
