@@ -10,19 +10,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from test_models import synth
+from test_models import parse, synth
 
 from tahoeflow import io as tio
-from tahoeflow.errors import ConfigError
-from tahoeflow.models.core import (
-    fit_classifier_baselines,
-    fit_rf_classifier,
-    fit_rf_regressor_grid,
-    fit_ridge,
-    split_comparison,
-    stratified_sample,
-)
+from tahoeflow.errors import ArgumentError, ConfigError
+from tahoeflow.models.baselines import fit_classifier_baselines
+from tahoeflow.models.classification import fit_rf_classifier
+from tahoeflow.models.compare import split_comparison
 from tahoeflow.models.features import make_split
+from tahoeflow.models.regression import fit_rf_regressor_grid, fit_ridge
+from tahoeflow.models.sampling import stratified_sample
 from tahoeflow.plots import report as rp
 
 
@@ -47,7 +44,7 @@ def test_stratified_sample_returns_everything_at_or_above_the_size() -> None:
     labels = np.array(["a", "b", "a"])
     np.testing.assert_array_equal(stratified_sample(labels, 3), [0, 1, 2])
     np.testing.assert_array_equal(stratified_sample(labels, 10), [0, 1, 2])
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ArgumentError, match="argument 'n': must be an integer >= 0"):
         stratified_sample(labels, -1)
 
 
@@ -97,8 +94,10 @@ def test_regressions_and_baselines_take_the_cap(data) -> None:
     train = sub["predictions"].query("split == 'train'")
     majority = train["y_true"].value_counts().max() / len(train)
     assert base.loc[0, "train_acc"] == pytest.approx(majority)
-    with pytest.raises(ConfigError, match="models.max_train_cells"):
+    with pytest.raises(ArgumentError, match="argument 'max_train_cells'"):
         fit_ridge(cells, split, max_train_cells=1)
+    with pytest.raises(ConfigError, match="config key 'models.max_train_cells'"):
+        parse("models.max_train_cells", 1)  # the workflow refuses it when it reads the config
 
 
 def test_a_training_split_under_the_cap_gives_the_same_metrics_as_no_cap(data) -> None:

@@ -9,21 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import config_with
+from test_models import BASE, SCHEMA, parse
 
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.config import validate_config
+from tahoeflow.errors import ArgumentError, ConfigError, InputError, config_keys
 from tahoeflow.models.features import (
     attach_split,
     build_transformer,
     category_strings,
     fit_transform_features,
     load_matrix,
-    load_transformer,
     make_split,
     matrix_names_path,
     save_matrix,
-    save_transformer,
     split_frames,
 )
+from tahoeflow.models.persist import load_model, save_model
 
 NUMERIC = ["expr_mean", "expr_std", "expr_skew", "n_genes"]
 CATEGORICAL = ["cell_line_id", "drug", "moa_fine", "dose_uM"]
@@ -99,34 +101,45 @@ def test_grouped_split_clamps_so_no_side_is_empty() -> None:
     assert set(s["split"]) == {"train", "test"}
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "key"),
-    [
-        ({"by": "well"}, "split.by"),
-        ({"test_size": 0.0}, "split.test_size"),
-        ({"test_size": 1.0}, "split.test_size"),
-        ({"test_size": 1.5}, "split.test_size"),
-        ({"test_size": float("nan")}, "split.test_size"),
-        ({"test_size": True}, "split.test_size"),
-        ({"test_size": "0.2"}, "split.test_size"),
-        ({"seed": -1}, "split.seed"),
-        ({"seed": 1.5}, "split.seed"),
-    ],
-)
-def test_split_config_errors(kwargs: dict, key: str) -> None:
+SPLIT_CASES = [
+    ({"by": "well"}, "by"),
+    ({"test_size": 0.0}, "test_size"),
+    ({"test_size": 1.0}, "test_size"),
+    ({"test_size": 1.5}, "test_size"),
+    ({"test_size": float("nan")}, "test_size"),
+    ({"test_size": True}, "test_size"),
+    ({"test_size": "0.2"}, "test_size"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 1.5}, "seed"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "argument"), SPLIT_CASES)
+def test_split_argument_errors(kwargs: dict, argument: str) -> None:
     args = {"by": "random", "test_size": 0.2, "seed": 0, **kwargs}
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
         make_split(synth_cells(n=20), **args)
-    assert err.value.key == key
+    assert err.value.argument == argument
+
+
+@pytest.mark.parametrize(("kwargs", "argument"), SPLIT_CASES)
+def test_split_settings_are_checked_at_parse_time(kwargs: dict, argument: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(f"split.{argument}", kwargs[argument])
+    assert err.value.key == f"split.{argument}"
 
 
 def test_grouped_split_needs_two_groups() -> None:
     cells = synth_cells(n=30)
     cells["plate"] = "plate1"
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
         make_split(cells, "plate", 0.2, 0)
-    assert err.value.key == "split.by"
+    assert err.value.argument == "by"
     assert "at least 2" in str(err.value)
+    # known only from the cells: the split script names the key
+    with pytest.raises(ConfigError) as err, config_keys(by="split.by"):
+        make_split(cells, "plate", 0.2, 0)
+    assert err.value.key == "split.by" and "at least 2" in str(err.value)
 
 
 def test_split_input_errors() -> None:
@@ -231,9 +244,9 @@ def test_reloaded_transformer_is_bitwise_identical_and_ignores_unseen(tmp_path) 
     s = make_split(cells, "random", 0.2, 0)
     ct, _, _, names = fit_transform_features(cells, s, NUMERIC, CATEGORICAL)
     path = tmp_path / "models" / "transformer.joblib"
-    save_transformer(ct, path)
+    save_model(ct, path)
     assert path.is_file() and not list(path.parent.glob(".*tmp"))
-    loaded = load_transformer(path)
+    loaded = load_model(path)
 
     new = synth_cells(n=50, n_drugs=40, seed=99)
     new.loc[0, "drug"] = "never_seen_drug"
@@ -260,25 +273,37 @@ def test_reloaded_transformer_is_bitwise_identical_and_ignores_unseen(tmp_path) 
     assert alone.tobytes() == dense[0].tobytes()
 
 
-def test_load_transformer_missing_file(tmp_path) -> None:
+def test_load_model_missing_file(tmp_path) -> None:
     with pytest.raises(InputError, match="no such file"):
-        load_transformer(tmp_path / "nope.joblib")
+        load_model(tmp_path / "nope.joblib")
 
 
-@pytest.mark.parametrize(
-    ("numeric", "categorical", "degree", "key"),
-    [
-        ("expr_mean", ["drug"], 2, "features.numeric"),
-        (["expr_mean"], ["drug", "drug"], 2, "features.categorical"),
-        (["drug"], ["drug"], 2, "features.categorical"),
-        ([], [], 2, "features.numeric"),
-        (["expr_mean"], [], 0, "features.poly_degree"),
-    ],
-)
-def test_transformer_config_errors(numeric, categorical, degree, key) -> None:
-    with pytest.raises(ConfigError) as err:
+TRANSFORMER_CASES = [
+    ("expr_mean", ["drug"], 2, "numeric"),
+    (["expr_mean"], ["drug", "drug"], 2, "categorical"),
+    (["expr_mean"], ["drug", ""], 2, "categorical"),
+    (["drug"], ["drug"], 2, "categorical"),
+    ([], [], 2, "numeric"),
+    (["expr_mean"], [], 0, "poly_degree"),
+]
+
+
+@pytest.mark.parametrize(("numeric", "categorical", "degree", "argument"), TRANSFORMER_CASES)
+def test_transformer_argument_errors(numeric, categorical, degree, argument) -> None:
+    with pytest.raises(ArgumentError) as err:
         build_transformer(numeric, categorical, degree)
-    assert err.value.key == key
+    assert err.value.argument == argument
+
+
+@pytest.mark.parametrize(("numeric", "categorical", "degree", "argument"), TRANSFORMER_CASES)
+def test_transformer_settings_are_checked_at_parse_time(
+    numeric, categorical, degree, argument
+) -> None:
+    settings = {("features", "numeric"): numeric, ("features", "categorical"): categorical,
+                ("features", "poly_degree"): degree}  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        validate_config(config_with(settings, BASE), SCHEMA)
+    assert f"{err.value.key}.".startswith(f"features.{argument}.")  # the key or one of its items
 
 
 def test_fit_transform_missing_column() -> None:

@@ -1,4 +1,4 @@
-"""Tests for tahoeflow.models.core on synthetic cells with known structure."""
+"""Tests for the tahoeflow.models fitters on synthetic cells with known structure."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import REPO, config_with
 from sklearn.linear_model import Ridge
 from sklearn.metrics import (
     accuracy_score,
@@ -19,23 +21,22 @@ from sklearn.metrics import (
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.preprocessing import OneHotEncoder
 
-from tahoeflow.errors import ConfigError, InputError
-from tahoeflow.models.core import (
+from tahoeflow.config import validate_config
+from tahoeflow.errors import ArgumentError, ConfigError, InputError, config_keys
+from tahoeflow.models.baselines import fit_classifier_baselines
+from tahoeflow.models.ceiling import r2_ceiling, ridge_fraction_of_ceiling
+from tahoeflow.models.classification import fit_rf_classifier
+from tahoeflow.models.compare import split_comparison
+from tahoeflow.models.features import make_split
+from tahoeflow.models.figures import plot_confusion, plot_importances, plot_pred_vs_true
+from tahoeflow.models.persist import save_model
+from tahoeflow.models.regression import (
     DEFAULT_RF_GRID,
-    fit_classifier_baselines,
-    fit_rf_classifier,
     fit_rf_regressor_grid,
     fit_ridge,
-    plot_confusion,
-    plot_importances,
-    plot_pred_vs_true,
-    r2_ceiling,
-    ridge_fraction_of_ceiling,
+    grid_parameters,
     ridge_pipeline,
-    save_model,
-    split_comparison,
 )
-from tahoeflow.models.features import make_split
 
 NOISE = 0.6
 
@@ -308,7 +309,11 @@ def test_rf_classifier_with_embeddings(data) -> None:
     capped = fit_rf_classifier(cells, split, n_estimators=3, cv_folds=0, max_samples=10**9)
     assert capped["metrics"]["max_samples"] == capped["metrics"]["n_train"]
     assert capped["model"].named_steps["rf"].max_samples == capped["metrics"]["n_train"]
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
+        fit_rf_classifier(cells, split, n_estimators=5, cv_folds=0, embeddings=emb, n_pcs=9)
+    assert err.value.argument == "n_pcs" and "the table has 4" in str(err.value)
+    # the script names the config key behind the argument (the PCs are known only from the data)
+    with pytest.raises(ConfigError) as err, config_keys(n_pcs="models.rf.n_pcs"):
         fit_rf_classifier(cells, split, n_estimators=5, cv_folds=0, embeddings=emb, n_pcs=9)
     assert err.value.key == "models.rf.n_pcs"
 
@@ -417,46 +422,105 @@ def test_split_comparison_table(data) -> None:
 # --------------------------------------------------------------------------- errors
 
 
-def test_model_config_errors(data) -> None:
+def test_model_argument_errors(data) -> None:
     cells, _, split = data
     cases = [
-        (lambda: fit_ridge(cells, split, alpha=float("inf")), "models.ridge.alpha"),
-        (lambda: fit_ridge(cells, split, alpha=-1), "models.ridge.alpha"),
-        (lambda: fit_ridge(cells, split, features=["drug", "plate_id"]), "models.ridge.features"),
-        (lambda: fit_ridge(cells, split, features=[]), "models.ridge.features"),
-        (lambda: fit_ridge(cells, split, cv_folds=1), "models.cv_folds"),
-        (lambda: fit_ridge(cells.head(100), split, cv_folds=5000), "models.cv_folds"),
-        (lambda: fit_rf_classifier(cells, split, n_estimators=0), "models.rf.n_estimators"),
-        (lambda: fit_rf_classifier(cells, split, max_depth=0), "models.rf.max_depth"),
-        (lambda: fit_rf_classifier(cells, split, max_samples=1.5), "models.rf.max_samples"),
-        (lambda: fit_rf_classifier(cells, split, features=["cell_line_id"]), "models.rf.features"),
-        (
-            lambda: fit_classifier_baselines(cells, split, models=["xgboost"]),
-            "models.baselines.models",
-        ),
-        (
-            lambda: fit_rf_regressor_grid(cells, split, grid={"n_trees": [5]}),
-            "models.rf_regressor.grid",
-        ),
-        (
-            lambda: fit_rf_regressor_grid(cells, split, grid={"max_depth": []}),
-            "models.rf_regressor.grid",
-        ),
-        (
-            lambda: fit_rf_regressor_grid(cells, split, features=["drug", "delta_mean"]),
-            "models.rf_regressor.features",
-        ),
+        (lambda: fit_ridge(cells, split, alpha=float("inf")), "alpha"),
+        (lambda: fit_ridge(cells, split, alpha=-1), "alpha"),
+        (lambda: fit_ridge(cells, split, features=["drug", "plate_id"]), "features"),
+        (lambda: fit_ridge(cells, split, features=[]), "features"),
+        (lambda: fit_ridge(cells, split, features=["drug", "drug"]), "features"),
+        (lambda: fit_ridge(cells, split, cv_folds=1), "cv_folds"),
+        (lambda: fit_ridge(cells.head(100), split, cv_folds=5000), "cv_folds"),
+        (lambda: fit_ridge(cells, split, seed=-1), "seed"),
+        (lambda: fit_ridge(cells, split, n_jobs=0), "n_jobs"),
+        (lambda: fit_rf_classifier(cells, split, n_estimators=0), "n_estimators"),
+        (lambda: fit_rf_classifier(cells, split, max_depth=0), "max_depth"),
+        (lambda: fit_rf_classifier(cells, split, max_samples=1.5), "max_samples"),
+        (lambda: fit_rf_classifier(cells, split, max_samples=0), "max_samples"),
+        (lambda: fit_rf_classifier(cells, split, features=["cell_line_id"]), "features"),
+        (lambda: fit_rf_classifier(cells, split, n_pcs=3), "n_pcs"),  # no embeddings given
+        (lambda: fit_classifier_baselines(cells, split, models=["xgboost"]), "models"),
+        (lambda: fit_rf_regressor_grid(cells, split, grid={"n_trees": [5]}), "grid"),
+        (lambda: fit_rf_regressor_grid(cells, split, grid={"max_depth": []}), "grid"),
+        (lambda: fit_rf_regressor_grid(cells, split, grid={}), "grid"),
+        (lambda: fit_rf_regressor_grid(cells, split, features=["drug", "delta_mean"]), "features"),
         (
             lambda: fit_rf_regressor_grid(cells, split, features=["mean_log_norm", "control_mean"]),
-            "models.rf_regressor.features",
+            "features",
         ),
-        (lambda: fit_rf_regressor_grid(cells, split, cv_folds=0), "models.cv_folds"),
-        (lambda: split_comparison(cells, group_by="random"), "models.grouped_split_by"),
+        (lambda: fit_rf_regressor_grid(cells, split, cv_folds=0), "cv_folds"),
+        (lambda: split_comparison(cells, group_by="random"), "group_by"),
+        (lambda: split_comparison(cells, {}), "splits"),
     ]
-    for call, key in cases:
-        with pytest.raises(ConfigError) as err:
+    for call, argument in cases:
+        with pytest.raises(ArgumentError) as err:
             call()
-        assert err.value.key == key, (key, str(err.value))
+        assert err.value.argument == argument, (argument, str(err.value))
+    # data-dependent: the script names the key; only the argument named in the block is mapped
+    with pytest.raises(ConfigError) as err, config_keys(cv_folds="models.cv_folds"):
+        fit_ridge(cells.head(100), split, cv_folds=5000)
+    assert str(err.value) == "config key 'models.cv_folds': 5000 folds but only 87 training rows"
+    with pytest.raises(ArgumentError), config_keys(cv_folds="models.cv_folds"):
+        fit_ridge(cells, split, alpha=-1)
+
+
+SCHEMA = REPO / "config/schema.yaml"
+BASE = yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def parse(path: str, value) -> dict:
+    """Parse-time validation of the repository's config with the key ``path`` (a.b.c) set."""
+    return validate_config(config_with({tuple(path.split(".")): value}, BASE), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        ("models.ridge.alpha", float("inf"), "finite"),
+        ("models.ridge.alpha", float("nan"), "finite"),
+        ("models.ridge.alpha", -1, "out of range"),
+        ("models.ridge.features", ["drug", "plate_id"], "not one of"),
+        ("models.ridge.features", ["drug", "drug"], "non-unique"),
+        ("models.cv_folds", 1, "out of range"),
+        ("models.seed", -1, "out of range"),
+        ("models.max_train_cells", 1, "out of range"),
+        ("models.rf.n_estimators", 0, "out of range"),
+        ("models.rf.max_depth", 0, "out of range"),
+        ("models.rf.n_pcs", 0, "out of range"),
+        ("models.rf.max_samples", 1.5, "fraction"),
+        ("models.rf.max_samples", 0, "out of range"),
+        ("models.rf_regressor.grid", {"n_trees": [5]}, "'n_trees' is not one of"),
+        ("models.rf_regressor.grid", {}, "empty"),
+        ("models.rf_regressor.features", ["drug", "delta_mean"], "is the target"),
+        ("models.rf_regressor.features", ["mean_log_norm", "control_mean"], "target leak"),
+        ("models.rf_regressor.features", ["drug", ""], "non-empty"),
+        ("models.rf_regressor.features", ["drug", "drug"], "non-unique"),
+        ("models.rf_regressor.cv_folds", 0, "out of range"),
+        ("models.grouped_split_by", "random", "not one of"),
+    ],
+)
+def test_model_settings_are_checked_at_parse_time(path, value, words) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(path, value)
+    # the key, or an item of it (models.ridge.features.1)
+    assert f"{err.value.key}.".startswith(f"{path}.") and words in str(err.value), str(err.value)
+
+
+def test_parse_time_accepts_what_the_fitters_accept() -> None:
+    for path, value in [
+        ("models.rf.max_samples", 1.0),
+        ("models.rf.max_samples", 500),
+        ("models.rf_regressor.grid", {"criterion": ["squared_error"], "bootstrap": [True]}),
+        ("models.ridge.alpha", 0),
+    ]:
+        parse(path, value)
+
+
+def test_schema_grid_names_are_the_tunable_forest_parameters() -> None:
+    schema = yaml.safe_load(SCHEMA.read_text())
+    grid = schema["properties"]["models"]["properties"]["rf_regressor"]["properties"]["grid"]
+    assert grid["propertyNames"]["enum"] == grid_parameters()
 
 
 def test_model_input_errors(data) -> None:

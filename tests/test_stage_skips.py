@@ -29,25 +29,17 @@ from test_models import synth
 
 from tahoeflow import io as tio
 from tahoeflow.cells.summarize import CELL_COLUMNS
-from tahoeflow.de.core import (
-    DE_COLUMNS,
-    TOPTABLE_SCHEMA,
-    WELCH_SCHEMA,
-    pseudobulk_de,
-    score_calls,
-    untested_reason,
-    updown,
-)
-from tahoeflow.merge.core import merge_cells
-from tahoeflow.models.core import (
-    fit_classifier_baselines,
-    fit_rf_classifier,
-    fit_rf_regressor_grid,
-    fit_ridge,
-    ridge_fraction_of_ceiling,
-    split_comparison,
-)
+from tahoeflow.de import updown
+from tahoeflow.de.pipeline import pseudobulk_de, untested_reason
+from tahoeflow.de.tables import DE_COLUMNS, TOPTABLE_SCHEMA, WELCH_SCHEMA
+from tahoeflow.de.truth import score_calls
+from tahoeflow.merge.cells import merge_cells
+from tahoeflow.models.baselines import fit_classifier_baselines
+from tahoeflow.models.ceiling import ridge_fraction_of_ceiling
+from tahoeflow.models.classification import fit_rf_classifier
+from tahoeflow.models.compare import split_comparison
 from tahoeflow.models.features import make_split
+from tahoeflow.models.regression import fit_rf_regressor_grid, fit_ridge
 from tahoeflow.plots import report as rp
 
 SCRIPTS = REPO / "workflow" / "scripts"

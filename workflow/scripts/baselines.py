@@ -5,8 +5,9 @@ import json
 import pandas as pd
 
 from tahoeflow import io as tio
+from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
-from tahoeflow.models.core import fit_classifier_baselines
+from tahoeflow.models.baselines import fit_classifier_baselines
 
 
 def main(smk, log):
@@ -15,10 +16,13 @@ def main(smk, log):
     emb = pd.read_parquet(smk.input.embeddings[0]) if smk.input.embeddings else None
     p = smk.params
     # the forest itself is fitted once, by the rf_classifier rule; its row comes from there
-    table = fit_classifier_baselines(
-        cells, split, models=("majority_class", "logistic_regression", "linear_svm"), seed=p.seed, cv_folds=p.cv_folds, n_jobs=smk.threads, n_estimators=p.n_estimators,
-        max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
-    )  # fmt: skip
+    keys = dict(seed="models.seed", cv_folds="models.cv_folds", max_train_cells="models.max_train_cells", n_pcs="models.rf.n_pcs",
+                n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth", max_samples="models.rf.max_samples")  # fmt: skip
+    with config_keys(**keys):
+        table = fit_classifier_baselines(
+            cells, split, models=("majority_class", "logistic_regression", "linear_svm"), seed=p.seed, cv_folds=p.cv_folds, n_jobs=smk.threads, n_estimators=p.n_estimators,
+            max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
+        )  # fmt: skip
     rf = json.loads(open(smk.input.rf_metrics).read())
     if "skipped" in rf:  # the forest was not fitted: its row says why, like the others
         rf_row = {"model": "random_forest", "note": f"skipped: {rf['skipped']}"}

@@ -2,24 +2,26 @@
 
 import pandas as pd
 
+from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
-from tahoeflow.models.features import (
-    fit_transform_features,
-    save_matrix,
-    save_transformer,
-    split_frames,
-)
+from tahoeflow.models.features import fit_transform_features, save_matrix, split_frames
+from tahoeflow.models.persist import save_model
 
 
 def main(smk, log):
     cells = pd.read_parquet(smk.input.cells)
     split = pd.read_parquet(smk.input.split)
     p = smk.params
-    tr, X_train, X_test, names = fit_transform_features(
-        cells, split, p.numeric, p.categorical, p.poly_degree
-    )
+    with config_keys(
+        numeric="features.numeric",
+        categorical="features.categorical",
+        poly_degree="features.poly_degree",
+    ):
+        tr, X_train, X_test, names = fit_transform_features(
+            cells, split, p.numeric, p.categorical, p.poly_degree
+        )
     train, test = split_frames(cells, split)
-    save_transformer(tr, smk.output.transformer)
+    save_model(tr, smk.output.transformer)
     save_matrix(smk.output.train, X_train, names, train["cell_id"])
     save_matrix(smk.output.test, X_test, names, test["cell_id"])
     log(f"features: {len(names)} columns; train {X_train.shape}, test {X_test.shape}")

@@ -6,8 +6,10 @@ import pandas as pd
 import pyarrow as pa
 
 from tahoeflow import io as tio
+from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
-from tahoeflow.models.core import fit_rf_classifier, save_model
+from tahoeflow.models.classification import fit_rf_classifier
+from tahoeflow.models.persist import save_model
 
 
 def main(smk, log):
@@ -15,10 +17,14 @@ def main(smk, log):
     split = pd.read_parquet(smk.input.split)
     emb = pd.read_parquet(smk.input.embeddings[0]) if smk.input.embeddings else None
     p = smk.params
-    res = fit_rf_classifier(
-        cells, split, n_estimators=p.n_estimators, max_depth=p.max_depth, seed=p.seed, cv_folds=p.cv_folds,
-        n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
-    )  # fmt: skip
+    with config_keys(
+        n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth", seed="models.seed", cv_folds="models.cv_folds",
+        n_pcs="models.rf.n_pcs", max_samples="models.rf.max_samples", max_train_cells="models.max_train_cells",
+    ):  # fmt: skip
+        res = fit_rf_classifier(
+            cells, split, n_estimators=p.n_estimators, max_depth=p.max_depth, seed=p.seed, cv_folds=p.cv_folds,
+            n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
+        )  # fmt: skip
     m = res["metrics"]
     skipped = "skipped" in m
     if skipped:  # nothing fitted: the metrics say why, the tables are empty

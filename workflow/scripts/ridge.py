@@ -6,23 +6,30 @@ import pandas as pd
 import pyarrow as pa
 
 from tahoeflow import io as tio
+from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
-from tahoeflow.models.core import fit_ridge, ridge_fraction_of_ceiling, save_model
+from tahoeflow.models.ceiling import ridge_fraction_of_ceiling
+from tahoeflow.models.persist import save_model
+from tahoeflow.models.regression import fit_ridge
 
 
 def main(smk, log):
     cells = pd.read_parquet(smk.input.cells)
     split = pd.read_parquet(smk.input.split)
     p = smk.params
-    res = fit_ridge(
-        cells,
-        split,
-        alpha=p.alpha,
-        features=p.features,
-        cv_folds=p.cv_folds,
-        seed=p.seed,
-        max_train_cells=p.max_train_cells,
-    )
+    with config_keys(
+        alpha="models.ridge.alpha", features="models.ridge.features", cv_folds="models.cv_folds",
+        seed="models.seed", max_train_cells="models.max_train_cells",
+    ):  # fmt: skip
+        res = fit_ridge(
+            cells,
+            split,
+            alpha=p.alpha,
+            features=p.features,
+            cv_folds=p.cv_folds,
+            seed=p.seed,
+            max_train_cells=p.max_train_cells,
+        )
     m = res.metrics
     if "skipped" in m:  # nothing fitted: the metrics say why, the predictions are empty
         line = f"WARNING: {smk.output.metrics}: Ridge skipped, {m['skipped']}"

@@ -1,4 +1,4 @@
-"""Train/test splits and the tabular feature transformer for the per-cell table.
+"""Train/test splits, the tabular feature transformer and its matrix files, for the per-cell table.
 
 Reproduces the preprocessing of seed project 000 (mean imputation, z-scoring and a
 degree-2 polynomial expansion of numeric summaries; one-hot encoding of categorical
@@ -6,11 +6,8 @@ metadata) without its leak: the transformer is fitted on the training split only
 
 Inputs are the merged per-cell table (``cells.parquet``: one row per cell, ``cell_id``
 unique) and a split table (``cell_id``, ``split`` in {"train", "test"}) made by
-:func:`make_split`. Nothing here prints or touches Snakemake.
-
-Config keys named in :class:`~tahoeflow.errors.ConfigError` messages: ``split.by``,
-``split.test_size``, ``split.seed``, ``features.numeric``, ``features.categorical``,
-``features.poly_degree``.
+:func:`make_split`. A fitted transformer is saved with
+:func:`tahoeflow.models.persist.save_model`. Nothing here prints or touches Snakemake.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -38,8 +34,9 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
-from tahoeflow.errors import ConfigError, InputError
+from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.io import atomic_path, write_json
+from tahoeflow.models.checks import check_int, check_names
 
 SPLIT_BY = ("random", "sample", "plate")
 """Allowed values of ``split.by``."""
@@ -118,12 +115,6 @@ def _n_test(test_size: float, n: int) -> int:
     return min(max(math.ceil(test_size * n), 1), n - 1)
 
 
-def _check_seed(seed: Any, key: str) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ConfigError(key, f"must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
 # --------------------------------------------------------------------------- splits
 
 
@@ -144,20 +135,20 @@ def make_split(
     and needs no Python loop over cells. Counts are clamped so neither side is empty.
     Rows come back in the order of ``cells``.
 
-    Raises ConfigError (``split.by``, ``split.test_size``, ``split.seed``) for bad
-    settings or a grouped split with fewer than 2 groups; InputError for missing columns,
-    null or duplicate ids, null group values, or fewer than 2 cells.
+    Raises ArgumentError for bad settings or a grouped split with fewer than 2 groups;
+    InputError for missing columns, null or duplicate ids, null group values, or fewer
+    than 2 cells.
     """
     if by not in SPLIT_BY:
-        raise ConfigError("split.by", f"must be one of {list(SPLIT_BY)}, got {by!r}")
+        raise ArgumentError("by", f"must be one of {list(SPLIT_BY)}, got {by!r}")
     if (
         isinstance(test_size, bool)
         or not isinstance(test_size, Real)
         or not math.isfinite(float(test_size))
         or not 0.0 < float(test_size) < 1.0
     ):
-        raise ConfigError("split.test_size", f"must be a number in (0, 1), got {test_size!r}")
-    seed = _check_seed(seed, "split.seed")
+        raise ArgumentError("test_size", f"must be a number in (0, 1), got {test_size!r}")
+    seed = check_int(seed, "seed", 0)
     require_columns(cells, ["cell_id"] if by == "random" else ["cell_id", by])
     ids = cells["cell_id"]
     _check_ids(ids, CELLS)
@@ -178,9 +169,8 @@ def make_split(
         codes, uniques = pd.factorize(groups.astype(str), sort=True)
         n_groups = len(uniques)
         if n_groups < 2:
-            raise ConfigError(
-                "split.by",
-                f"a split by {by!r} needs at least 2 distinct values; found {n_groups}",
+            raise ArgumentError(
+                "by", f"a split by {by!r} needs at least 2 distinct values; found {n_groups}"
             )
         h = _seeded_hash(pd.Series(np.asarray(uniques, dtype=object)), seed)
         order = np.argsort(h, kind="stable")
@@ -250,17 +240,6 @@ def split_frames(cells: pd.DataFrame, split: pd.DataFrame) -> tuple[pd.DataFrame
 # --------------------------------------------------------------------------- transformer
 
 
-def _check_column_list(value: Any, key: str) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigError(key, f"must be a list of column names, got {value!r}")
-    cols = list(value)
-    if not all(isinstance(c, str) and c for c in cols):
-        raise ConfigError(key, f"must be a list of non-empty strings, got {cols!r}")
-    if len(set(cols)) != len(cols):
-        raise ConfigError(key, f"has duplicate names: {cols!r}")
-    return cols
-
-
 def build_transformer(
     numeric: Sequence[str] = DEFAULT_NUMERIC,
     categorical: Sequence[str] = DEFAULT_CATEGORICAL,
@@ -277,15 +256,14 @@ def build_transformer(
     Output is CSR when its overall density is below :data:`SPARSE_THRESHOLD` (i.e. when the
     one-hot part is wide), dense otherwise. Fit it on the training split only.
     """
-    num = _check_column_list(numeric, "features.numeric")
-    cat = _check_column_list(categorical, "features.categorical")
+    num = check_names(numeric, "numeric", allow_empty=True)
+    cat = check_names(categorical, "categorical", allow_empty=True)
     both = sorted(set(num) & set(cat))
     if both:
-        raise ConfigError("features.categorical", f"columns {both} are also listed as numeric")
+        raise ArgumentError("categorical", f"columns {both} are also listed as numeric")
     if not num and not cat:
-        raise ConfigError("features.numeric", "no numeric and no categorical feature given")
-    if isinstance(poly_degree, bool) or not isinstance(poly_degree, Integral) or poly_degree < 1:
-        raise ConfigError("features.poly_degree", f"must be an integer >= 1, got {poly_degree!r}")
+        raise ArgumentError("numeric", "no numeric and no categorical feature given")
+    poly_degree = check_int(poly_degree, "poly_degree", 1)
 
     transformers: list[tuple[str, Any, list[str]]] = []
     if num:
@@ -346,20 +324,6 @@ def fit_transform_features(
     return transformer, X_train, X_test, names
 
 
-def save_transformer(transformer: Any, path: str | os.PathLike[str]) -> None:
-    """Pickle a fitted transformer (or any estimator) with joblib, atomically."""
-    with atomic_path(path) as tmp:
-        joblib.dump(transformer, tmp)
-
-
-def load_transformer(path: str | os.PathLike[str]) -> Any:
-    """Load what :func:`save_transformer` wrote (joblib; only load files you trust)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "no such file")
-    return joblib.load(p)
-
-
 # --------------------------------------------------------------------------- matrices
 
 
@@ -386,9 +350,9 @@ def save_matrix(
     feature_names = [str(n) for n in names]
     ids = [str(c) for c in np.asarray(cell_ids, dtype=object)]
     if len(feature_names) != matrix.shape[1]:
-        raise ValueError(f"{len(feature_names)} names for {matrix.shape[1]} columns")
+        raise ArgumentError("names", f"{len(feature_names)} names for {matrix.shape[1]} columns")
     if len(ids) != matrix.shape[0]:
-        raise ValueError(f"{len(ids)} cell ids for {matrix.shape[0]} rows")
+        raise ArgumentError("cell_ids", f"{len(ids)} cell ids for {matrix.shape[0]} rows")
     target = Path(path)
     with atomic_path(target) as tmp, open(tmp, "wb") as fh:
         # A file object, so numpy does not append ".npz" to the temporary name.
