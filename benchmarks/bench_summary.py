@@ -65,12 +65,22 @@ def demo_files(
 
 # --- the code under test -----------------------------------------------------------------------
 def import_impl(ref: str | None, workdir: Path):
-    """The ``tahoeflow`` summary modules: the working tree's, or a git ref's copied under a new name."""
+    """The ``tahoeflow`` summary modules: the working tree's, or a git ref's copied under a new name
+    (refs before the package layout of issue 15, whose modules were flat and imported relatively)."""
     if ref is None:
-        import tahoeflow.cells.shards as shards
-        import tahoeflow.cells.summarize as summ
-        import tahoeflow.io as tio
+        from types import SimpleNamespace
 
+        import tahoeflow.io as tio
+        from tahoeflow.cells import doses, plan, summarize, vocab
+
+        # the names the flat modules of older refs held (shards.py, summarize.py)
+        shards = SimpleNamespace(
+            Shard=plan.Shard, vocab_from_gene_metadata=vocab.vocab_from_gene_metadata
+        )
+        summ = SimpleNamespace(
+            sample_doses=doses.sample_doses, load_shard=summarize.load_shard,
+            Filters=summarize.Filters, summarize=summarize.summarize,
+        )  # fmt: skip
         return shards, summ, tio
     name = "tahoeflow_ref_" + "".join(c if c.isalnum() else "_" for c in ref)
     pkg = workdir / name

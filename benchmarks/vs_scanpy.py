@@ -3,7 +3,7 @@
 scanpy, in a fresh process (its peak RSS is the process's VmHWM):
 
 1. load: every file read into one CSR matrix (float32 counts, int32 indices) with our own
-   streaming reader ``tahoeflow.cells.shards.read_shard`` into buffers sized from the Parquet
+   streaming reader ``tahoeflow.cells.read.read_shard`` into buffers sized from the Parquet
    footers, so the matrix is built once, without a copy, and faster than any other reader
    scanpy could use; then an ``AnnData`` (var names = token ids);
 2. ``sc.pp.normalize_total(target_sum=1e4)``, ``sc.pp.log1p``,

@@ -38,3 +38,31 @@ def test_every_third_party_import_of_the_package_is_a_declared_dependency():
     assert not declared - lock, sorted(declared - lock)
     extras = meta["optional-dependencies"]
     assert {"workflow", "slurm", "test", "bench"} <= set(extras)
+
+
+def test_pip_install_gives_every_subpackage(tmp_path):
+    """A wheel built from the checkout holds every subpackage, and the installed copy (not the
+    checkout) imports all of its modules."""
+    import subprocess
+
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir),
+                    str(REPO)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = wheel_dir.glob("tahoeflow-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    src = REPO / "src"
+    modules = sorted(
+        ".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        for p in (src / "tahoeflow").rglob("*.py")
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(target)!r}); import importlib\n"
+        f"for m in {modules!r}:\n"
+        f"    mod = importlib.import_module(m)\n"
+        f"    assert mod.__file__.startswith({str(target)!r}), mod.__file__\n"
+        f"print(len({modules!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) == len(modules) > 40

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -15,9 +18,11 @@ import scipy.sparse as sp
 from conftest import REPO, run_smk
 from sklearn.decomposition import PCA
 
+from tahoeflow.cells.doses import sample_doses
 from tahoeflow.cells.normalize import log_normalize
-from tahoeflow.cells.shards import Shard, vocab_from_gene_metadata
-from tahoeflow.cells.summarize import Filters, load_shard, sample_doses
+from tahoeflow.cells.plan import Shard
+from tahoeflow.cells.summarize import Filters, load_shard
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
 
 pytestmark = pytest.mark.workflow
 
@@ -213,3 +218,42 @@ def test_updown_and_pergene_outputs(run):
     assert set(metrics["kind"]) == {"lasso", "linear"} and metrics["gene"].nunique() == 40
     pred = pd.read_csv(run / "results/pergene/predictions.csv")
     assert pred.shape[1] >= 40
+
+
+GOLDEN = REPO / "tests/data/small_demo_outputs.sha256"
+GOLDEN_COMMIT = "d45e692"  # the tree the digests came from (before issue 15's redesign)
+
+
+def _digests(results: Path) -> dict[str, str]:
+    """sha256 of every output under ``results`` (logs, benchmarks and pickles left out)."""
+    out = {}
+    for p in sorted(results.rglob("*")):
+        rel = p.relative_to(results).as_posix()
+        if p.is_file() and not rel.startswith(("logs/", "benchmarks/")) and p.suffix != ".joblib":
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_outputs_are_byte_identical_to_the_tree_before_the_redesign(run, tmp_path):
+    """Refactoring must not change a byte: every output equals the recorded digests. Where one
+    differs (a machine whose BLAS rounds differently), the recording commit's workflow is run
+    on this machine with the same config, and the two runs must agree byte for byte."""
+    rows = [ln.split("  ", 1) for ln in GOLDEN.read_text().splitlines() if ln[:1] != "#"]
+    want = {path: digest for digest, path in rows}
+    got = _digests(run / "results")
+    assert sorted(got) == sorted(want), "outputs added or missing vs the recorded tree"
+    differ = sorted(k for k in want if got[k] != want[k])
+    if not differ:
+        return
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", GOLDEN_COMMIT], capture_output=True, check=False
+    )
+    assert archive.returncode == 0, (
+        f"{differ} differ and commit {GOLDEN_COMMIT} is not in the clone"
+    )
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    run_smk(tmp_path / "wd", CONFIG, cores=2, check=True, timeout=900, repo=old)
+    before = _digests(tmp_path / "wd/results")
+    assert {k: got[k] for k in differ} == {k: before[k] for k in differ}

@@ -1,0 +1,8 @@
+"""Per-shard work on cells: plan the shards, read rows into CSR, filter, summarise.
+
+- :mod:`.plan`: shards, batches and the merge tree (parse time; never opens data).
+- :mod:`.vocab`, :mod:`.doses`: gene vocabulary and the one dose-unit table.
+- :mod:`.read`, :mod:`.csr`: Parquet rows -> validated CSR (cells x genes).
+- :mod:`.normalize`: CP10k + log1p (scanpy's normalize_total + log1p).
+- :mod:`.summarize`: filters, per-cell summaries, gene statistics, pseudobulk sums.
+"""

@@ -24,7 +24,7 @@ def lines_of_part(cell_lines: Sequence[str], part: int, n_parts: int) -> list[st
 def pseudobulk_row_groups(counts_path: str, lines: Sequence[str]) -> list[int]:
     """Row groups of the long pseudobulk that can hold rows of ``lines``, by their
     ``cell_line_id`` statistics (min/max): with the merged pseudobulk written one line per row
-    group (:func:`tahoeflow.merge.core.write_pseudobulk`) exactly the row groups of those lines. A
+    group (:func:`tahoeflow.merge.pseudobulk.write_pseudobulk`) exactly the row groups of those lines. A
     row group without statistics is kept (the rows are filtered after the read anyway)."""
     import pyarrow.parquet as pq
 

@@ -1,0 +1,6 @@
+"""HVGs, PCA and KMeans over all cells without holding them in one job.
+
+- :mod:`.hvg`: highly variable genes from merged statistics (scanpy's seurat/cell_ranger).
+- :mod:`.pca`: Gram matrices per batch, their sum, PCA from the Gram, projection.
+- :mod:`.kmeans`: KMeans / MiniBatchKMeans on the projections.
+"""

@@ -176,7 +176,7 @@ def gene_metadata_table(genes: pd.DataFrame) -> pa.Table:
 
 
 def vocab_from_gene_table(genes: pd.DataFrame, mito_prefix: str = "MT-") -> Vocab:
-    """A :class:`~tahoeflow.cells.shards.Vocab` whose columns are the file's columns, in order.
+    """A :class:`~tahoeflow.cells.vocab.Vocab` whose columns are the file's columns, in order.
 
     Mitochondrial genes: symbols starting with ``mito_prefix`` (case-sensitive; ``mt-`` for
     mouse; empty flags none).
