@@ -1,25 +1,23 @@
 """Figures of the models: predicted vs true, confusion matrix, feature importances.
 
-Each function draws one figure without pyplot (no global state, safe in parallel jobs)
-and writes it atomically; the format comes from the file suffix.
+Each function draws on a Figure of its own (not pyplot's current one, so calls do not
+interfere) and writes it with :func:`tahoeflow.plots.save.save_figure` (atomic; format from the suffix).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import r2_score
 
-from tahoeflow.io import atomic_path
 from tahoeflow.models.checks import check_int
 from tahoeflow.models.design import TARGET
 from tahoeflow.models.features import require_columns
+from tahoeflow.plots.save import DPI, save_figure
 
-DPI = 110
 MAX_POINTS_PER_SPLIT = 20000
 """pred-vs-true scatter shows at most this many points per split (seeded subsample)."""
 
@@ -31,14 +29,6 @@ def _new_figure(width: float, height: float) -> Any:
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
-
-
-def _save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
-    target = Path(path)
-    fmt = target.suffix.lstrip(".").lower() or "png"
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=DPI)
 
 
 def plot_pred_vs_true(
@@ -96,7 +86,7 @@ def plot_pred_vs_true(
     ax.set_xlabel(f"true {target}")
     ax.set_ylabel(f"predicted {target}")
     ax.set_title(title or f"Predicted vs true {target}")
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(
@@ -136,7 +126,7 @@ def plot_confusion(
     total = counts.sum()
     acc = np.trace(counts) / total if total > 0 and n_rows == n_cols else float("nan")
     ax.set_title(title or f"Confusion matrix (n={int(total):,}, accuracy={acc:.3f})")
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_importances(
@@ -155,4 +145,4 @@ def plot_importances(
     ax.set_xlabel("importance")
     ax.set_ylabel("feature")
     ax.set_title(title or f"Top {len(best)} feature importances")
-    _save_figure(fig, path)
+    save_figure(fig, path)
