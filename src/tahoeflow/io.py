@@ -285,13 +285,55 @@ def neutralise_formulas_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, names=names)
 
 
+def json_number(x: Any) -> float | None:
+    """Plain float, or None for NaN / infinite / missing (keeps metric dicts valid JSON)."""
+    if x is None:
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def json_value(v: Any) -> Any:
+    """numpy scalars as Python ones (a non-finite float as None); anything else unchanged."""
+    import numpy as np
+
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return json_number(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def numeric_columns(df: Any, columns: list[str], path: object) -> Any:
+    """``df[columns]`` (a copy) with text columns parsed as numbers; a value that is not a
+    number is an :class:`~tahoeflow.errors.InputError` naming the file, row and column."""
+    import numpy as np
+    import pandas as pd
+
+    from tahoeflow.errors import InputError
+
+    out = df[list(columns)].copy()
+    for c in columns:
+        if not pd.api.types.is_numeric_dtype(out[c]):
+            conv = pd.to_numeric(out[c], errors="coerce")
+            bad = np.flatnonzero(conv.isna().to_numpy() & out[c].notna().to_numpy())
+            if bad.size:
+                raise InputError(
+                    path, f"column {c!r} has a non-numeric value {out[c].iloc[bad[0]]!r}",
+                    row=int(bad[0]),
+                )  # fmt: skip
+            out[c] = conv
+    return out
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+    v = json_value(o)
+    if v is o:
+        raise TypeError(f"not JSON serialisable: {type(o)}")
+    return v

@@ -30,6 +30,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from tahoeflow.errors import InputError
+from tahoeflow.io import numeric_columns
+from tahoeflow.plots.save import save_figure
 
 TOPTABLE_COLUMNS = ("logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B")
 DEFAULT_FEATURES = list(TOPTABLE_COLUMNS)
@@ -124,17 +126,9 @@ def load_toptable(
             path,
             f"missing column(s) {', '.join(missing)} (found: {', '.join(map(str, df.columns))})",
         )
+    parsed = numeric_columns(df, list(columns), path)
     for c in columns:
-        if not pd.api.types.is_numeric_dtype(df[c]):
-            conv = pd.to_numeric(df[c], errors="coerce")
-            bad = np.flatnonzero(conv.isna().to_numpy() & df[c].notna().to_numpy())
-            if bad.size:
-                raise InputError(
-                    path,
-                    f"column {c!r} has a non-numeric value {df[c].iloc[bad[0]]!r}",
-                    row=int(bad[0]),
-                )
-            df[c] = conv
+        df[c] = parsed[c]
     ok = df[list(columns)].notna().all(axis=1).to_numpy()
     n_dropped = int((~ok).sum())
     df = df.loc[ok].reset_index(drop=True)
@@ -481,11 +475,6 @@ def run_both(
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(path: str | os.PathLike[str]) -> str:
-    ext = os.path.splitext(str(path))[1].lstrip(".").lower()
-    return ext or "png"
-
-
 def plot_pca(
     coords: pd.DataFrame | np.ndarray,
     y: np.ndarray | None,
@@ -498,8 +487,6 @@ def plot_pca(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from tahoeflow.io import atomic_path
 
     if isinstance(coords, pd.DataFrame):
         if y is None and "target" in coords.columns:
@@ -518,10 +505,7 @@ def plot_pca(
     ax.set_ylabel("PC2")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=_fmt(path), dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_importances(
@@ -535,8 +519,6 @@ def plot_importances(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tahoeflow.io import atomic_path
-
     n_panels = 1 if lasso_coef is None else 2
     fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 4), squeeze=False)
     imp = importances.sort_values("importance", ascending=True, kind="mergesort")
@@ -547,7 +529,4 @@ def plot_importances(
         axes[0, 1].barh(lc["feature"].astype(str), lc["coef"], color="tab:purple")
         axes[0, 1].axvline(0, color="k", lw=0.8)
         axes[0, 1].set_title("LASSO logistic coefficients (scaled features)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=_fmt(path), dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

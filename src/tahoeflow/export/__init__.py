@@ -1,2 +1,1 @@
-"""Outputs for other tools: :mod:`.h5ad` writes embeddings and pseudobulks as AnnData.
-"""
+"""Outputs for other tools: :mod:`.h5ad` writes embeddings and pseudobulks as AnnData."""

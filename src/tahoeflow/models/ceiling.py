@@ -15,10 +15,10 @@ import pandas as pd
 from sklearn.metrics import r2_score
 
 from tahoeflow.errors import ArgumentError, InputError
+from tahoeflow.io import json_number
 from tahoeflow.models.checks import check_names
 from tahoeflow.models.evaluation import null_reasons, r2_reason
 from tahoeflow.models.features import CELLS, require_columns
-from tahoeflow.models.persist import json_number
 from tahoeflow.models.regression import RidgeResult
 
 

@@ -16,8 +16,8 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import cross_val_score
 
+from tahoeflow.io import json_number
 from tahoeflow.models.design import ModelData
-from tahoeflow.models.persist import json_number
 
 
 def null_reasons(metrics: dict[str, Any], reasons: Mapping[str, str]) -> dict[str, Any]:

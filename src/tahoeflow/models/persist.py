@@ -1,18 +1,12 @@
-"""Saving fitted models and turning metric values into plain JSON.
-
-Metric dicts hold only JSON-ready values: NaN and infinities become None (the fitters
-then say why in ``null_reasons``), numpy scalars become Python ones.
-"""
+"""Saving fitted models (joblib, atomic) and loading them back."""
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 
 from tahoeflow.errors import InputError
 from tahoeflow.io import atomic_path
@@ -30,22 +24,3 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     if not p.is_file():
         raise InputError(p, "no such file")
     return joblib.load(p)
-
-
-def json_number(x: Any) -> float | None:
-    """Plain float, or None for NaN / infinite / missing (keeps metric dicts valid JSON)."""
-    if x is None:
-        return None
-    v = float(x)
-    return v if math.isfinite(v) else None
-
-
-def json_value(v: Any) -> Any:
-    """numpy scalars as Python ones (a non-finite float as None); anything else unchanged."""
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return json_number(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v

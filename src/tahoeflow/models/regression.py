@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from tahoeflow.errors import ArgumentError
+from tahoeflow.io import json_number, json_value
 from tahoeflow.models.checks import (
     check_alpha,
     check_cv_folds,
@@ -38,7 +39,6 @@ from tahoeflow.models.evaluation import (
     predictions,
     r2_reason,
 )
-from tahoeflow.models.persist import json_number, json_value
 
 RIDGE_FEATURES = ("drug", "cell_line_id", "dose", "moa_fine", "drug_dose")
 """Features :func:`fit_ridge` accepts (all one-hot encoded)."""

@@ -39,6 +39,7 @@ from sklearn.model_selection import KFold, train_test_split
 from threadpoolctl import threadpool_limits
 
 from tahoeflow.errors import InputError
+from tahoeflow.io import numeric_columns
 
 KINDS = ("lasso", "linear")
 #: genes per coordinate-descent block (bounds the (p, block) working arrays)
@@ -507,18 +508,7 @@ def load_table(
     if missing:
         raise InputError(path, f"missing column(s): {', '.join(map(str, missing))}")
     cols = feature_cols + gene_cols
-    sub = df[cols]
-    for c in cols:
-        if not pd.api.types.is_numeric_dtype(sub[c]):
-            conv = pd.to_numeric(sub[c], errors="coerce")
-            bad = np.flatnonzero(conv.isna().to_numpy() & sub[c].notna().to_numpy())
-            if bad.size:
-                raise InputError(
-                    path,
-                    f"column {c!r} has a non-numeric value {sub[c].iloc[bad[0]]!r}",
-                    row=int(bad[0]),
-                )
-            sub = sub.assign(**{c: conv})
+    sub = numeric_columns(df, cols, path)
     ok = sub.notna().all(axis=1).to_numpy()
     n_dropped = int((~ok).sum())
     sub = sub.loc[ok].astype(np.float64)

@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tahoeflow.cells.doses import UNIT_TO_UM as _UNIT_TO_UM, parse_drugconc
+from tahoeflow.cells.doses import UNIT_TO_UM as _UNIT_TO_UM
+from tahoeflow.cells.doses import parse_drugconc
 from tahoeflow.errors import InputError
 from tahoeflow.phenotypes.sensitivity import COUNT_SCHEMA
 

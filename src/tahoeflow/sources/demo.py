@@ -265,6 +265,11 @@ class Design:
         self.p = p
         real = real_tables(Path(metadata_dir) if metadata_dir else REAL_METADATA_DIR)
         self.real = real
+        # the hub's metadata tables, exactly as committed (only the counts are simulated)
+        self.gene_metadata: pa.Table = real.gene
+        self.sample_metadata: pa.Table = real.sample
+        self.drug_metadata: pa.Table = real.drug
+        self.cell_line_metadata: pa.Table = real.cell_line
         rng = np.random.default_rng([p.seed, 0])
         G = N_GENES
         # genes: the real ones (column g is token g + 3); MT genes by their real symbols
@@ -482,23 +487,6 @@ class Design:
             + self.plate_lib[self.well_plate[well]]
             + drug
         )
-
-    # --- tables ---------------------------------------------------------------
-    @property
-    def gene_metadata(self) -> pa.Table:
-        return self.real.gene
-
-    @property
-    def sample_metadata(self) -> pa.Table:
-        return self.real.sample
-
-    @property
-    def drug_metadata(self) -> pa.Table:
-        return self.real.drug
-
-    @property
-    def cell_line_metadata(self) -> pa.Table:
-        return self.real.cell_line
 
     def drug_label(self, well: int) -> tuple[str, float]:
         d = self.well_drug[well]
