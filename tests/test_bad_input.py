@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import local_mirror, run_smk
 
+from tahoeflow.cells.doses import sample_doses
 from tahoeflow.cells.plan import Shard
 from tahoeflow.cells.read import read_rows
-from tahoeflow.cells.vocab import vocab_from_gene_metadata
-from tahoeflow.cells.doses import sample_doses
 from tahoeflow.cells.summarize import Filters, load_shard
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
 
 BAD_ROW = 7

@@ -17,8 +17,8 @@ import pytest
 from conftest import copy_repo, run_smk
 from test_h5ad_source import OBS_MAP, make_adata
 
-from tahoeflow.errors import ConfigError
 from tahoeflow.config import h5ad_settings as settings_from_config
+from tahoeflow.errors import ConfigError
 
 pytestmark = pytest.mark.workflow
 

@@ -19,10 +19,10 @@ import pytest
 import scipy.sparse as sp
 from conftest import REPO
 
-from tahoeflow.cells.plan import Shard
-from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.cells.doses import sample_doses
+from tahoeflow.cells.plan import Shard
 from tahoeflow.cells.summarize import Filters, filter_cells, filter_warnings, load_shard
+from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
 from tahoeflow.merge.conditions import condition_table, drug_annotations
 from tahoeflow.sources.demo import (
