@@ -28,6 +28,7 @@ from tahoeflow.config import (
 from tahoeflow.sources.h5ad_settings import prepared_path
 from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
+from tahoeflow.io import RESULTS
 from tahoeflow.cells.plan import plan_batches, plan_merge_tree
 
 _SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -49,7 +50,7 @@ BATCHES = plan_batches(SHARDS, config["embed"]["shards_per_job"])
 # of fan_in shards, then of fan_in partials, ...; MERGE_TOP is what the final merges read (the
 # shards themselves when there are at most fan_in).
 MERGE_NODES, MERGE_TOP = plan_merge_tree(SHARDS, config["merge"]["fan_in"])
-R = "results"
+R = RESULTS  # every output lies under it (tahoeflow.io.RESULTS)
 
 
 def untracked(value):

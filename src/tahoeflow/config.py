@@ -23,6 +23,7 @@ import yaml
 from tahoeflow.cells.doses import dose_unit_problem
 from tahoeflow.cells.plan import Shard, parse_file_selection, plan_shards
 from tahoeflow.errors import ConfigError, config_keys
+from tahoeflow.io import RESULTS
 from tahoeflow.sources.h5ad_settings import (
     PREPARE_KINDS,
     H5adSettings,
@@ -517,7 +518,7 @@ def make_plan(config: dict) -> Plan:
         return Plan(kind, 0, [], {}, root)
     if kind == "demo":
         n_total = config["demo"]["n_files"]
-        root = "results/demo"
+        root = f"{RESULTS}/demo"
         rows: dict[int, int] | int = config["demo"]["cells_per_file"]
     elif kind == "hub":
         n_total = src["hub"]["n_files_total"]
@@ -528,7 +529,7 @@ def make_plan(config: dict) -> Plan:
 
         settings = h5ad_settings(src["h5ad"])
         n_total = len(settings.paths)
-        root = "results/h5ad"
+        root = f"{RESULTS}/h5ad"
         # A user's file: its exact row count from the header (None while it is missing: one
         # shard reads it to the end). A prepared file does not exist at the first parse: its
         # plan uses the nominal source.rows_per_file, before and after it exists, so the plan

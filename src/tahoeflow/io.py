@@ -26,6 +26,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+RESULTS = "results"
+"""The folder (relative to the working directory) the workflow writes everything under."""
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 

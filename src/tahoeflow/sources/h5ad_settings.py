@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tahoeflow.errors import ArgumentError
+from tahoeflow.io import RESULTS
 
 OBS_MAP_KEYS = ("drug", "dose", "cell_line", "sample", "plate", "cell_id", "moa_fine")
 """Keys of ``source.h5ad.obs_map`` (our name -> an obs column of the file); only drug is required."""
@@ -33,7 +34,7 @@ class H5adSettings:
 
 
 PREPARE_KINDS = ("eccite", "l1000")
-PREPARED_DIR = "results/h5ad/prepared"
+PREPARED_DIR = f"{RESULTS}/h5ad/prepared"
 
 
 def prepared_path(kind: str) -> str:

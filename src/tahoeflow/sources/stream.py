@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import pyarrow as pa
 
 from tahoeflow.errors import ArgumentError, InputError
+from tahoeflow.io import RESULTS
 from tahoeflow.sources.tahoe import EXPRESSION_SCHEMA, READ_COLUMNS, data_filename
 
 STREAM_COLUMNS = list(READ_COLUMNS)
-STREAM_ROOT = "results/stream"
+STREAM_ROOT = f"{RESULTS}/stream"
 ROW_GROUP_SIZE = 1000
 BATCH_ROWS = 1000
 
