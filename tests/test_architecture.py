@@ -15,7 +15,7 @@ SRC = REPO / "src" / "tahoeflow"
 DOC = (REPO / "docs" / "architecture.md").read_text()
 # the modules that may raise ConfigError: the parse-time validation, and the error types and
 # job runner that define and report it
-CONFIG_LAYER = {"config.py", "errors.py", "logs.py"}
+CONFIG_LAYER = {"config/files.py", "config/validate.py", "config/plan.py", "errors.py", "logs.py"}
 
 
 def _modules():

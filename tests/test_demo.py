@@ -131,7 +131,7 @@ def test_bad_demo_params_name_the_key():
         DemoParams(frac_active_drugs=2.0)
     with pytest.raises(ArgumentError, match="'genes_per_effect': value 200 is out of range"):
         DemoParams(genes_per_effect=200, n_expressed_genes=100)
-    # at parse time: the schema checks each range, config.py the cross-key one
+    # at parse time: the schema checks each range, tahoeflow.config.validate the cross-key one
     import copy
 
     import yaml
