@@ -59,7 +59,8 @@ def bench_env() -> dict[str, str]:
 
 # --- data -----------------------------------------------------------------------------------
 def _write_one(params: dict, i: int, path: str) -> str:
-    from tahoeflow.sources.demo import DemoParams, Design, write_file
+    from tahoeflow.sources.demo import DemoParams, Design
+    from tahoeflow.sources.demo_files import write_file
 
     write_file(Design(DemoParams(**params)), i, path)
     return path
@@ -79,7 +80,8 @@ def demo_dataset(
     The design (and so the names ``train-NNNNN-of-{n_files}``) depends on ``n_files``; files
     are generated on demand, so a 36-file design can serve 4-, 11- and 36-file selections.
     """
-    from tahoeflow.sources.demo import DemoParams, Design, write_metadata
+    from tahoeflow.sources.demo import DemoParams, Design
+    from tahoeflow.sources.demo_files import write_metadata
 
     params = dict(seed=seed, n_files=n_files, cells_per_file=cells_per_file, **extra)
     tag = "-".join(f"{k}{v}" for k, v in sorted(extra.items()))

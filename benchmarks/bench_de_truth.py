@@ -13,7 +13,7 @@
    log2 trend axis, edgeR's per-well filter rule), all three at once, and limma-trend.
 2. Optionally (``--sim-seeds``) fresh simulations from :class:`tahoeflow.sources.demo.Design` (the
    demo's generative model and truth table; default DemoParams apart from the seed). Cells
-   are allocated to wells and cell lines as :func:`tahoeflow.sources.demo.generate_file` does and each
+   are allocated to wells and cell lines as :func:`tahoeflow.sources.demo_files.generate_file` does and each
    (well, cell line) pseudobulk is drawn directly as ``Multinomial(sum of the cells' library
    sizes, softmax(log weights))``, which is exactly the sum of the cells' multinomials.
 

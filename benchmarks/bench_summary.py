@@ -40,7 +40,8 @@ def demo_files(
     cache: Path, n_files: int, cells: int, seed: int = 0
 ) -> tuple[list[Path], Path, Path]:
     """(data files, gene metadata, sample metadata) of a demo dataset, written once into ``cache``."""
-    from tahoeflow.sources.demo import DemoParams, Design, write_file, write_metadata
+    from tahoeflow.sources.demo import DemoParams, Design
+    from tahoeflow.sources.demo_files import write_file, write_metadata
 
     n_design = max(8, n_files)  # the design is made for this many files; only n_files are written
     root = cache / f"seed{seed}-cells{cells}-of{n_design}"

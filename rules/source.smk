@@ -13,7 +13,7 @@ DEMO_ROOT = f"{R}/demo"
 
 
 if PLAN.kind == "demo":
-    from tahoeflow.sources.demo import real_metadata_digest
+    from tahoeflow.sources.demo_tables import real_metadata_digest
 
     REAL_META_DIGEST = real_metadata_digest(REAL_META_DIR)
 

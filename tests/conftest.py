@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tahoeflow.sources.demo import DemoParams, Design, write_file, write_metadata
+from tahoeflow.sources.demo import DemoParams, Design
+from tahoeflow.sources.demo_files import write_file, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tahoeflow.sources.demo import DemoParams, Design, generate_file, write_file, write_metadata
+from tahoeflow.sources.demo import DemoParams, Design
+from tahoeflow.sources.demo_files import generate_file, write_file, write_metadata
 from tahoeflow.sources.tahoe import EXPRESSION_SCHEMA, N_GENES
 
 
@@ -166,7 +167,7 @@ def _config_demo() -> DemoParams:
 
 
 def test_demo_metadata_are_the_real_tables_byte_for_byte(small_demo):
-    from tahoeflow.sources.demo import REAL_METADATA_DIR
+    from tahoeflow.sources.demo_tables import REAL_METADATA_DIR
 
     root, _ = small_demo
     for kind in ("gene", "sample", "drug", "cell_line"):

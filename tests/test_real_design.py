@@ -25,13 +25,9 @@ from tahoeflow.cells.summarize import Filters, filter_cells, filter_warnings, lo
 from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
 from tahoeflow.merge.conditions import condition_table, drug_annotations
-from tahoeflow.sources.demo import (
-    REAL_METADATA_DIR,
-    REAL_REVISION,
-    DemoParams,
-    Design,
-    generate_file,
-)
+from tahoeflow.sources.demo import DemoParams, Design
+from tahoeflow.sources.demo_files import generate_file
+from tahoeflow.sources.demo_tables import REAL_METADATA_DIR, REAL_REVISION
 from tahoeflow.sources.tahoe import CONTROL_DRUG, EXPRESSION_SCHEMA, FIRST_TOKEN, N_GENES
 
 META = REAL_METADATA_DIR

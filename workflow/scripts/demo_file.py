@@ -4,7 +4,8 @@ import dataclasses
 
 from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
-from tahoeflow.sources.demo import DemoParams, Design, write_file
+from tahoeflow.sources.demo import DemoParams, Design
+from tahoeflow.sources.demo_files import write_file
 
 DEMO_KEYS = {f.name: f"demo.{f.name}" for f in dataclasses.fields(DemoParams)}
 

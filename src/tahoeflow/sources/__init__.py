@@ -6,5 +6,6 @@
 - :mod:`.stream`: row-range downloads through ``datasets`` streaming.
 - :mod:`.h5ad`, :mod:`.h5ad_settings`: AnnData files (scanpy's format) as shards.
 - :mod:`.real_data`: converters of public data sets to h5ad (``prepare``).
-- :mod:`.demo`: simulated counts on Tahoe's real design (the offline demo).
+- :mod:`.demo_tables`, :mod:`.demo`, :mod:`.demo_files`: the offline demo: Tahoe's real
+  metadata tables, the simulated design on them, and its files.
 """

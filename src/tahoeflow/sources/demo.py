@@ -51,25 +51,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from tahoeflow import io as tio
-from tahoeflow.cells.doses import dose_in_um
 from tahoeflow.errors import ArgumentError, InputError
+from tahoeflow.sources.demo_tables import (
+    PLATE_ORDER,
+    REAL_METADATA_DIR,
+    REAL_REVISION,
+    apportion,
+    drug_order,
+    line_order,
+    real_tables,
+    sample_table,
+)
 from tahoeflow.sources.tahoe import (
-    CLS_TOKEN,
-    CLS_VALUE,
     CONTROL_DRUG,
-    EXPRESSION_SCHEMA,
     FIRST_TOKEN,
     N_GENES,
 )
@@ -77,34 +78,6 @@ from tahoeflow.sources.tahoe import (
 DOSES_UM = (0.05, 0.5, 5.0)
 DOSE_SCALE = (0.3, 0.65, 1.0)
 
-REAL_METADATA_DIR = Path(__file__).resolve().parents[3] / "resources" / "tahoe_metadata"
-"""Tahoe-100M's metadata tables, committed with the repository (see its README)."""
-REAL_REVISION = "2dc57900b7981cfcf5e211527169a0b006546a95"
-REAL_FILES = {
-    "gene": "gene_metadata.parquet",
-    "sample": "sample_metadata.parquet",
-    "drug": "drug_metadata.parquet",
-    "cell_line": "cell_line_metadata.parquet",
-    "grid": "obs_cell_grid.parquet",
-}
-REAL_COLUMNS = {
-    "gene": ("gene_symbol", "ensembl_id", "token_id"),
-    "sample": ("sample", "plate", "drug", "drugname_drugconc"),
-    "drug": ("drug", "moa-fine", "canonical_smiles", "pubchem_cid"),
-    "cell_line": ("cell_name", "Cell_ID_Cellosaur"),
-    "grid": ("drug", "cell_name", "plate", "conc", "n_cells"),
-}
-PLATE_ORDER = (
-    "plate13", "plate7", "plate1", "plate14", "plate8", "plate9", "plate2", "plate3", "plate4",
-    "plate5", "plate6", "plate10", "plate11", "plate12",
-)  # fmt: skip
-"""Plates in the order the demo takes them: plate13 mixes 0.05/0.5/5 uM, plate7 has the drug
-'Trametinib (DMSO_TF solvate)' and shares 13 drug-doses with plate13, plate1 has 'Erdafitinib '."""
-SEED000_LINES = ("CVCL_0131", "CVCL_1239")
-"""A-172 and H4: the two of seed 000's seven glioblastoma lines that are among Tahoe's 50."""
-TRAP_DRUGS = ("Trametinib (DMSO_TF solvate)", "Erdafitinib ", "Selinexor ")
-"""Real names a careless reader gets wrong: a drug whose name contains the control's, and two
-names with a trailing space (in sample_metadata and the data, not in drug_metadata)."""
 CYTOTOXIC_FRACTION = 0.5
 """Share of the active drugs that also kill cells of their sensitive lines."""
 BARCODES_PER_SUBLIB = 96 * 96
@@ -154,108 +127,6 @@ class DemoParams:
     def from_dict(cls, d: dict) -> DemoParams:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-# --- the real tables ----------------------------------------------------------------
-@dataclass(frozen=True)
-class RealTables:
-    """Tahoe-100M's metadata tables as read (``gene``, ``sample``, ``drug``, ``cell_line``:
-    Arrow tables, exactly the hub's; ``grid``: obs_cell_grid as pandas) and their paths."""
-
-    paths: dict[str, Path]
-    gene: pa.Table
-    sample: pa.Table
-    drug: pa.Table
-    cell_line: pa.Table
-    grid: pd.DataFrame
-
-
-@functools.lru_cache(maxsize=4)
-def real_tables(metadata_dir: str | Path = REAL_METADATA_DIR) -> RealTables:
-    """Read and check the real metadata tables; a missing file or column is an InputError."""
-    root = Path(metadata_dir)
-    paths = {k: root / name for k, name in REAL_FILES.items()}
-    tables = {}
-    for kind, path in paths.items():
-        if not path.is_file():
-            raise InputError(
-                path, "missing: the demo is built on Tahoe-100M's real metadata tables, "
-                "committed under resources/tahoe_metadata/",
-            )  # fmt: skip
-        t = pq.read_table(path)
-        missing = [c for c in REAL_COLUMNS[kind] if c not in t.column_names]
-        if missing:
-            raise InputError(
-                path, f"missing column(s) {', '.join(missing)} (it has {', '.join(t.column_names)}): "
-                f"not the tables of revision {REAL_REVISION}",
-            )  # fmt: skip
-        tables[kind] = t
-    tokens = tables["gene"].column("token_id").to_numpy()
-    if not np.array_equal(tokens, np.arange(FIRST_TOKEN, FIRST_TOKEN + N_GENES)):
-        raise InputError(
-            paths["gene"], f"token_id is not {FIRST_TOKEN}..{FIRST_TOKEN + N_GENES - 1} in order"
-        )
-    grid = tables.pop("grid").to_pandas()
-    return RealTables(paths=paths, grid=grid, **tables)
-
-
-def real_metadata_digest(metadata_dir: str | Path = REAL_METADATA_DIR) -> str:
-    """sha256 over the real tables' names and bytes (a rerun trigger of the demo rules that
-    does not depend on where the checkout lies); a missing file is hashed as missing."""
-    h = hashlib.sha256()
-    for name in sorted(REAL_FILES.values()):
-        path = Path(metadata_dir) / name
-        h.update(name.encode() + b"\0")
-        h.update(path.read_bytes() if path.is_file() else b"<missing>")
-    return h.hexdigest()
-
-
-def sample_table(real: RealTables) -> pd.DataFrame:
-    """sample_metadata with ``row`` (position in the table), ``conc`` (uM), ``is_control``
-    (drug equal to DMSO_TF, spaces ignored: never a substring match) and ``position`` (1..96,
-    the well's place among its plate's rows)."""
-    s = real.sample.select(["sample", "plate", "drug", "drugname_drugconc"]).to_pandas()
-    s["row"] = np.arange(len(s))
-    s["conc"] = [dose_in_um(t) for t in s["drugname_drugconc"]]  # 1,344 rows
-    s["is_control"] = s["drug"].str.strip() == CONTROL_DRUG
-    s["position"] = s.groupby("plate").cumcount() + 1
-    return s
-
-
-def line_order(real: RealTables) -> list[tuple[str, str]]:
-    """The 50 lines of the data as (Cellosaurus id, name): A-172 and H4 first, then the others
-    by their number of cells in Tahoe-100M (most first)."""
-    names = real.cell_line.select(["cell_name", "Cell_ID_Cellosaur"]).to_pandas()
-    names = names.drop_duplicates("cell_name").set_index("cell_name")["Cell_ID_Cellosaur"]
-    total = real.grid.groupby("cell_name")["n_cells"].sum()
-    df = pd.DataFrame({"name": total.index, "cells": total.to_numpy()})
-    df["cid"] = names.reindex(df["name"]).to_numpy()
-    df["first"] = [SEED000_LINES.index(c) if c in SEED000_LINES else 99 for c in df["cid"]]
-    df = df.sort_values(["first", "cells", "name"], ascending=[True, False, True])
-    return list(zip(df["cid"], df["name"], strict=True))
-
-
-def drug_order(samples: pd.DataFrame) -> list[str]:
-    """Treated drugs of ``samples`` (names as the data spells them) in the demo's order: the
-    real traps (:data:`TRAP_DRUGS`), then by number of wells (several doses or plates first),
-    then by first appearance."""
-    treated = samples[~samples["is_control"]]
-    g = treated.groupby("drug", sort=False).agg(n=("row", "size"), first=("row", "min"))
-    g["trap"] = [TRAP_DRUGS.index(d) if d in TRAP_DRUGS else 99 for d in g.index]
-    g = g.sort_values(["trap", "n", "first"], ascending=[True, False, True])
-    return list(g.index)
-
-
-def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
-    """``total`` split in proportion to ``weights`` (largest remainder; sums to ``total``)."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.sum() <= 0:
-        w = np.ones_like(w)
-    exact = total * w / w.sum()
-    out = np.floor(exact).astype(np.int64)
-    order = np.argsort(-(exact - out), kind="stable")
-    out[order[: total - int(out.sum())]] += 1
-    return out
 
 
 class Design:
@@ -412,7 +283,7 @@ class Design:
         per_plate = np.array([self.cell_weight[self.well_plate == i].sum() for i in range(P)])
         n = np.zeros(P, dtype=np.int64)
         if F >= P:
-            n = 1 + _apportion(F - P, per_plate)
+            n = 1 + apportion(F - P, per_plate)
         else:
             n[np.asarray(self.plate_priority[:F])] = 1
         ends = np.cumsum(n)
@@ -430,7 +301,7 @@ class Design:
         """Exact cells per (well of the plate, line): the plate's rows apportioned."""
         rows = len(self.plate_files[plate]) * self.p.cells_per_file
         wells = np.flatnonzero(self.well_plate == plate)
-        return _apportion(rows, self.cell_weight[wells].ravel()).reshape(wells.size, -1)
+        return apportion(rows, self.cell_weight[wells].ravel()).reshape(wells.size, -1)
 
     @functools.lru_cache(maxsize=2)  # noqa: B019
     def plate_cells(self, plate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -605,154 +476,3 @@ class Design:
 def _logsumexp(x: np.ndarray) -> float:
     m = float(x.max())
     return m + float(np.log(np.exp(x - m).sum()))
-
-
-# --- per-file generation ------------------------------------------------------
-def _sample_counts(
-    rng: np.random.Generator, logw: np.ndarray, libsizes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Multinomial counts for cells sharing one expression profile.
-
-    Returns (nnz per cell, gene index per value, count per value), genes ascending per cell.
-    Each cell's draws are generated already sorted (normalised cumulative sums of exponential
-    spacings are sorted uniforms), so the inverse-CDF lookup walks the CDF forwards and the
-    counts are the run lengths of the looked-up genes: no per-cell loop and no sort.
-    """
-    G = logw.size
-    w = np.exp(logw - logw.max())
-    cdf = np.cumsum(w)
-    cdf /= cdf[-1]
-    n = libsizes.size
-    seg = libsizes + 1  # L draws need L+1 spacings
-    ends = np.cumsum(seg)
-    csum = np.cumsum(rng.standard_exponential(int(ends[-1])))
-    seg_base = np.concatenate(([0.0], csum[ends[:-1] - 1]))
-    totals = csum[ends - 1] - seg_base
-    cell_of = np.repeat(np.arange(n, dtype=np.int64), seg)
-    u = (csum - seg_base[cell_of]) / totals[cell_of]
-    keep = np.ones(u.size, dtype=bool)
-    keep[ends - 1] = False  # the last spacing of each cell closes the interval
-    g = np.minimum(np.searchsorted(cdf, u[keep], side="right"), G - 1)
-    key = cell_of[keep] * G + g
-    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-    counts = np.diff(np.append(starts, key.size))
-    ukey = key[starts]
-    return np.bincount(ukey // G, minlength=n), ukey % G, counts
-
-
-def _padded(values: np.ndarray, width: int) -> pa.Array:
-    """Zero-padded decimal strings of small non-negative integers (vectorised via a lookup)."""
-    table = pa.array([f"{i:0{width}d}" for i in range(int(values.max(initial=0)) + 1)])
-    return table.take(pa.array(values, pa.int64()))
-
-
-def barcodes(design: Design, cell_well: np.ndarray, rank: np.ndarray) -> pa.Array:
-    """``BARCODE_SUB_LIB_ID`` in the real form ``01_001_052-lib_1105``: round-1 barcode = the
-    well's position on its plate, rounds 2 and 3 and the sub-library from the cell's rank in
-    its well; the sub-library number encodes the plate (unique over the whole demo)."""
-    pos = design.wells["position"].to_numpy()[cell_well]
-    plate_no = np.array([int(s.removeprefix("plate")) for s in design.plate_names])
-    lib = 1000 + SUBLIBS_PER_PLATE * plate_no[design.well_plate[cell_well]]
-    lib = lib + rank // BARCODES_PER_SUBLIB
-    within = rank % BARCODES_PER_SUBLIB
-    parts = [_padded(pos, 2), "_", _padded(within // 96 + 1, 3), "_", _padded(within % 96 + 1, 3),
-             "-lib_", _padded(lib, 4)]  # fmt: skip
-    return pc.binary_join_element_wise(*parts, "")
-
-
-def generate_file(design: Design, file_index: int) -> pa.Table:
-    """The expression table of one demo file (``cells_per_file`` rows, hub schema)."""
-    p = design.p
-    rng = np.random.default_rng([p.seed, 1, file_index])
-    cell_well, cell_line, rank = design.file_cells(file_index)
-    n = cell_well.size
-    group = cell_well * p.n_cell_lines + cell_line
-    order = np.argsort(group, kind="stable")
-    nnz = np.zeros(n, dtype=np.int64)
-    gene_parts, count_parts = [], []
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    for idx in np.split(order, bounds) if n else []:
-        well, line = int(cell_well[idx[0]]), int(cell_line[idx[0]])
-        mu = design.log_libsize_mean(well, line)
-        lib = np.maximum(np.rint(rng.lognormal(mu, p.libsize_sd, idx.size)), 50).astype(np.int64)
-        k, g, c = _sample_counts(rng, design.log_weights(well, line), lib)
-        nnz[idx] = k
-        gene_parts.append(g)
-        count_parts.append(c)
-    # values are grouped by ``order``; reorder them to the cells' row order
-    genes_sorted = np.concatenate(gene_parts) if gene_parts else np.zeros(0, np.int64)
-    counts_sorted = np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64)
-    start_sorted = np.zeros(n, dtype=np.int64)
-    start_sorted[1:] = np.cumsum(nnz[order])[:-1]
-    starts = np.empty(n, dtype=np.int64)
-    starts[order] = start_sorted
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(nnz + 1)  # +1 for the marker
-    total = int(offsets[-1])
-    token = np.empty(total, dtype=np.int64)
-    expr = np.empty(total, dtype=np.float32)
-    token[offsets[:-1]] = CLS_TOKEN
-    expr[offsets[:-1]] = CLS_VALUE
-    row = np.repeat(np.arange(n), nnz)
-    within = np.arange(row.size) - np.repeat(np.cumsum(nnz) - nnz, nnz)
-    dst = offsets[:-1][row] + 1 + within
-    src = starts[row] + within
-    token[dst] = genes_sorted[src] + FIRST_TOKEN
-    expr[dst] = counts_sorted[src]
-
-    # per-well strings, taken per cell; DMSO_TF has no MoA, SMILES or PubChem id
-    d = design.well_drug
-    drug = np.where(d >= 0, np.array([*design.drug_names, ""], dtype=object)[d], CONTROL_DRUG)
-    moa = np.where(d >= 0, np.array([*design.drug_moa_fine, ""], dtype=object)[d], "unclear")
-    smi = np.where(d >= 0, np.array([*design.drug_smiles, ""], dtype=object)[d], "")
-    cid = np.where(d >= 0, np.array([*design.drug_cid, ""], dtype=object)[d], "")
-    take = pa.array(cell_well, pa.int64())
-
-    def per_cell(values) -> pa.Array:
-        return pa.array(np.asarray(values, dtype=object), pa.string()).take(take)
-
-    offsets32 = pa.array(offsets.astype(np.int32))
-    plate = design.plate_names[design.file_plate(file_index)]
-    return pa.table(
-        [
-            pa.ListArray.from_arrays(offsets32, pa.array(token, pa.int64())),
-            pa.ListArray.from_arrays(offsets32, pa.array(expr, pa.float32())),
-            per_cell(drug),
-            per_cell(design.sample_names),
-            barcodes(design, cell_well, rank),
-            pa.array(np.asarray(design.line_ids, dtype=object), pa.string()).take(
-                pa.array(cell_line, pa.int64())
-            ),
-            per_cell(moa),
-            per_cell(smi),
-            per_cell(cid),
-            pa.array(np.full(n, plate, dtype=object), pa.string()),
-        ],
-        schema=EXPRESSION_SCHEMA,
-    )
-
-
-def write_file(design: Design, file_index: int, path: str | Path) -> None:
-    """Write demo file ``file_index`` atomically, in row groups of ``row_group_size`` rows."""
-    table = generate_file(design, file_index)
-    with tio.atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=design.p.row_group_size, compression="zstd")
-
-
-def write_metadata(design: Design, out: dict[str, str | Path]) -> None:
-    """Write the four metadata tables (byte copies of the real ones) and the ground truth.
-
-    ``out`` keys: gene, sample, drug, cell_line, effects, params, and optionally cells
-    (``truth/cells.parquet``, see :meth:`Design.truth_cells`).
-    """
-    for kind in ("gene", "sample", "drug", "cell_line"):
-        with tio.atomic_path(out[kind]) as tmp:
-            shutil.copyfile(design.real.paths[kind], tmp)
-    tio.write_parquet(
-        pa.Table.from_pandas(design.truth_effects(), preserve_index=False), out["effects"]
-    )
-    if "cells" in out:
-        tio.write_parquet(
-            pa.Table.from_pandas(design.truth_cells(), preserve_index=False), out["cells"]
-        )
-    tio.write_json(design.truth_params(), out["params"])
