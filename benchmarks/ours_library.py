@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from tahoeflow.cells import normalize as pp
     from tahoeflow.cells.doses import sample_doses
     from tahoeflow.cells.plan import Shard
-    from tahoeflow.cells.summarize import Filters, load_shard, shard_stats
+    from tahoeflow.cells.stats import shard_stats
+    from tahoeflow.cells.summarize import Filters, load_shard
     from tahoeflow.cells.vocab import vocab_from_gene_metadata
     from tahoeflow.embed.hvg import highly_variable_genes_from_stats
     from tahoeflow.embed.kmeans import kmeans

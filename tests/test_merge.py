@@ -11,7 +11,8 @@ import scipy.sparse as sp
 from tahoeflow import io as tio
 from tahoeflow.cells.doses import sample_doses
 from tahoeflow.cells.plan import plan_shards
-from tahoeflow.cells.summarize import Filters, load_shard, shard_stats, summarize
+from tahoeflow.cells.stats import shard_stats
+from tahoeflow.cells.summarize import Filters, load_shard, summarize
 from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
 from tahoeflow.merge.cells import merge_cells

@@ -31,7 +31,7 @@ from tahoeflow.cells.csr import (
     to_csr,
 )
 from tahoeflow.cells.read import read_rows, read_shard
-from tahoeflow.cells.summarize import keep_rows_inplace, pseudobulk, shard_stats
+from tahoeflow.cells.stats import keep_rows_inplace, pseudobulk, shard_stats
 from tahoeflow.cells.vocab import Vocab
 from tahoeflow.errors import InputError
 from tahoeflow.sources.tahoe import CLS_TOKEN

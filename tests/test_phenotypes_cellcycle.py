@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import fisher_exact
 
-from tahoeflow.cells.summarize import shard_stats
+from tahoeflow.cells.stats import shard_stats
 from tahoeflow.phenotypes import cellcycle as cc
 
 

@@ -14,7 +14,8 @@ from tahoeflow.cells import normalize as pp
 from tahoeflow.cells.csr import to_csr
 from tahoeflow.cells.doses import parse_drugconc, sample_doses
 from tahoeflow.cells.plan import Shard
-from tahoeflow.cells.summarize import Filters, load_shard, shard_stats, summarize
+from tahoeflow.cells.stats import shard_stats
+from tahoeflow.cells.summarize import Filters, load_shard, summarize
 from tahoeflow.cells.vocab import vocab_from_gene_metadata
 
 

@@ -4,5 +4,6 @@
 - :mod:`.vocab`, :mod:`.doses`: gene vocabulary and the one dose-unit table.
 - :mod:`.read`, :mod:`.csr`: Parquet rows -> validated CSR (cells x genes).
 - :mod:`.normalize`: CP10k + log1p (scanpy's normalize_total + log1p).
-- :mod:`.summarize`: filters, per-cell summaries, gene statistics, pseudobulk sums.
+- :mod:`.stats`: per-cell and per-gene statistics and pseudobulk sums (compiled passes).
+- :mod:`.summarize`: one shard end to end: read, filter, summarise.
 """

@@ -35,7 +35,8 @@ import scipy.sparse as sp
 
 from tahoeflow.cells.doses import UNIT_TO_UM, dose_unit_problem
 from tahoeflow.cells.plan import Shard, check_row_range, plan_shards
-from tahoeflow.cells.summarize import Filters, LoadedShard, filter_cells, keep_rows_inplace
+from tahoeflow.cells.stats import keep_rows_inplace
+from tahoeflow.cells.summarize import Filters, LoadedShard, filter_cells
 from tahoeflow.cells.vocab import Vocab
 from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.sources.h5ad_settings import validate_obs_map
