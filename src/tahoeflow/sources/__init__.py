@@ -1,7 +1,8 @@
 """Where cells come from. Each source turns its files into the same shard inputs:
 
 - :mod:`.tahoe`: the Tahoe-100M format (token ids, schemas, file names).
-- :mod:`.hub`: verified downloads at a pinned revision (huggingface_hub).
+- :mod:`.hub`: verified downloads at a pinned revision (huggingface_hub); :mod:`.hub_errors`:
+  transient or final, back-off, one scrubbed line per failure.
 - :mod:`.manifest`: file -> plates/rows tables that let the plan skip files.
 - :mod:`.stream`: row-range downloads through ``datasets`` streaming.
 - :mod:`.h5ad`, :mod:`.h5ad_settings`: AnnData files (scanpy's format) as shards.

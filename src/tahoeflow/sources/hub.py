@@ -58,7 +58,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import random
 import re
 import shutil
 import threading
@@ -73,8 +72,18 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from tahoeflow.errors import InputError
 from tahoeflow.io import atomic_path
-from tahoeflow.logs import known_secrets, redact
 from tahoeflow.sources import tahoe as schema
+from tahoeflow.sources.hub_errors import (
+    Refused,
+    backoff_delay,
+    describe,
+    fmt_bytes,
+    http_status,
+    is_transient,
+    retry_after,
+    scrub,
+    secrets_of,
+)
 
 __all__ = [
     "DEFAULT_REPO",
@@ -91,10 +100,8 @@ N_DATA_FILES = schema.N_FILES_HUB
 METADATA_KINDS = ("gene", "sample", "drug", "cell_line")
 
 _CHUNK = 8 << 20
-_MAX_BACKOFF_S = 120.0
-_MAX_RETRY_AFTER_S = 600.0
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _SETTINGS_LOCK = threading.RLock()
 # The library's functions as imported, wrapped per attempt by :func:`_library_guard`.
 _LIB_HTTP_GET = _file_download.http_get
@@ -195,18 +202,18 @@ def fetch_file(
         endpoint = os.environ.get("HF_ENDPOINT") or None
     if endpoint is not None:
         endpoint = endpoint.rstrip("/")
-    secrets = _secrets(token)
+    secrets = secrets_of(token)
 
     def say(msg: str) -> None:
         if log is not None:
-            log(_scrub(msg, secrets))
+            log(scrub(msg, secrets))
 
     def fail(problem: str, status: int | None, transient: bool, attempts: int) -> HubError:
         return HubError(
             filename,
             repo_id,
             revision,
-            _scrub(problem, secrets),
+            scrub(problem, secrets),
             status=status,
             transient=transient,
             attempts=attempts,
@@ -221,7 +228,7 @@ def fetch_file(
         t0 = time.monotonic()
         error: BaseException | None = None
         try:
-            with _client_settings(timeout_s):
+            with client_settings(timeout_s):
                 cached, expected, size = _download(
                     repo_id,
                     filename,
@@ -238,7 +245,7 @@ def fetch_file(
             elapsed = time.monotonic() - t0
             rate = size / elapsed / 1e6 if elapsed > 0 else float("inf")
             say(
-                f"{filename}: attempt {attempt}: have {_fmt_bytes(size)} after {elapsed:.2f} s "
+                f"{filename}: attempt {attempt}: have {fmt_bytes(size)} after {elapsed:.2f} s "
                 f"({rate:.1f} MB/s incl. HEAD; cache hits are instant)"
             )
             how, actual = _place_verified(cached, dest, expected)
@@ -259,16 +266,16 @@ def fetch_file(
         else:
             total = time.monotonic() - started
             say(
-                f"{filename}: verified {_fmt_bytes(size)} (sha {actual[:12]}...) -> {dest} "
+                f"{filename}: verified {fmt_bytes(size)} (sha {actual[:12]}...) -> {dest} "
                 f"({how}), {total:.2f} s in all"
             )
             return dest
 
         # Failure handling happens outside the ``except`` block so that the library's exception
         # (whose text may carry server messages) is never chained onto ours.
-        status = _http_status(error)
-        transient = _is_transient(error)
-        reason = _describe(error, status, timeout_s, lambda text: _scrub(text, secrets))
+        status = http_status(error)
+        transient = is_transient(error)
+        reason = describe(error, status, timeout_s, lambda text: scrub(text, secrets))
         elapsed = time.monotonic() - t0
         if not transient:
             if status is None and not isinstance(error, (OSError, httpx2.HTTPError)):
@@ -286,7 +293,7 @@ def fetch_file(
                 transient=True,
                 attempts=attempt,
             )
-        delay = _backoff(backoff_s, failures, _retry_after(error))
+        delay = backoff_delay(backoff_s, failures, retry_after(error))
         say(
             f"{filename}: attempt {attempt} failed after {elapsed:.2f} s: {reason}; "
             f"retry {failures}/{max_retries} in {delay:.2f} s"
@@ -296,10 +303,6 @@ def fetch_file(
 
 
 # -- the download itself ---------------------------------------------------------------------
-
-
-class _Refused(OSError):
-    """The hub's answer is unusable or unsafe (reported as a non-retryable :class:`HubError`)."""
 
 
 class _Mismatch(Exception):
@@ -339,7 +342,7 @@ def _download(
             )
         )
         expected = cached.resolve().name
-        if not (_HEX64.match(expected) or _HEX40.match(expected)):
+        if not (_HEX64.match(expected) or HEX40.match(expected)):
             raise OSError(
                 "offline mode, and the cached copy is not a blob named by the hub's checksum, "
                 "so it cannot be verified"
@@ -351,15 +354,15 @@ def _download(
     say(f"{filename}: attempt {attempt}: HEAD {repo_id}@{revision}")
     meta = get_hf_file_metadata(url, token=token, timeout=timeout_s, endpoint=endpoint)
     expected = (meta.etag or "").lower()
-    if not (_HEX64.match(expected) or _HEX40.match(expected)):
+    if not (_HEX64.match(expected) or HEX40.match(expected)):
         # Raised as an OSError so it is reported as a (non-retryable) hub problem.
-        raise _Refused(f"the hub sent no usable checksum for this file (etag {meta.etag!r:.80})")
-    if meta.commit_hash and not _HEX40.match(meta.commit_hash):
-        raise _Refused(f"the hub sent an invalid commit id {meta.commit_hash!r:.80}")
+        raise Refused(f"the hub sent no usable checksum for this file (etag {meta.etag!r:.80})")
+    if meta.commit_hash and not HEX40.match(meta.commit_hash):
+        raise Refused(f"the hub sent an invalid commit id {meta.commit_hash!r:.80}")
     commit = meta.commit_hash or revision
-    size_txt = _fmt_bytes(meta.size) if meta.size is not None else "unknown size"
+    size_txt = fmt_bytes(meta.size) if meta.size is not None else "unknown size"
     say(f"{filename}: {size_txt}, expected sha {expected[:12]}..., commit {commit[:12]}")
-    pinned = commit if _HEX40.match(commit) else None
+    pinned = commit if HEX40.match(commit) else None
     with _library_guard(expected, pinned, max_resumes):
         cached = Path(
             hf_hub_download(
@@ -383,7 +386,7 @@ def _library_guard(expected: str, commit: str | None, max_resumes: int) -> Itera
 
     * its HEAD must report etag ``expected`` and (when known) commit ``commit``: both become
       cache paths (``blobs/{etag}``, ``snapshots/{commit}/``), and a 404's commit header
-      becomes ``.no_exist/{commit}/``; anything else is refused (:class:`_Refused`);
+      becomes ``.no_exist/{commit}/``; anything else is refused (:class:`Refused`);
     * its GET is not retried on 408/429 (those come back to :func:`fetch_file`'s loop, which
       caps ``Retry-After``), and a body that breaks off is resumed only when it made progress
       since the last try, at most ``max_resumes`` times.
@@ -407,19 +410,19 @@ def _library_guard(expected: str, commit: str | None, max_resumes: int) -> Itera
             meta = _LIB_FILE_METADATA(*args, **kwargs)
         except HfHubHTTPError as e:
             sent = e.response.headers.get("X-Repo-Commit") if e.response is not None else None
-            if sent is not None and not _HEX40.match(sent):
-                raise _Refused(f"the hub sent an invalid commit id {sent!r:.80}") from None
+            if sent is not None and not HEX40.match(sent):
+                raise Refused(f"the hub sent an invalid commit id {sent!r:.80}") from None
             raise
         etag = (meta.etag or "").lower()
         if etag != expected:
-            raise _Refused(
+            raise Refused(
                 f"the hub's checksum changed between two requests ({expected[:12]}... "
                 f"then {meta.etag!r:.80})"
             )
         if meta.commit_hash is not None and not (
-            meta.commit_hash == commit if commit else _HEX40.match(meta.commit_hash)
+            meta.commit_hash == commit if commit else HEX40.match(meta.commit_hash)
         ):
-            raise _Refused(
+            raise Refused(
                 f"the hub's commit changed between two requests ({commit}, then "
                 f"{meta.commit_hash!r:.80})"
             )
@@ -490,7 +493,7 @@ def _evict(cached: Path) -> None:
 
 
 @contextlib.contextmanager
-def _client_settings(timeout_s: float) -> Iterator[None]:
+def client_settings(timeout_s: float) -> Iterator[None]:
     """Apply call-time settings to ``huggingface_hub.constants`` (read by the client per request)."""
     disable_xet = os.environ.get("HF_HUB_DISABLE_XET", "1").strip().upper() in {
         "1",
@@ -519,118 +522,3 @@ def _patched(module: object, values: dict[str, object]) -> Iterator[None]:
         finally:
             for name, value in saved.items():
                 setattr(module, name, value)
-
-
-# -- error classification --------------------------------------------------------------------
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [e.__cause__, e.__context__]
-
-
-def _response(exc: BaseException) -> httpx2.Response | None:
-    for e in _chain(exc):
-        if isinstance(e, (HfHubHTTPError, httpx2.HTTPStatusError)):
-            return e.response
-    return None
-
-
-def _http_status(exc: BaseException) -> int | None:
-    response = _response(exc)
-    return None if response is None else response.status_code
-
-
-def _is_transient(exc: BaseException) -> bool:
-    status = _http_status(exc)
-    if status is not None:
-        return status >= 500 or status in (408, 429)
-    for e in _chain(exc):
-        if isinstance(
-            e, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
-        ):
-            return True
-        if isinstance(e, OSError) and "Consistency check failed" in str(e):
-            return True  # a body shorter/longer than announced: a broken transfer
-    return False
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = _response(exc)
-    if response is None:
-        return None
-    value = response.headers.get("Retry-After")
-    try:
-        return min(float(value), _MAX_RETRY_AFTER_S) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date; the exponential backoff is used instead
-
-
-def _backoff(backoff_s: float, n: int, retry_after: float | None) -> float:
-    delay = min(backoff_s * 2 ** (n - 1), _MAX_BACKOFF_S) * (1 + 0.25 * random.random())
-    return max(delay, retry_after or 0.0)
-
-
-def _describe(
-    exc: BaseException, status: int | None, timeout_s: float, clean: Callable[[str], str]
-) -> str:
-    """One line for ``exc``. ``clean`` masks secrets in text from the server or the library; it
-    is applied before anything is shortened, so no cut can leave a piece of a secret behind."""
-    for e in _chain(exc):
-        if isinstance(e, _Refused):
-            return _one_line(clean(str(e)))[:300]
-    if status is not None:
-        response = _response(exc)
-        code = response.headers.get("X-Error-Code") if response is not None else None
-        server = response.headers.get("X-Error-Message") if response is not None else None
-        text = f"HTTP {status}"
-        if code:
-            text += f" ({code})"
-        if status == 404:
-            text += ": no such file, revision or repo on the hub"
-        elif status in (401, 403):
-            text += ": not authorised (check HF_TOKEN and that the repo is accessible)"
-        if server:
-            text += f"; server says: {_one_line(clean(server))[:200]}"
-        return text
-    for e in _chain(exc):
-        if isinstance(e, httpx2.TimeoutException):
-            return f"timed out (timeout_s={timeout_s:g}; {type(e).__name__})"
-        if isinstance(e, (httpx2.NetworkError, httpx2.RemoteProtocolError)):
-            return f"connection problem ({type(e).__name__}: {_first_line(e, clean)})"
-    return f"{type(exc).__name__}: {_first_line(exc, clean)}"
-
-
-def _first_line(exc: BaseException, clean: Callable[[str], str]) -> str:
-    text = clean(str(exc)).strip()
-    return (text.splitlines()[0] if text else "")[:300]
-
-
-def _one_line(text: str) -> str:
-    """``text`` on one line, without control characters (a server's text must not be able to
-    start a fake log line or send terminal escape sequences)."""
-    return "".join(c if c.isprintable() else " " for c in text).strip()
-
-
-# -- secrets -----------------------------------------------------------------------------------
-
-
-def _secrets(token: str | None) -> list[str]:
-    """Every token value the client could send, longest first (for scrubbing only)."""
-    return known_secrets(token)
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    """Mask ``secrets`` in every encoding, and anything token-shaped (:func:`logs.redact`)."""
-    return redact(text, secrets)
-
-
-def _fmt_bytes(n: int) -> str:
-    return f"{n:,} bytes"

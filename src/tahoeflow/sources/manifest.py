@@ -333,11 +333,11 @@ def build_hub_manifest(
     from huggingface_hub import HfApi, HfFileSystem
     from huggingface_hub.hf_file_system import safe_revision
 
-    from tahoeflow.sources import hub
+    from tahoeflow.sources import hub, hub_errors
 
     say = log or (lambda _m: None)
     endpoint = endpoint or _env_endpoint()
-    secrets = hub._secrets(token if isinstance(token, str) else None)
+    secrets = hub_errors.secrets_of(token if isinstance(token, str) else None)
     repo_at = f"{repo_id}@{revision}"
 
     def attempt(what: str, fn: Callable[[], object]) -> object:
@@ -348,27 +348,29 @@ def build_hub_manifest(
             except InputError:
                 raise
             except Exception as exc:  # classified below
-                status = hub._http_status(exc)
-                transient = hub._is_transient(exc)
-                reason = hub._describe(exc, status, timeout_s, lambda t: hub._scrub(t, secrets))
+                status = hub_errors.http_status(exc)
+                transient = hub_errors.is_transient(exc)
+                reason = hub_errors.describe(
+                    exc, status, timeout_s, lambda t: hub_errors.scrub(t, secrets)
+                )
                 if status is None and not transient and not isinstance(exc, OSError):
                     raise
             failures += 1
             if not transient or failures > max_retries:
                 tries = f" after {failures} attempts" if transient else ""
                 raise InputError(f"{what} (repo {repo_at})", f"{reason}{tries}") from None
-            delay = hub._backoff(backoff_s, failures, None)
+            delay = hub_errors.backoff_delay(backoff_s, failures, None)
             say(f"{what}: {reason}; retry {failures}/{max_retries} in {delay:.2f} s")
             time.sleep(delay)
 
-    with hub._client_settings(timeout_s):
+    with hub.client_settings(timeout_s):
         fs = HfFileSystem(endpoint=endpoint, token=token, skip_instance_cache=True)
         api = HfApi(endpoint=endpoint, token=token)
         info = attempt(
             "repo info", lambda: api.dataset_info(repo_id, revision=revision, timeout=timeout_s)
         )
         commit = getattr(info, "sha", None) or revision
-        if not hub._HEX40.match(commit):
+        if not hub.HEX40.match(commit):
             raise InputError(f"repo {repo_at}", f"the hub sent an invalid commit id {commit!r:.80}")
         say(f"{repo_at} is commit {commit}")
         root = f"datasets/{repo_id}@{safe_revision(commit)}"

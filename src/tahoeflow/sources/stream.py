@@ -126,7 +126,7 @@ def stream_rows(
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    from tahoeflow.sources import hub
+    from tahoeflow.sources import hub, hub_errors
 
     say = log or (lambda _m: None)
     where = f"{repo_id}@{revision}"
@@ -137,8 +137,10 @@ def stream_rows(
     )
 
     def failure(exc: BaseException) -> InputError:
-        status = hub._http_status(exc)
-        reason = hub._describe(exc, status, 60.0, lambda t: hub._scrub(t, hub._secrets(None)))
+        status = hub_errors.http_status(exc)
+        reason = hub_errors.describe(
+            exc, status, 60.0, lambda t: hub_errors.scrub(t, hub_errors.secrets_of(None))
+        )
         return InputError(f"{where} (rows {row_start}..{row_stop})", reason)
 
     transport = (OSError, HfHubHTTPError, httpx2.HTTPError, datasets.exceptions.DatasetsError)
@@ -147,7 +149,7 @@ def stream_rows(
     )
     pieces: list[pa.Table] = []
     pos = first_row
-    with hub._client_settings(timeout_s), _datasets_endpoint(datasets.config, endpoint):
+    with hub.client_settings(timeout_s), _datasets_endpoint(datasets.config, endpoint):
         try:
             ds = datasets.load_dataset(
                 repo_id,
