@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tahoeflow.de.limma import bh_adjust
 from tahoeflow.de.parts import lines_of_part
 from tahoeflow.de.pipeline import pseudobulk_de
 from tahoeflow.de.truth import score_calls
 from tahoeflow.merge.conditions import pseudobulk_matrix
+from tahoeflow.multitest import bh_adjust
 
 REPO = Path(__file__).resolve().parents[1]
 TAHOE_CONTRASTS = 57_000

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tahoeflow.de import design, limma, pipeline
+from tahoeflow.de import design, pipeline
 from tahoeflow.de import tables as de_tables
+from tahoeflow.multitest import bh_adjust
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
@@ -295,7 +296,7 @@ def test_voom_equals_r_on_pooled_simulated_plates(reference):
     # the pooled contrast finds d2's effect; adj.P.Val.global is BH over the whole table
     top = case["top"]
     np.testing.assert_allclose(
-        top["adj.P.Val.global"], limma.bh_adjust(top["P.Value"].to_numpy()), rtol=1e-12
+        top["adj.P.Val.global"], bh_adjust(top["P.Value"].to_numpy()), rtol=1e-12
     )
     assert (top[top["drug"] == "d2"]["adj.P.Val"] < 0.05).sum() > 50
 
@@ -408,3 +409,21 @@ def test_deseq2_agrees_with_r_deseq2(reference):
     assert (agree["corr_lfc"] >= 0.998).all(), agree
     both = agree["calls_both"]
     assert (both >= 0.95 * np.maximum(agree["calls_py"], agree["calls_r"]) - 1).all(), agree
+
+
+def test_bh_adjust_equals_r_p_adjust_bit_for_bit(tmp_path):
+    """tahoeflow.multitest.bh_adjust (scipy's false_discovery_control) is R's p.adjust(BH) to
+    the last bit, ties and tiny p-values included (R writes the doubles in hex: %a)."""
+    rscript = _check_r()
+    rng = np.random.default_rng(11)
+    p = np.concatenate([rng.uniform(size=2000), rng.uniform(0, 1e-4, size=300),
+                        np.round(rng.uniform(size=500), 3), [0.0, 1.0, 1e-300]])  # fmt: skip
+    np.savetxt(tmp_path / "p.txt", p, fmt="%.17g")
+    out = subprocess.run(
+        [rscript, "-e", f"p <- scan('{tmp_path / 'p.txt'}', quiet=TRUE); "
+         "cat(sprintf('%a', p.adjust(p, method='BH')), sep='\\n')"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout.split()  # fmt: skip
+    r = np.array([float.fromhex(x) for x in out])
+    assert r.size == p.size
+    assert np.array_equal(bh_adjust(p), r)

@@ -1,5 +1,6 @@
 """limma's linear model and empirical Bayes: ``lmFit`` (weighted least squares for the tested
-coefficient), ``fitFDist``/``squeezeVar``/``eBayes`` (moderated t, p-values, B) and BH.
+coefficient), ``fitFDist``/``squeezeVar``/``eBayes`` (moderated t, p-values, B); BH is
+:func:`tahoeflow.multitest.bh_adjust`.
 
 Formulas of Smyth 2004 (Stat Appl Genet Mol Biol 3:3) and the defaults of limma's R sources;
 equal to R's on the same input (tests/test_de_reference.py). Vectorised over genes.
@@ -452,25 +453,3 @@ def _post_var(
         return np.broadcast_to(np.asarray(s2_prior, dtype=np.float64), s2.shape).copy()
     s2 = np.where(df == 0, 0.0, s2)
     return (df * s2 + d0 * s2_prior) / (df + d0)
-
-
-def bh_adjust(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (R ``p.adjust(method="BH")``); NaNs stay NaN.
-
-    Scales by ``p * n / i`` where R and ``scipy.stats.false_discovery_control`` compute
-    ``n / i * p``: equal to them within one ulp (tests/test_de.py), kept for byte-stable tables.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    n = q.size
-    if n == 0:
-        return out
-    order = np.argsort(q, kind="stable")
-    scaled = q[order] * n / np.arange(1, n + 1)
-    adj = np.minimum.accumulate(scaled[::-1])[::-1]
-    res = np.empty(n)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out

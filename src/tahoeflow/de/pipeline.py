@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from tahoeflow.de.design import CONTROL_DRUG, Contrast, check_groups, contrast_design, contrasts
 from tahoeflow.de.edger import calc_norm_factors, filter_by_expr, log_cpm
-from tahoeflow.de.limma import EBayes, LmFit, bh_adjust, ebayes, lmfit
+from tahoeflow.de.limma import EBayes, LmFit, ebayes, lmfit
 from tahoeflow.de.tables import (
     CONDITION_KEYS,
     DE_COLUMNS,
@@ -23,6 +23,7 @@ from tahoeflow.de.tables import (
 )
 from tahoeflow.de.voom import VOOM_AXES, VOOM_FITTED, voom
 from tahoeflow.errors import ArgumentError
+from tahoeflow.multitest import bh_adjust
 
 DE_METHODS = ("voom", "trend", "plain", "log", "deseq2")
 

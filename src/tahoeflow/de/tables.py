@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tahoeflow.de.limma import bh_adjust
 from tahoeflow.errors import InputError
+from tahoeflow.multitest import bh_adjust
 
 CONDITION_KEYS = ["drug", "dose_uM", "cell_line_id", "plate"]
 GENE_COLUMNS = ["gene", "ensembl_id", "gene_symbol"]

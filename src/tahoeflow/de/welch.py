@@ -10,8 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from tahoeflow.de.limma import bh_adjust
 from tahoeflow.de.tables import CONDITION_KEYS
+from tahoeflow.multitest import bh_adjust
 
 
 def _mean_var(X: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:

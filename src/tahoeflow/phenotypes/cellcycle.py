@@ -40,6 +40,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from tahoeflow.cells import normalize as pp
+from tahoeflow.multitest import bh_adjust
 
 PHASES = ("G1", "S", "G2M")
 KEYS = ["plate", "drug", "dose_uM", "cell_line_id"]
@@ -310,19 +311,13 @@ def arrest_table(
     out["qvalue"] = np.nan
     for lvl in ("plate", "pooled"):
         m = (out["level"] == lvl).to_numpy()
-        out.loc[m, "qvalue"] = _bh(out.loc[m, "pvalue"].to_numpy())
+        out.loc[m, "qvalue"] = bh_adjust(out.loc[m, "pvalue"].to_numpy())
     out["qc"] = qc
     cols = ["level", *KEYS, "n_cells", *n_cols, *[f"frac_{p}" for p in PHASES], "n_control_cells",
             *cc, *[f"control_frac_{p}" for p in PHASES], "g_index", "control_g_index",
             "g_arrest", "pvalue", "qvalue", "qc"]  # fmt: skip
     out = out[cols].sort_values(SORT, kind="stable", ignore_index=True)
     return out.astype({k: np.int64 for k in ["n_cells", *n_cols, "n_control_cells", *cc]})
-
-
-def _bh(p: np.ndarray) -> np.ndarray:
-    from tahoeflow.de.limma import bh_adjust
-
-    return bh_adjust(p)
 
 
 def empty_cells() -> pd.DataFrame:

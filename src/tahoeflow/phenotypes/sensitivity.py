@@ -29,6 +29,8 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from tahoeflow.multitest import bh_adjust
+
 __all__ = [
     "COUNT_SCHEMA",
     "SENSITIVITY_SCHEMA",
@@ -188,15 +190,6 @@ def cmh_pvalues(a, b, c, d, group) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(size), p
 
 
-def _bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg over the finite p-values; NaN stays NaN."""
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = stats.false_discovery_control(p[ok], method="bh")
-    return q
-
-
 def _log2_ratio(num, den, pc):
     return np.log2((np.asarray(num, float) + pc) / (np.asarray(den, float) + pc))
 
@@ -274,7 +267,7 @@ def sensitivity_table(
     df["level"] = "plate"
     plate = _values(df, ok, pc)
     plate["pvalue"] = np.where(ok, fisher_pvalues(a, nt - a, c, nc - c), np.nan)
-    plate["qvalue"] = _bh(plate["pvalue"].to_numpy())
+    plate["qvalue"] = bh_adjust(plate["pvalue"].to_numpy())
     pooled = _pooled(plate, pc)
     out = pd.concat([plate, pooled], ignore_index=True)
     out = out.sort_values(["level", "drug", "dose_uM", "cell_line_id", "plate"], kind="stable")
@@ -328,7 +321,7 @@ def _pooled(plate: pd.DataFrame, pc: float) -> pd.DataFrame:
         idx, p_cmh = cmh_pvalues(a, nt - a, c, nc - c, codes)
         pv[idx] = p_cmh
     out["pvalue"] = np.where(good, pv, np.nan)
-    out["qvalue"] = _bh(out["pvalue"].to_numpy())
+    out["qvalue"] = bh_adjust(out["pvalue"].to_numpy())
     return out.drop(columns="_reason")
 
 
