@@ -221,7 +221,7 @@ def test_updown_and_pergene_outputs(run):
 
 
 GOLDEN = REPO / "tests/data/small_demo_outputs.sha256"
-GOLDEN_COMMIT = "d45e692"  # the tree the digests came from (before issue 15's redesign)
+GOLDEN_COMMIT = "021a9cc"  # the tree the digests came from (see the file's header)
 
 
 def _digests(results: Path) -> dict[str, str]:
@@ -234,7 +234,7 @@ def _digests(results: Path) -> dict[str, str]:
     return out
 
 
-def test_outputs_are_byte_identical_to_the_tree_before_the_redesign(run, tmp_path):
+def test_outputs_are_byte_identical_to_the_recorded_tree(run, tmp_path):
     """Refactoring must not change a byte: every output equals the recorded digests. Where one
     differs (a machine whose BLAS rounds differently), the recording commit's workflow is run
     on this machine with the same config, and the two runs must agree byte for byte."""
