@@ -227,6 +227,18 @@ def stream_rows(wildcards, input):
     return int(wildcards.stop) - int(wildcards.start)
 
 
+def embeddings_held_mb(wildcards, input):
+    """MB the embeddings job holds at once: all of its input up to embed.kmeans.max_fit_cells
+    cells, then the sample (about 100 input bytes per cell: PCs and ids) and one batch."""
+    cap = config["embed"]["kmeans"]["max_fit_cells"]
+    n_cells = max(planned_cells(), 1)
+    if cap is None or n_cells <= cap:
+        return input.size_mb
+    per_cell = input.size_mb / n_cells
+    largest = max(Path(p).stat().st_size for p in as_list(input.proj)) / 2**20
+    return per_cell * cap + largest
+
+
 def largest_shard_mb(wildcards, input):
     """A group's shards are read one at a time: the largest shard's MB."""
     return batch_size_mb(wildcards, input)[0]

@@ -115,7 +115,7 @@ rule embeddings:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=mem_mb(400, 10),
+        mem_mb=mem_mb(400, 10, size=embeddings_held_mb),
         runtime=30,
     params:
         n_clusters=config["embed"]["kmeans"]["n_clusters"],
@@ -123,6 +123,7 @@ rule embeddings:
         seed=config["embed"]["kmeans"]["seed"],
         n_init=config["embed"]["kmeans"]["n_init"],
         batch_size=config["embed"]["kmeans"]["batch_size"],
+        max_fit_cells=config["embed"]["kmeans"]["max_fit_cells"],
     script:
         "../workflow/scripts/embeddings.py"
 

@@ -450,3 +450,79 @@ def test_embed_values_are_checked_at_parse_time(key, bad):
     node[last] = bad
     with pytest.raises(ConfigError, match=f"config key 'embed.{key}'"):
         validate_config(cfg, REPO / "config/schema.yaml")
+
+
+# --- the embeddings table: KMeans on all cells, or on a sample with streamed assignment -------
+def _projection_files(tmp_path, n_files=3, n_per=1000, d=5, k=4, seed=0):
+    """Blobs split over projection files, and a merged-cells table in the same order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tahoeflow.embed.table import META
+
+    X, _ = make_blobs(n_samples=n_files * n_per, centers=k, n_features=d, random_state=seed)
+    X = X.astype(np.float32)
+    ids = np.array([f"c{i:06d}" for i in range(len(X))])
+    paths = []
+    for f in range(n_files):
+        sl = slice(f * n_per, (f + 1) * n_per)
+        t = pa.table({"cell_id": ids[sl], **{f"pc{j + 1}": X[sl, j] for j in range(d)}})
+        paths.append(tmp_path / f"proj{f}.parquet")
+        pq.write_table(t, paths[-1])
+    cells = {c: ids if c == "cell_id" else np.array([f"{c}{i % 7}" for i in range(len(X))])
+             for c in META}  # fmt: skip
+    cells["dose_uM"] = np.full(len(X), 0.5)
+    pq.write_table(pa.table(cells), tmp_path / "cells.parquet", row_group_size=700)
+    return paths, tmp_path / "cells.parquet", X
+
+
+def test_embeddings_table_fitted_on_a_sample_assigns_every_cell_as_sklearn_would(tmp_path):
+    import pyarrow.parquet as pq
+    from sklearn.cluster import KMeans
+
+    from tahoeflow.embed.table import sample_rows, write_embeddings
+
+    paths, cells, X = _projection_files(tmp_path)
+    kw = dict(n_clusters=4, seed=3, minibatch_threshold=10**6, batch_size=256, n_init=1)
+    full = write_embeddings(paths, cells, tmp_path / "all.parquet", max_fit_cells=None, **kw)
+    same = write_embeddings(paths, cells, tmp_path / "cap.parquet", max_fit_cells=3000, **kw)
+    assert "fit_sample" not in full and full == same  # at or below the cap: a fit on all cells
+    assert (tmp_path / "all.parquet").read_bytes() == (tmp_path / "cap.parquet").read_bytes()
+
+    info = write_embeddings(paths, cells, tmp_path / "s.parquet", max_fit_cells=400, **kw)
+    assert info["fit_sample"] == {"n_cells": 400, "seed": 3} and info["n_cells"] == 3000
+    # the reference: sklearn fitted on the same sampled rows, then predicting every cell
+    rows = sample_rows(3000, 400, 3)
+    assert rows.size == np.unique(rows).size == 400
+    ref = KMeans(n_clusters=4, n_init=1, random_state=3, algorithm="lloyd").fit(X[rows])
+    got = pq.read_table(tmp_path / "s.parquet")
+    whole = pq.read_table(tmp_path / "all.parquet")
+    np.testing.assert_array_equal(got.column("cluster").to_numpy(), ref.predict(X))
+    d2 = ((X[:, None, :].astype(np.float64) - ref.cluster_centers_[None]) ** 2).sum(-1).min(1)
+    assert info["inertia"] == pytest.approx(d2.sum(), rel=1e-5)
+    # the same cells, PCs and metadata as the whole-table path, written one file at a time
+    assert got.drop_columns("cluster").equals(whole.drop_columns("cluster"))
+    assert pq.ParquetFile(tmp_path / "s.parquet").metadata.num_row_groups == 3
+    # well separated blobs: the sampled fit finds the same clusters
+    assert adjusted_rand_score(whole.column("cluster"), got.column("cluster")) > 0.99
+
+
+def test_embeddings_table_refuses_cells_out_of_step_with_the_projections(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tahoeflow.embed.table import write_embeddings
+
+    paths, cells, _ = _projection_files(tmp_path)
+    kw = dict(n_clusters=4, seed=0, minibatch_threshold=10**6, batch_size=256, n_init=1)
+    short = tmp_path / "short.parquet"
+    pq.write_table(pq.read_table(cells).slice(0, 2500), short)
+    with pytest.raises(ArgumentError, match="fewer rows"):
+        write_embeddings(paths, short, tmp_path / "o.parquet", max_fit_cells=100, **kw)
+    assert not (tmp_path / "o.parquet").exists()
+    shuffled = tmp_path / "shuffled.parquet"
+    t = pq.read_table(cells)
+    pq.write_table(t.take(np.r_[1, 0, 2 : t.num_rows]), shuffled)
+    for cap in (None, 100):
+        with pytest.raises(RuntimeError, match="not in the same order"):
+            write_embeddings(paths, shuffled, tmp_path / "o.parquet", max_fit_cells=cap, **kw)
+        assert not (tmp_path / "o.parquet").exists()

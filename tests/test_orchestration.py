@@ -491,6 +491,7 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     "embed.kmeans.seed": (1, {"embeddings"}),
     "embed.kmeans.n_init": (2, {"embeddings"}),
     "embed.kmeans.batch_size": (256, {"embeddings"}),
+    "embed.kmeans.max_fit_cells": (100, {"embeddings"}),
     "models.cv_folds": (3, {"ridge", "rf_classifier", "baselines"}),
     "models.seed": (1, {"ridge", "rf_classifier", "baselines", "rf_regressor"}),
     "models.max_train_cells": (100, {"ridge", "rf_classifier", "baselines", "rf_regressor",

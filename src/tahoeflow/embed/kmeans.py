@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from tahoeflow.embed._args import positive_int
 from tahoeflow.errors import ArgumentError
 
-__all__ = ["kmeans"]
+__all__ = ["fit_kmeans", "kmeans"]
 
 
-def kmeans(
+def fit_kmeans(
     emb: ArrayLike,
     n_clusters: int,
     *,
@@ -20,25 +22,9 @@ def kmeans(
     batch_size: int = 1024,
     n_init: int = 1,
     n_threads: int | None = 1,
-) -> tuple[NDArray[np.int32], NDArray[np.floating], float, str]:
-    """Cluster an embedding. Returns ``(labels int32, centers k x dims, inertia, method)``.
-
-    Below ``minibatch_threshold`` cells this runs sklearn ``KMeans`` (Lloyd, k-means++ init,
-    ``n_init`` restarts), and ``method`` is ``"kmeans"``. At or above it, it runs
-    ``MiniBatchKMeans(batch_size=batch_size, n_init=n_init)`` and ``method`` is
-    ``"minibatch_kmeans"``. Both are seeded with ``seed``. The defaults are scikit-learn's
-    (1.9.1): ``n_init="auto"`` is one run for the k-means++ init of both estimators, and
-    ``MiniBatchKMeans``'s ``batch_size`` is 1024. ``n_threads`` caps the OpenMP/BLAS
-    threads. With the default of 1, results are identical across runs and machines. ``None``
-    keeps sklearn's default, which is faster, but the order of the multi-threaded sums can
-    change the last bits of the centres between runs.
-
-    Raises
-    ------
-    ArgumentError
-        ``n_clusters`` below 1 or above the number of cells; ``n_init`` or ``batch_size``
-        not a positive integer.
-    """
+) -> tuple[Any, str]:
+    """The fitted estimator of :func:`kmeans` and its method name (to assign more cells with
+    ``predict``)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from threadpoolctl import threadpool_limits
 
@@ -71,5 +57,40 @@ def kmeans(
         )
     with threadpool_limits(limits=n_threads):
         model.fit(X)
+    return model, method
+
+
+def kmeans(
+    emb: ArrayLike,
+    n_clusters: int,
+    *,
+    seed: int,
+    minibatch_threshold: int = 200_000,
+    batch_size: int = 1024,
+    n_init: int = 1,
+    n_threads: int | None = 1,
+) -> tuple[NDArray[np.int32], NDArray[np.floating], float, str]:
+    """Cluster an embedding. Returns ``(labels int32, centers k x dims, inertia, method)``.
+
+    Below ``minibatch_threshold`` cells this runs sklearn ``KMeans`` (Lloyd, k-means++ init,
+    ``n_init`` restarts), and ``method`` is ``"kmeans"``. At or above it, it runs
+    ``MiniBatchKMeans(batch_size=batch_size, n_init=n_init)`` and ``method`` is
+    ``"minibatch_kmeans"``. Both are seeded with ``seed``. The defaults are scikit-learn's
+    (1.9.1): ``n_init="auto"`` is one run for the k-means++ init of both estimators, and
+    ``MiniBatchKMeans``'s ``batch_size`` is 1024. ``n_threads`` caps the OpenMP/BLAS
+    threads. With the default of 1, results are identical across runs and machines. ``None``
+    keeps sklearn's default, which is faster, but the order of the multi-threaded sums can
+    change the last bits of the centres between runs.
+
+    Raises
+    ------
+    ArgumentError
+        ``n_clusters`` below 1 or above the number of cells; ``n_init`` or ``batch_size``
+        not a positive integer.
+    """
+    model, method = fit_kmeans(
+        emb, n_clusters, seed=seed, minibatch_threshold=minibatch_threshold,
+        batch_size=batch_size, n_init=n_init, n_threads=n_threads,
+    )  # fmt: skip
     labels = np.asarray(model.labels_, dtype=np.int32)
     return labels, np.asarray(model.cluster_centers_), float(model.inertia_), method
