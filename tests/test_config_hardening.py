@@ -364,7 +364,7 @@ def _run_embeddings_script(tmp_path: Path, Z: np.ndarray, **params) -> dict:
             parquet=str(out / "e.parquet"), csv=str(out / "e.csv"), kmeans=str(out / "k.json")
         ),
         log=[str(out / "log")],
-        params=SimpleNamespace(seed=0, **params),
+        params=SimpleNamespace(seed=0, max_fit_cells=1_000_000, **params),
     )  # fmt: skip
     runpy.run_path(str(REPO / "workflow/scripts/embeddings.py"), init_globals={"snakemake": smk})
     return json.loads((out / "k.json").read_text())

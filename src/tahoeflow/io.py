@@ -19,7 +19,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,29 @@ def write_parquet(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) 
     kwargs.setdefault("compression", "zstd")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
+
+
+def write_parquet_batches(
+    tables: Iterable[pa.Table], path: str | os.PathLike[str], **kwargs: Any
+) -> int:
+    """Write ``tables`` one after another into one Parquet file (the first one's schema),
+    atomically; returns how many were written. With none, nothing is written (ValueError)."""
+    kwargs.setdefault("compression", "zstd")
+    n = 0
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for t in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, t.schema, **kwargs)
+                writer.write_table(t)
+                n += 1
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError(f"{path}: no table to write")
+    return n
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> None:

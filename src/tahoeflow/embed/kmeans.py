@@ -61,16 +61,10 @@ def fit_kmeans(
 
 
 def kmeans(
-    emb: ArrayLike,
-    n_clusters: int,
-    *,
-    seed: int,
-    minibatch_threshold: int = 200_000,
-    batch_size: int = 1024,
-    n_init: int = 1,
-    n_threads: int | None = 1,
+    emb: ArrayLike, n_clusters: int, **options: Any
 ) -> tuple[NDArray[np.int32], NDArray[np.floating], float, str]:
-    """Cluster an embedding. Returns ``(labels int32, centers k x dims, inertia, method)``.
+    """Cluster an embedding. Returns ``(labels int32, centers k x dims, inertia, method)``;
+    ``options`` are :func:`fit_kmeans`'s (``seed`` is required).
 
     Below ``minibatch_threshold`` cells this runs sklearn ``KMeans`` (Lloyd, k-means++ init,
     ``n_init`` restarts), and ``method`` is ``"kmeans"``. At or above it, it runs
@@ -88,9 +82,6 @@ def kmeans(
         ``n_clusters`` below 1 or above the number of cells; ``n_init`` or ``batch_size``
         not a positive integer.
     """
-    model, method = fit_kmeans(
-        emb, n_clusters, seed=seed, minibatch_threshold=minibatch_threshold,
-        batch_size=batch_size, n_init=n_init, n_threads=n_threads,
-    )  # fmt: skip
+    model, method = fit_kmeans(emb, n_clusters, **options)
     labels = np.asarray(model.labels_, dtype=np.int32)
     return labels, np.asarray(model.cluster_centers_), float(model.inertia_), method

@@ -127,24 +127,19 @@ def write_embeddings(
     from threadpoolctl import threadpool_limits
 
     inertia = 0.0
-    cells_slices = _cells_in_slices(cells_path, sizes)
-    with tio.atomic_path(out_path) as tmp:
-        writer = None
-        try:
-            for p, cells in zip(proj_paths, cells_slices, strict=True):
-                proj = pq.read_table(p)
-                _check_order(cells, proj)
-                Z = read_pcs_table(proj)
-                with threadpool_limits(limits=1):
-                    labels = model.predict(Z).astype(np.int32)
-                    inertia += float(-model.score(Z))
-                t = _table(proj, cells, labels)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, t.schema, compression="zstd")
-                writer.write_table(t)
-        finally:
-            if writer is not None:
-                writer.close()
+
+    def tables():
+        nonlocal inertia
+        for p, cells in zip(proj_paths, _cells_in_slices(cells_path, sizes), strict=True):
+            proj = pq.read_table(p)
+            _check_order(cells, proj)
+            Z = read_pcs_table(proj)
+            with threadpool_limits(limits=1):
+                labels = model.predict(Z).astype(np.int32)
+                inertia += float(-model.score(Z))
+            yield _table(proj, cells, labels)
+
+    tio.write_parquet_batches(tables(), out_path)
     log(f"assigned {n} cells: inertia {inertia:.4g}")
     return {"method": method, **info, "inertia": inertia, "n_cells": n,
             "fit_sample": {"n_cells": int(max_fit_cells), "seed": seed}}  # fmt: skip

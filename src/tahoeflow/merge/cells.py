@@ -360,30 +360,25 @@ def merge_cells(
     by_plate, by_line = control_means(sums)
     counts = {"plate": 0, "cell_line": 0, "none": 0}
     qc_rows = []
-    writer = None
-    with tio.atomic_path(out_path) as tmp:
-        try:
-            for p in cells_paths:
-                df = pq.read_table(p).to_pandas()
-                df = add_delta_mean(df, by_plate, by_line)
-                for lvl, c in df["control_level"].value_counts().items():
-                    counts[lvl] += int(c)
-                if len(df):
-                    qc_rows.append(
-                        df.groupby(["cell_line_id", "plate", "control_level"])
-                        .size()
-                        .rename("n_cells")
-                        .reset_index()
-                    )
-                t = pa.Table.from_pandas(df, schema=MERGED_CELL_SCHEMA, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, t.schema, compression="zstd")
-                writer.write_table(t)
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            raise InputError("merge", "no shards to merge")
+    if not cells_paths:
+        raise InputError("merge", "no shards to merge")
+
+    def tables():
+        for p in cells_paths:
+            df = pq.read_table(p).to_pandas()
+            df = add_delta_mean(df, by_plate, by_line)
+            for lvl, c in df["control_level"].value_counts().items():
+                counts[lvl] += int(c)
+            if len(df):
+                qc_rows.append(
+                    df.groupby(["cell_line_id", "plate", "control_level"])
+                    .size()
+                    .rename("n_cells")
+                    .reset_index()
+                )
+            yield pa.Table.from_pandas(df, schema=MERGED_CELL_SCHEMA, preserve_index=False)
+
+    tio.write_parquet_batches(tables(), out_path)
     qc = (
         pd.concat(qc_rows)
         .groupby(["cell_line_id", "plate", "control_level"], as_index=False)["n_cells"]
