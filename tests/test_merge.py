@@ -183,3 +183,23 @@ def test_duplicated_cell_ids_across_shards_are_an_error(merged, tmp_path):
     with pytest.raises(InputError, match="also appears in"):
         merge_cells([first, paths["cells"][1], first], tmp_path / "c.parquet", tmp_path / "q.csv")
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_a_corrupt_shard_output_is_one_input_error_naming_it(tmp_path):
+    import pyarrow as pa
+
+    from tahoeflow import io as tio
+    from tahoeflow.errors import InputError
+    from tahoeflow.merge.gene_stats import merge_gene_stats
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3]}), good)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[:20])
+    for read in (tio.read_table, tio.parquet_file, tio.read_schema):
+        with pytest.raises(InputError, match=rf"^{bad}: not a readable Parquet file"):
+            read(bad)
+    with pytest.raises(FileNotFoundError):
+        tio.read_table(tmp_path / "absent.parquet")
+    with pytest.raises(InputError, match="bad.parquet"):
+        merge_gene_stats([bad, good], pa.table({"token_id": [3]}), n_obs=3)

@@ -197,3 +197,40 @@ def test_workflow_fan_in_adds_partial_merges_and_keeps_the_merged_files(tmp_path
     assert planned(cfg) == {
         **finals, **dict.fromkeys(parts, 5), "summarize_shard": 1, "demo_file": 1,
     }  # fmt: skip
+
+
+def test_bad_shard_outputs_in_a_merge_tree_fail_in_one_line_and_rebuild_only_their_part(tmp_path):
+    """Issue 17's bad input at scale, on a tree of merges (6 shards, fan_in 2: three levels): a
+    corrupt shard output in the middle stops its partial merge with one line naming the file and
+    leaves no partial output (the merged table stays the last good run's); after the fix only
+    merges run, and they give the first run's bytes."""
+    from conftest import SMALL_STAGES, config_with, run_smk
+
+    cfg = config_with({**SMALL_STAGES, ("demo", "n_files"): 6, ("demo", "cells_per_file"): 100,
+                       ("merge", "fan_in"): 2})  # fmt: skip
+    target = "results/merged/cells.parquet"
+    run_smk(tmp_path, cfg, target, check=True)
+    first = (tmp_path / target).read_bytes()
+    middle = tmp_path / "results/shards/00003/cells.parquet"
+
+    def planned():
+        dry = run_smk(tmp_path, cfg, target, "--dry-run", "--quiet", "rules", check=True)
+        return dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.M))
+
+    good = middle.read_bytes()
+    middle.write_bytes(good[: len(good) // 3])  # truncated: not a Parquet file any more
+    run = run_smk(tmp_path, cfg, target)
+    assert run.returncode != 0
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("ERROR:")]
+    assert errors and all(
+        str(middle) in ln or "shards/00003/cells.parquet" in ln for ln in errors
+    ), run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    # the failed partial merge left nothing; the merged table is still the last good run's
+    assert not list((tmp_path / "results/merged/parts/L1-00001").glob("*.*"))  # shards 2, 3
+    assert (tmp_path / target).read_bytes() == first
+    middle.write_bytes(good)  # the fix: only merges run again, no file or summary
+    jobs = planned()
+    assert "summarize_shard" not in jobs and "demo_file" not in jobs and jobs["merge_cells"] == "1"
+    run_smk(tmp_path, cfg, target, check=True)
+    assert (tmp_path / target).read_bytes() == first

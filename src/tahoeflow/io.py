@@ -60,6 +60,39 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def _readable(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An unreadable Parquet file (truncated, corrupt, not Parquet) as one InputError naming it."""
+    from tahoeflow.errors import InputError
+
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(
+            path, f"not a readable Parquet file ({first}); delete it to have it made again"
+        ) from None
+
+
+def read_table(path: str | os.PathLike[str], **kwargs: Any) -> pa.Table:
+    """``pq.read_table`` of a file the workflow wrote; a corrupt file is an InputError naming it."""
+    with _readable(path):
+        return pq.read_table(path, **kwargs)
+
+
+def parquet_file(path: str | os.PathLike[str]) -> pq.ParquetFile:
+    """``pq.ParquetFile`` (footer read and checked); a corrupt file is an InputError naming it."""
+    with _readable(path):
+        return pq.ParquetFile(path)
+
+
+def read_schema(path: str | os.PathLike[str]) -> pa.Schema:
+    with _readable(path):
+        return pq.read_schema(path)
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) -> None:
     """Write ``table`` atomically. Deterministic: no timestamps or writer-specific metadata."""
     kwargs.setdefault("compression", "zstd")

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
 from tahoeflow.cells.summarize import CELL_COLUMNS
@@ -41,7 +40,7 @@ MERGED_CELL_SCHEMA = pa.schema(
 def _shard_control(path: str | Path) -> tuple[pa.Table | None, np.ndarray]:
     """(sum and count of control mean_log_norm per (cell line, plate), or None without a
     control cell; the 64-bit hashes of the cell ids) of one shard's cells."""
-    t = pq.read_table(
+    t = tio.read_table(
         path, columns=["cell_id", "cell_line_id", "plate", "is_control", "mean_log_norm"]
     )
     ids = t.column("cell_id").to_pandas()
@@ -95,11 +94,11 @@ def _check_unique(paths: Sequence[str | Path], hashes: np.ndarray, owners: np.nd
     # confirm with the real ids (a 64-bit hash collision is possible, if unlikely)
     for j in dup[:100]:
         a, b = owners[order[j]], owners[order[j + 1]]
-        ids_a = pq.read_table(paths[a], columns=["cell_id"]).column("cell_id").to_pandas()
+        ids_a = tio.read_table(paths[a], columns=["cell_id"]).column("cell_id").to_pandas()
         ids_b = (
             ids_a
             if a == b
-            else pq.read_table(paths[b], columns=["cell_id"]).column("cell_id").to_pandas()
+            else tio.read_table(paths[b], columns=["cell_id"]).column("cell_id").to_pandas()
         )
         common = (
             pd.Index(ids_a).intersection(pd.Index(ids_b)) if a != b else ids_a[ids_a.duplicated()]
@@ -126,7 +125,7 @@ IDS_CHUNK = 1 << 22
 
 
 def _part_shards(sums_path: str | Path) -> dict[int, str]:
-    meta = pq.read_schema(sums_path).metadata or {}
+    meta = tio.read_schema(sums_path).metadata or {}
     if _SHARDS_KEY not in meta:
         raise InputError(sums_path, "not a partial merge of cells (no shard list)")
     return {int(k): v for k, v in json.loads(meta[_SHARDS_KEY]).items()}
@@ -269,7 +268,7 @@ def cells_part_merge(
     parts, shards = [], {}
     for p in sums_paths:
         shards.update(_part_shards(p))
-        parts.append(pq.read_table(p).replace_schema_metadata(None))
+        parts.append(tio.read_table(p).replace_schema_metadata(None))
     n = _merge_ids(ids_paths, shards, ids_out, chunk)
     _write_control_part(parts, shards, sums_out)
     return n
@@ -287,7 +286,7 @@ def control_sums_of_parts(
     parts, shards = [], {}
     for p in sums_paths:
         shards.update(_part_shards(p))
-        t = pq.read_table(p)
+        t = tio.read_table(p)
         if t.num_rows:
             parts.append(t.drop_columns(["shard"]).replace_schema_metadata(None))
     want = [str(p) for p in cells_paths]
@@ -365,7 +364,7 @@ def merge_cells(
 
     def tables():
         for p in cells_paths:
-            df = pq.read_table(p).to_pandas()
+            df = tio.read_table(p).to_pandas()
             df = add_delta_mean(df, by_plate, by_line)
             for lvl, c in df["control_level"].value_counts().items():
                 counts[lvl] += int(c)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from tahoeflow import io as tio
 from tahoeflow.cells.summarize import GENE_STAT_COLUMNS
 from tahoeflow.errors import InputError
 
@@ -46,7 +46,7 @@ def _sum_stats(paths: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, np.nd
     acc: dict[str, np.ndarray] | None = None
     tokens = None
     for p in paths:
-        t = pq.read_table(p)
+        t = tio.read_table(p)
         if tokens is None:
             tokens = t.column("token_id").to_numpy()
             acc = {c: t.column(c).to_numpy().copy() for c in GENE_STAT_COLUMNS}

@@ -58,7 +58,7 @@ def _groups_of_cells(cells_path: str | Path) -> pa.Table:
     plus the groups), sorted by sample, cell line."""
     first = [(c, "first") for c in _GROUP_COLUMNS[2:]]
     parts = []
-    pf = pq.ParquetFile(cells_path)
+    pf = tio.parquet_file(cells_path)
     for b in pf.iter_batches(batch_size=1 << 20, columns=[*_GROUP_COLUMNS, "total_counts"]):
         parts.append(
             pa.Table.from_batches([b])
@@ -126,7 +126,7 @@ def _stream_sums(
     buf_v: list[np.ndarray] = []
     buffered = 0
     for p in pb_paths:
-        t = pq.read_table(p, columns=[*_PB_KEYS, "count"])
+        t = tio.read_table(p, columns=[*_PB_KEYS, "count"])
         tok = t.column("token_id").to_numpy().astype(np.int64, copy=False)
         if tok.size and (tok.min() < 0 or tok.max() >= 1 << _TOKEN_BITS):
             raise InputError(p, f"token_id outside 0..{(1 << _TOKEN_BITS) - 1}")
