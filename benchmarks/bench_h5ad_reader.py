@@ -37,7 +37,8 @@ def make(path: str, n: int = 400_000, g: int = 2000, k: int = 60) -> None:
 
 
 def main(which: str, path: str) -> None:
-    from tahoeflow.sources.h5ad import load_h5ad_shard, read_rows_csr
+    from tahoeflow.sources.h5ad import read_rows_csr
+    from tahoeflow.sources.h5ad_shard import load_h5ad_shard
 
     if which == "make":
         return make(path)

@@ -160,7 +160,8 @@ def test_pseudobulk_inputs_are_checked():
 
 def test_pseudobulk_from_a_summarized_h5ad_shard(tmp_path):
     """End to end: an h5ad shard -> summarize() pseudobulk -> AnnData equals the group sums."""
-    from tahoeflow.sources.h5ad import h5ad_vocab, load_h5ad_shard
+    from tahoeflow.sources.h5ad import h5ad_vocab
+    from tahoeflow.sources.h5ad_shard import load_h5ad_shard
 
     rng = np.random.default_rng(4)
     n, g = 120, 25

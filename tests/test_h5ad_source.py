@@ -24,11 +24,11 @@ from tahoeflow.sources.h5ad import (
     h5ad_shape,
     h5ad_var,
     h5ad_vocab,
-    load_h5ad_shard,
     plan_h5ad_shards,
     read_rows_csr,
 )
 from tahoeflow.sources.h5ad_settings import validate_obs_map
+from tahoeflow.sources.h5ad_shard import load_h5ad_shard
 
 OBS_MAP = {"drug": "treatment", "dose": "conc", "cell_line": "line", "plate": "batch",
            "sample": "well", "moa_fine": "moa"}  # fmt: skip

@@ -35,7 +35,8 @@ from tahoeflow.cells.summarize import (
 from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
 from tahoeflow.merge.conditions import condition_table, drug_annotations
-from tahoeflow.sources.h5ad import h5ad_vocab, load_h5ad_shard
+from tahoeflow.sources.h5ad import h5ad_vocab
+from tahoeflow.sources.h5ad_shard import load_h5ad_shard
 from tahoeflow.sources.tahoe import CLS_TOKEN, CLS_VALUE
 
 REPO = Path(__file__).resolve().parents[1]

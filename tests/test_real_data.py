@@ -149,7 +149,8 @@ def test_eccite_guides_knock_down_their_own_target(eccite):
 def test_eccite_reads_through_the_h5ad_source(eccite, tmp_path):
     from tahoeflow.cells.summarize import Filters
     from tahoeflow.export.h5ad import write_h5ad
-    from tahoeflow.sources.h5ad import h5ad_vocab, load_h5ad_shard
+    from tahoeflow.sources.h5ad import h5ad_vocab
+    from tahoeflow.sources.h5ad_shard import load_h5ad_shard
 
     path = tmp_path / "eccite.h5ad"
     write_h5ad(eccite, path, compression=None)
@@ -206,7 +207,7 @@ def test_l1000_braf_and_mek_inhibitors_shut_down_mapk_targets(l1000):
 @needs_l1000
 def test_l1000_reads_through_the_h5ad_source_as_non_counts(l1000, tmp_path):
     from tahoeflow.cells.summarize import Filters
-    from tahoeflow.sources.h5ad import load_h5ad_shard
+    from tahoeflow.sources.h5ad_shard import load_h5ad_shard
     from tahoeflow.sources.real_data import prepare_h5ad
 
     path = tmp_path / "results" / "h5ad" / "l1000.h5ad"

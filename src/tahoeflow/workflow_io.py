@@ -47,7 +47,8 @@ def load_filtered_shard(
     filters = Filters(**p.filters)
     if p.source["kind"] == "h5ad":
         from tahoeflow.config import h5ad_settings
-        from tahoeflow.sources.h5ad import load_h5ad_shard, vocab_from_gene_table
+        from tahoeflow.sources.h5ad import vocab_from_gene_table
+        from tahoeflow.sources.h5ad_shard import load_h5ad_shard
 
         s = h5ad_settings(p.source["h5ad"])
         genes = pq.read_table(smk.input.genes).to_pandas()

@@ -24,7 +24,7 @@ run must have the same genes in the same order (:func:`check_same_genes`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -33,13 +33,9 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from tahoeflow.cells.doses import UNIT_TO_UM, dose_unit_problem
 from tahoeflow.cells.plan import Shard, check_row_range, plan_shards
-from tahoeflow.cells.stats import keep_rows_inplace
-from tahoeflow.cells.summarize import Filters, LoadedShard, filter_cells
 from tahoeflow.cells.vocab import Vocab
 from tahoeflow.errors import ArgumentError, InputError
-from tahoeflow.sources.h5ad_settings import validate_obs_map
 from tahoeflow.sources.tahoe import FIRST_TOKEN
 
 DEFAULT_CELL_LINE = "NA"
@@ -47,7 +43,7 @@ DEFAULT_MOA = "unclear"
 
 
 # --- file structure ----------------------------------------------------------------------
-def _open(path: str | Path) -> h5py.File:
+def open_h5ad(path: str | Path) -> h5py.File:
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "file not found")
@@ -59,7 +55,7 @@ def _open(path: str | Path) -> h5py.File:
         ) from None
 
 
-def _matrix_node(f: h5py.File, path: object, layer: str | None) -> h5py.Group | h5py.Dataset:
+def matrix_node(f: h5py.File, path: object, layer: str | None) -> h5py.Group | h5py.Dataset:
     if layer is None:
         name = "X"
     elif layer == "raw":
@@ -78,12 +74,12 @@ def _var_node(f: h5py.File, path: object, layer: str | None) -> h5py.Group:
     return f[name]
 
 
-def _attr_str(node: h5py.HLObject, name: str, default: str = "") -> str:
+def attr_str(node: h5py.HLObject, name: str, default: str = "") -> str:
     v = node.attrs.get(name, default)
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _matrix_shape(node: h5py.Group | h5py.Dataset, path: object) -> tuple[int, int]:
+def matrix_shape(node: h5py.Group | h5py.Dataset, path: object) -> tuple[int, int]:
     if isinstance(node, h5py.Dataset):
         if node.ndim != 2:
             raise InputError(path, f"X has {node.ndim} dimensions, expected 2")
@@ -96,21 +92,21 @@ def _matrix_shape(node: h5py.Group | h5py.Dataset, path: object) -> tuple[int, i
 
 def h5ad_n_obs(path: str | Path, layer: str | None = None) -> int:
     """Rows (cells) of the file, from the matrix header only."""
-    with _open(path) as f:
-        return _matrix_shape(_matrix_node(f, path, layer), path)[0]
+    with open_h5ad(path) as f:
+        return matrix_shape(matrix_node(f, path, layer), path)[0]
 
 
 def h5ad_shape(path: str | Path, layer: str | None = None) -> tuple[int, int]:
     """(cells, genes) of the matrix, from its header."""
-    with _open(path) as f:
-        return _matrix_shape(_matrix_node(f, path, layer), path)
+    with open_h5ad(path) as f:
+        return matrix_shape(matrix_node(f, path, layer), path)
 
 
 def h5ad_var(path: str | Path, layer: str | None = None) -> pd.DataFrame:
     """The file's ``var`` table (``raw/var`` for ``layer='raw'``), indexed by the var names."""
     import anndata as ad
 
-    with _open(path) as f:
+    with open_h5ad(path) as f:
         node = _var_node(f, path, layer)
         try:
             var = ad.io.read_elem(node)
@@ -122,7 +118,7 @@ def h5ad_var(path: str | Path, layer: str | None = None) -> pd.DataFrame:
 
 def h5ad_obs_columns(path: str | Path) -> list[str]:
     """Column names of the file's ``obs`` (without reading any rows)."""
-    with _open(path) as f:
+    with open_h5ad(path) as f:
         if "obs" not in f:
             raise InputError(path, "no 'obs' group in the file")
         return [k for k in f["obs"] if k not in ("_index", "__categories")]
@@ -272,7 +268,7 @@ def read_obs_column(
     encodings from 0.7 (``__categories``) on.
     """
     node = f["obs"][column]
-    enc = _attr_str(node, "encoding-type")
+    enc = attr_str(node, "encoding-type")
     if isinstance(node, h5py.Dataset):
         values = _read_dataset(node, start, stop)
         ref = node.attrs.get("categories")
@@ -307,7 +303,7 @@ def _categorical(codes: np.ndarray, categories: np.ndarray) -> np.ndarray:
     return out
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
     """A value for an error message: numpy scalars as plain Python values."""
     return repr(value.item() if isinstance(value, np.generic) else value)
 
@@ -359,9 +355,9 @@ def read_rows_csr(
     Stored zeros are dropped, so a row's stored count is its number of expressed genes (as in
     the Parquet reader: both give the same summaries for the same counts).
     """
-    with _open(path) as f:
-        node = _matrix_node(f, path, layer)
-        n_obs, n_vars = _matrix_shape(node, path)
+    with open_h5ad(path) as f:
+        node = matrix_node(f, path, layer)
+        n_obs, n_vars = matrix_shape(node, path)
         check_row_range(path, int(row_start), n_obs)
         stop = n_obs if row_stop is None else min(int(row_stop), n_obs)
         start = min(int(row_start), stop)
@@ -370,13 +366,13 @@ def read_rows_csr(
             flat = dense.reshape(-1)
             for problem, pos in _first_bad(flat, allow_non_integer):
                 raise InputError(
-                    path, f"X: {problem} {_show(flat[pos])}", row=start + pos // max(n_vars, 1)
+                    path, f"X: {problem} {show_value(flat[pos])}", row=start + pos // max(n_vars, 1)
                 )
             _warn_non_integer(flat, allow_non_integer, warn, path, start, n_vars, dense=True)
             X = sp.csr_matrix(dense.astype(_value_dtype(dense.dtype), copy=False))
             del dense, flat
         else:
-            enc = _attr_str(node, "encoding-type")
+            enc = attr_str(node, "encoding-type")
             if enc == "csc_matrix":
                 raise InputError(
                     path,
@@ -420,7 +416,7 @@ def read_rows_csr(
                     row=row_of(pos),
                 )  # fmt: skip
             for problem, pos in _first_bad(data, allow_non_integer):
-                raise InputError(path, f"X: {problem} {_show(data[pos])}", row=row_of(pos))
+                raise InputError(path, f"X: {problem} {show_value(data[pos])}", row=row_of(pos))
             _warn_non_integer(data, allow_non_integer, warn, path, start, n_vars, row_of=row_of)
             X = sp.csr_matrix(
                 (
@@ -475,160 +471,3 @@ def _warn_non_integer(
         pos = int(np.argmax(frac))
         row = start + pos // max(n_vars, 1) if dense else row_of(pos)  # type: ignore[misc]
         warn(f"{path}, row {row}: non-integer counts (normalised input?); kept as they are")
-
-
-# --- one shard ----------------------------------------------------------------------------------
-def _strings(values: np.ndarray, path: object, name: str, column: str, start: int) -> np.ndarray:
-    """Non-null values as strings; a null is an error naming the config key and the row."""
-    isnull = pd.isna(pd.Series(values, dtype=object)).to_numpy()
-    if isnull.any():
-        r = int(np.argmax(isnull))
-        raise InputError(
-            path,
-            f"obs column '{column}' (obs_map['{name}']) is missing a value",
-            row=start + r,
-        )
-    if values.dtype.kind == "f":  # numbers used as labels: 3.0 -> "3"
-        return np.array([f"{v:g}" for v in values], dtype=object)
-    return np.asarray(values.astype(str), dtype=object)
-
-
-def load_h5ad_shard(
-    path: str | Path,
-    row_start: int,
-    row_stop: int | None,
-    obs_map: Mapping[str, str],
-    control_value: str,
-    *,
-    filters: Filters | None = None,
-    allow_non_integer: bool = False,
-    shard_name: str = "00000",
-    layer: str | None = None,
-    dose_unit: str = "uM",
-    warn: Callable[[str], None] | None = None,
-) -> LoadedShard:
-    """Read, validate and filter rows ``[row_start, row_stop)`` of an h5ad file.
-
-    Returns the same :class:`~tahoeflow.cells.summarize.LoadedShard` as ``load_shard``: ``obs`` with
-    cell_id, shard, file_row, sample, plate, drug, dose_uM, cell_line_id, moa_fine,
-    is_control; CSR float32 counts; ``filter_counts`` with ``input``, ``removed_by_<filter>``
-    (active filters only), ``removed_by_min_genes``, ``kept``.
-
-    ``obs_map`` names the obs column for each of our fields (see :data:`~tahoeflow.sources.h5ad_settings.OBS_MAP_KEYS`). Unmapped
-    fields get: ``cell_id`` the obs names; ``dose_uM`` 0.0; ``cell_line_id`` "NA"; ``plate``
-    the file's stem; ``moa_fine`` "unclear"; ``sample`` ``"<plate>|<drug>|<dose>"`` (one
-    pseudobulk group per condition and plate, as Tahoe's wells are). Control cells (``drug ==
-    control_value``) get dose 0.0, as Tahoe's DMSO_TF does. A dose must otherwise be a finite,
-    non-negative number in ``dose_unit``.
-    """
-    filters = filters or Filters()
-    obs_map = validate_obs_map(obs_map)
-    unit_problem = dose_unit_problem(dose_unit)
-    if unit_problem:
-        raise ArgumentError("dose_unit", unit_problem)
-    p = Path(path)
-    with _open(p) as f:
-        if "obs" not in f:
-            raise InputError(p, "no 'obs' group in the file")
-        present = set(f["obs"].keys())
-        for name, col in obs_map.items():
-            if col not in present:
-                cols = ", ".join(sorted(present - {"_index", "__categories"}))
-                raise ArgumentError(
-                    "obs_map", f"{name}: obs column {col!r} is not in {p} (obs columns: {cols})"
-                )
-        n_obs = _matrix_shape(_matrix_node(f, p, layer), p)[0]
-        if "_index" in f["obs"].attrs:
-            index_col = _attr_str(f["obs"], "_index")
-        else:
-            index_col = "_index"
-        check_row_range(p, int(row_start), n_obs)
-        stop = n_obs if row_stop is None else min(int(row_stop), n_obs)
-        start = min(int(row_start), stop)
-        raw = {name: read_obs_column(f, col, start, stop, p) for name, col in obs_map.items()}
-        if "cell_id" not in raw:
-            if index_col not in f["obs"]:
-                raise InputError(p, "obs has no index column; map obs_map['cell_id']")
-            raw["cell_id"] = read_obs_column(f, index_col, start, stop, p)
-    for name, values in raw.items():
-        if len(values) != stop - start:
-            raise InputError(
-                p, f"obs column for '{name}' has {len(values)} rows in this range, expected "
-                f"{stop - start} (obs shorter than X?)", row=start,
-            )  # fmt: skip
-
-    n = stop - start
-    file_row = start + np.arange(n, dtype=np.int64)
-    drug = _strings(raw["drug"], p, "drug", obs_map["drug"], start)
-    is_control = drug == control_value
-    cell_id = _strings(raw["cell_id"], p, "cell_id", obs_map.get("cell_id", "_index"), start)
-    if "dose" in raw:
-        dose = _doses(raw["dose"], p, obs_map["dose"], start, is_control) * UNIT_TO_UM[dose_unit]
-    else:
-        dose = np.zeros(n, dtype=np.float64)
-    dose[is_control] = 0.0
-    plate = (
-        _strings(raw["plate"], p, "plate", obs_map["plate"], start)
-        if "plate" in raw
-        else np.full(n, p.stem, dtype=object)
-    )
-    cell_line = (
-        _strings(raw["cell_line"], p, "cell_line", obs_map["cell_line"], start)
-        if "cell_line" in raw
-        else np.full(n, DEFAULT_CELL_LINE, dtype=object)
-    )
-    moa = (
-        _strings(raw["moa_fine"], p, "moa_fine", obs_map["moa_fine"], start)
-        if "moa_fine" in raw
-        else np.full(n, DEFAULT_MOA, dtype=object)
-    )
-    if "sample" in raw:
-        sample = _strings(raw["sample"], p, "sample", obs_map["sample"], start)
-    else:
-        sample = np.array(
-            [f"{pl}|{d}|{x:g}" for pl, d, x in zip(plate, drug, dose, strict=True)], dtype=object
-        )
-
-    X = read_rows_csr(p, start, stop, layer=layer, allow_non_integer=allow_non_integer, warn=warn)
-
-    n_genes = np.diff(X.indptr)
-    keep, counts, seen = filter_cells(filters, cell_line, drug, plate, n_genes)
-    idx = np.flatnonzero(keep)
-    obs = pd.DataFrame(
-        {
-            "cell_id": cell_id[idx],
-            "shard": shard_name,
-            "file_row": file_row[idx],
-            "sample": sample[idx],
-            "plate": plate[idx],
-            "drug": drug[idx],
-            "dose_uM": dose[idx],
-            "cell_line_id": cell_line[idx],
-            "moa_fine": moa[idx],
-            "is_control": is_control[idx],
-        }
-    )
-    return LoadedShard(
-        obs, keep_rows_inplace(X, keep) if idx.size < n else X, counts, seen,
-        int(np.count_nonzero(n_genes == 0)),
-    )  # fmt: skip
-
-
-def _doses(
-    values: np.ndarray, path: object, column: str, start: int, is_control: np.ndarray
-) -> np.ndarray:
-    """Numeric doses; a non-number, NaN or negative dose of a treated cell is an error."""
-    if values.dtype.kind in "biuf":
-        dose = values.astype(np.float64)
-    else:
-        dose = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(np.float64)
-    bad = ~is_control & ~(np.isfinite(dose) & (dose >= 0))
-    if bad.any():
-        r = int(np.argmax(bad))
-        raise InputError(
-            path,
-            f"obs column '{column}' (obs_map['dose']): dose {_show(values[r])} is not a "
-            "finite non-negative number",
-            row=start + r,
-        )
-    return dose
