@@ -229,7 +229,8 @@ def stream_rows(wildcards, input):
 
 def embeddings_held_mb(wildcards, input):
     """MB the embeddings job holds at once: all of its input up to embed.kmeans.max_fit_cells
-    cells, then the sample (about 100 input bytes per cell: PCs and ids) and one batch."""
+    cells, then the sample (about 100 input bytes per cell: PCs and ids) and one batch.
+    """
     cap = config["embed"]["kmeans"]["max_fit_cells"]
     n_cells = max(planned_cells(), 1)
     if cap is None or n_cells <= cap:
