@@ -18,7 +18,13 @@ from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
 from tahoeflow.merge.cells import cells_part, cells_part_merge, merge_cells
 from tahoeflow.merge.gene_stats import merge_gene_stats, sum_gene_stats_part
-from tahoeflow.merge.pseudobulk import merge_pseudobulk, pseudobulk_part, write_pseudobulk
+from tahoeflow.merge.pseudobulk import (
+    merge_pseudobulk,
+    merge_pseudobulk_by_line,
+    pseudobulk_part,
+    row_group_lines,
+    write_pseudobulk,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +69,10 @@ def merge_all(paths, gm, n_obs, out, fan_in, chunk=1 << 22):
         tio.write_parquet(
             sum_gene_stats_part([part[c]["gene_stats"] for c in children]), f["gene_stats"]
         )
-        tio.write_parquet(
-            pseudobulk_part([part[c]["pseudobulk"] for c in children], min_rows=50), f["pseudobulk"]
-        )
+        write_pseudobulk(  # as merge_part.py: one cell line per row group
+            pseudobulk_part([part[c]["pseudobulk"] for c in children], min_rows=50),
+            f["pseudobulk"], row_group_rows=300,
+        )  # fmt: skip
         if node.startswith("L1-"):
             cells_part([part[c]["cells"] for c in children], [index[c] for c in children],
                        f["sums"], f["ids"])  # fmt: skip
@@ -80,10 +87,11 @@ def merge_all(paths, gm, n_obs, out, fan_in, chunk=1 << 22):
     cells = [paths["cells"][n] for n in names]
     parts = None if not nodes else ([part[t]["sums"] for t in top], [part[t]["ids"] for t in top])
     merge_cells(cells, res["cells"], res["qc"], parts)
-    counts, groups = merge_pseudobulk(
-        [part[t]["pseudobulk"] for t in top], res["cells"], min_rows=50
-    )
-    write_pseudobulk(counts, res["pb"], row_group_rows=500)
+    # as merge_pseudobulk.py: one line at a time over partials, whole over shards
+    groups, _, _ = merge_pseudobulk_by_line(
+        [part[t]["pseudobulk"] for t in top], res["cells"], res["pb"], min_rows=50,
+        row_group_rows=500,
+    )  # fmt: skip
     tio.write_parquet(groups, res["groups"])
     return res, nodes  # fmt: skip
 
@@ -117,6 +125,47 @@ def test_hierarchical_merge_writes_the_same_files_as_one_merge(shards, flat, fan
         assert rel.max() <= (1e-12 if c == "var_log" else 1e-15), (c, rel.max())
     pb = pq.ParquetFile(res["pb"])
     assert pb.metadata.num_row_groups >= 3  # one cell line per row group, kept
+    # the final merge read the partials one line at a time (each row group holds one line)
+    top_pb = [p for p in out.glob(f"f{fan_in}/*.pseudobulk")]
+    assert top_pb and all(None not in row_group_lines(p) for p in top_pb)
+
+
+def test_pseudobulk_by_line_equals_the_whole_merge_and_reads_one_line_at_a_time(
+    shards, flat, tmp_path
+):
+    """The per-line final merge gives write_pseudobulk(merge_pseudobulk(...))'s bytes, and never
+    holds more than one cell line's rows (each read returns one line)."""
+    import tahoeflow.merge.pseudobulk as mp
+
+    paths, gm, n_obs, out = shards
+    names = sorted(paths["names"])
+    cells = flat["cells"]
+    parts = []
+    for i in range(0, len(names), 4):  # three partials of four shards each
+        parts.append(tmp_path / f"part{i}.parquet")
+        write_pseudobulk(pseudobulk_part([paths["pseudobulk"][n] for n in names[i : i + 4]]),
+                         parts[-1], row_group_rows=200)  # fmt: skip
+    counts, groups = merge_pseudobulk([paths["pseudobulk"][n] for n in names], cells)
+    write_pseudobulk(counts, tmp_path / "whole.parquet", row_group_rows=250)
+    seen = []
+    real = mp._stream_sums
+
+    def spy(tables, *a, **k):
+        tables = list(tables)
+        seen.append({ln for _, t in tables for ln in t.column("cell_line_id").unique().to_pylist()})
+        return real(iter(tables), *a, **k)
+
+    mp._stream_sums = spy
+    try:
+        g, n_rows, n_rg = merge_pseudobulk_by_line(parts, cells, tmp_path / "lines.parquet",
+                                                   row_group_rows=250)  # fmt: skip
+    finally:
+        mp._stream_sums = real
+    assert (tmp_path / "lines.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert g.equals(groups) and n_rows == counts.num_rows
+    assert n_rg == pq.ParquetFile(tmp_path / "whole.parquet").metadata.num_row_groups
+    lines = sorted(set(counts.column("cell_line_id").to_pylist()))
+    assert len(lines) >= 3 and seen == [{ln} for ln in lines]
 
 
 def test_tree_plan_bounds_every_job_and_keeps_shard_order():

@@ -4,7 +4,7 @@ from tahoeflow import io as tio
 from tahoeflow.logs import run
 from tahoeflow.merge.cells import cells_part, cells_part_merge
 from tahoeflow.merge.gene_stats import sum_gene_stats_part
-from tahoeflow.merge.pseudobulk import pseudobulk_part
+from tahoeflow.merge.pseudobulk import pseudobulk_part, write_pseudobulk
 
 
 def main(smk, log):
@@ -20,7 +20,7 @@ def main(smk, log):
         log(f"gene statistics: {len(smk.input)} inputs")
     else:
         table = pseudobulk_part(list(smk.input))
-        tio.write_parquet(table, smk.output[0])
+        write_pseudobulk(table, smk.output[0])  # one cell line per row group: read by line
         log(f"pseudobulk: {len(smk.input)} inputs, {table.num_rows} non-zero entries")
 
 

@@ -8,7 +8,7 @@ counts are exact integers, so partial merges (:func:`pseudobulk_part`) change no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -116,17 +116,21 @@ def _add_into(
     return run_k, run_v
 
 
+def _whole_tables(pb_paths: Sequence[str | Path]) -> Iterator[tuple[str | Path, pa.Table]]:
+    for p in pb_paths:
+        yield p, tio.read_table(p, columns=[*_PB_KEYS, "count"])
+
+
 def _stream_sums(
-    pb_paths: Sequence[str | Path], samples, lines, min_rows: int
+    tables: Iterable[tuple[str | Path, pa.Table]], samples, lines, min_rows: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct packed keys and their summed counts over ``pb_paths`` (see
-    :func:`merge_pseudobulk`)."""
+    """Sorted distinct packed keys and their summed counts over the ``(path, table)`` pairs
+    (see :func:`merge_pseudobulk`)."""
     run_k, run_v = np.empty(0, np.int64), np.empty(0, np.float64)
     buf_k: list[np.ndarray] = []
     buf_v: list[np.ndarray] = []
     buffered = 0
-    for p in pb_paths:
-        t = tio.read_table(p, columns=[*_PB_KEYS, "count"])
+    for p, t in tables:
         tok = t.column("token_id").to_numpy().astype(np.int64, copy=False)
         if tok.size and (tok.min() < 0 or tok.max() >= 1 << _TOKEN_BITS):
             raise InputError(p, f"token_id outside 0..{(1 << _TOKEN_BITS) - 1}")
@@ -191,7 +195,7 @@ def pseudobulk_part(
     raw counts are exact integers, so merging partials gives what one merge gives."""
     samples = _GrowingIds("sample", 1 << (63 - _TOKEN_BITS - _LINE_BITS))
     lines = _GrowingIds("cell_line_id", (1 << _LINE_BITS) - 1)
-    run_k, run_v = _stream_sums(pb_paths, samples, lines, min_rows)
+    run_k, run_v = _stream_sums(_whole_tables(pb_paths), samples, lines, min_rows)
     # renumber both in sorted name order, so that sorted keys are the output order
     s_rank = np.argsort(np.argsort(np.asarray(samples.names, dtype=object), kind="stable"))
     l_rank = np.argsort(np.argsort(np.asarray(lines.names, dtype=object), kind="stable"))
@@ -226,7 +230,15 @@ def merge_pseudobulk(
     table streams over the merged cells' record batches.
     """
     groups = _groups_of_cells(cells_path)
-    # ids in sorted name order, so sorted keys are the output order
+    samples, lines = _ids_of_groups(groups, cells_path)
+    run_k, run_v = _stream_sums(_whole_tables(pb_paths), samples, lines, min_rows)
+    counts = _unpack(run_k, run_v, samples, lines)
+    del run_k
+    return counts, groups
+
+
+def _ids_of_groups(groups: pa.Table, cells_path: str | Path) -> tuple[_Ids, _Ids]:
+    """Sample and cell-line ids in sorted name order (sorted keys are then the output order)."""
     samples = _Ids(
         "sample",
         pc.unique(groups.column("sample")).to_pylist(),
@@ -239,10 +251,80 @@ def merge_pseudobulk(
         (1 << _LINE_BITS) - 1,
         cells_path,
     )
-    run_k, run_v = _stream_sums(pb_paths, samples, lines, min_rows)
-    counts = _unpack(run_k, run_v, samples, lines)
-    del run_k
-    return counts, groups
+    return samples, lines
+
+
+def row_group_lines(path: str | Path) -> list[str | None]:
+    """The one cell line of each row group of a pseudobulk file, from its ``cell_line_id``
+    statistics; None for a row group that may hold several (or has no statistics)."""
+    meta = tio.parquet_file(path).metadata
+    names = meta.schema.names
+    if "cell_line_id" not in names:
+        return [None] * meta.num_row_groups
+    j = names.index("cell_line_id")
+    out: list[str | None] = []
+    for i in range(meta.num_row_groups):
+        st = meta.row_group(i).column(j).statistics
+        if st is None or not st.has_min_max or st.null_count:
+            out.append(None)
+            continue
+        lo, hi = (v.decode() if isinstance(v, bytes) else str(v) for v in (st.min, st.max))
+        out.append(lo if lo == hi else None)
+    return out
+
+
+def merge_pseudobulk_by_line(
+    pb_paths: Sequence[str | Path],
+    cells_path: str | Path,
+    out_path: str | Path,
+    min_rows: int = PSEUDOBULK_MERGE_MIN_ROWS,
+    row_group_rows: int | None = None,
+) -> tuple[pa.Table, int, int]:
+    """:func:`merge_pseudobulk` + :func:`write_pseudobulk` in one pass per cell line, for inputs
+    written one line per row group (the partial merges): returns ``(groups, rows, row groups)``.
+
+    For each line only that line's row groups of each input are read and summed, then written:
+    memory follows one line's (sample, gene) rows, not the whole table (at Tahoe's scale about
+    1,300 wells x the genes of one line against 50 times that). The file is the same bytes as
+    :func:`write_pseudobulk` of :func:`merge_pseudobulk`. Inputs with a row group of several
+    lines (shard tables) take that path instead: they come at most ``merge.fan_in`` at a time.
+    """
+    row_group_rows = row_group_rows or PSEUDOBULK_ROW_GROUP_ROWS
+    maps = [row_group_lines(p) for p in pb_paths]
+    if not pb_paths or any(None in m for m in maps):
+        counts, groups = merge_pseudobulk(pb_paths, cells_path, min_rows)
+        n_groups = write_pseudobulk(counts, out_path, row_group_rows)
+        return groups, counts.num_rows, n_groups
+    groups = _groups_of_cells(cells_path)
+    samples, lines = _ids_of_groups(groups, cells_path)
+    unknown = sorted({ln for m in maps for ln in m} - set(lines.names))
+    if unknown:
+        raise InputError(pb_paths[0], f"cell line {unknown[0]!r} is not in {cells_path}")
+    columns = [*_PB_KEYS, "count"]
+
+    def line_tables(line: str) -> Iterator[tuple[str | Path, pa.Table]]:
+        for p, m in zip(pb_paths, maps, strict=True):
+            rgs = [i for i, ln in enumerate(m) if ln == line]
+            if rgs:
+                yield p, tio.parquet_file(p).read_row_groups(rgs, columns=columns)
+
+    written = {"rows": 0, "row_groups": 0}
+
+    def tables() -> Iterator[pa.Table]:
+        for line in lines.names:
+            run_k, run_v = _stream_sums(line_tables(line), samples, lines, min_rows)
+            counts = _unpack(run_k, run_v, samples, lines)
+            del run_k, run_v
+            for lo in range(0, counts.num_rows, row_group_rows):
+                chunk = counts.slice(lo, row_group_rows)
+                written["rows"] += chunk.num_rows
+                written["row_groups"] += 1
+                yield chunk
+        if not written["row_groups"]:  # no counts at all: the empty table, as write_pseudobulk
+            yield _unpack(np.empty(0, np.int64), np.empty(0, np.float64), samples, lines)
+
+    tio.write_parquet_batches(tables(), out_path)
+    return groups, written["rows"], written["row_groups"]
 
 
 PSEUDOBULK_ROW_GROUP_ROWS = 1 << 20
