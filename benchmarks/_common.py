@@ -304,6 +304,15 @@ def run_library(root: Path, paths: list[Path], *args: str) -> dict:
     return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
+def run_child(script: str | Path, *args: str) -> dict:
+    """``script --child args`` in a fresh process (its own peak RSS); the JSON line it prints last."""
+    proc = subprocess.run([sys.executable, str(script), "--child", *args], capture_output=True,
+                          text=True, env=bench_env())  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} --child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def read_benchmarks(workdir: Path) -> list[dict]:
     """One dict per ``results/benchmarks/<stage>/<job>.tsv``: stage, job, s, max_rss, cpu_time, end."""
     rows = []

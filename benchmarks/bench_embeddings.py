@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_child  # noqa: E402
+
 N_PCS = 50
 
 
@@ -97,11 +99,8 @@ def main() -> None:
     print(f"inputs: {args.cells:,} cells in {args.files} files ({time.perf_counter() - t0:.0f} s)")
     rows = []
     for cap in args.caps.split(","):
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", "--cap", cap, "--workdir", args.workdir],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        row = {"cells": args.cells, "files": args.files, **json.loads(out.strip().splitlines()[-1])}
+        row = run_child(__file__, "--cap", cap, "--workdir", args.workdir)
+        row = {"cells": args.cells, "files": args.files, **row}
         rows.append(row)
         print(f"max_fit_cells {cap:>8}: {row['wall_s']:6.1f} s, peak {row['peak_mb']:7.0f} MB, "
               f"{row['method']}, inertia {row['inertia']:.4g}")  # fmt: skip

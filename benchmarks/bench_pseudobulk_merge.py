@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_child  # noqa: E402
 
 
 def write_inputs(root: Path, n_parts: int, wells: int, lines: int, genes: int) -> None:
@@ -113,11 +114,7 @@ def main() -> None:
     print(f"inputs: {args.parts} partials, {n:,} rows ({time.perf_counter() - t0:.0f} s)")
     rows = []
     for method in ("by_line", "whole"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", "--method", method, "--workdir", args.workdir],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        row = json.loads(out.strip().splitlines()[-1])
+        row = run_child(__file__, "--method", method, "--workdir", args.workdir)
         rows.append({"parts": args.parts, "wells": args.wells, "lines": args.lines,
                      "genes": args.genes, **row})  # fmt: skip
         print(f"{method:>8}: {row['wall_s']:6.1f} s, peak {row['peak_mb']:7.0f} MB, "

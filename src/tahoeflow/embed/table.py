@@ -50,7 +50,7 @@ def _cells_in_slices(path: str | os.PathLike[str], sizes: Sequence[int]) -> Iter
         while have < size:
             b = next(batches, None)
             if b is None:
-                raise ArgumentError("cells", f"{path} holds fewer rows than the projections")
+                raise ArgumentError("cells_path", f"{path} holds fewer rows than the projections")
             pending.append(b)
             have += b.num_rows
         t = pa.Table.from_batches(pending)
@@ -58,7 +58,7 @@ def _cells_in_slices(path: str | os.PathLike[str], sizes: Sequence[int]) -> Iter
         rest = t.slice(size)
         pending, have = rest.to_batches(), rest.num_rows
     if have or next(batches, None) is not None:
-        raise ArgumentError("cells", f"{path} holds more rows than the projections")
+        raise ArgumentError("cells_path", f"{path} holds more rows than the projections")
 
 
 def _check_order(cells: pa.Table, proj: pa.Table) -> None:

@@ -254,10 +254,12 @@ def _ids_of_groups(groups: pa.Table, cells_path: str | Path) -> tuple[_Ids, _Ids
     return samples, lines
 
 
-def row_group_lines(path: str | Path) -> list[str | None]:
-    """The one cell line of each row group of a pseudobulk file, from its ``cell_line_id``
-    statistics; None for a row group that may hold several (or has no statistics)."""
-    meta = tio.parquet_file(path).metadata
+def row_group_lines(source: str | Path | pq.ParquetFile) -> list[str | None]:
+    """The one cell line of each row group of a pseudobulk file (a path or an open file), from
+    its ``cell_line_id`` statistics; None for a row group that may hold several (or has no
+    statistics)."""
+    pf = source if isinstance(source, pq.ParquetFile) else tio.parquet_file(source)
+    meta = pf.metadata
     names = meta.schema.names
     if "cell_line_id" not in names:
         return [None] * meta.num_row_groups
@@ -290,7 +292,8 @@ def merge_pseudobulk_by_line(
     lines (shard tables) take that path instead: they come at most ``merge.fan_in`` at a time.
     """
     row_group_rows = row_group_rows or PSEUDOBULK_ROW_GROUP_ROWS
-    maps = [row_group_lines(p) for p in pb_paths]
+    files = [tio.parquet_file(p) for p in pb_paths]  # footers read once, kept open
+    maps = [row_group_lines(f) for f in files]
     if not pb_paths or any(None in m for m in maps):
         counts, groups = merge_pseudobulk(pb_paths, cells_path, min_rows)
         n_groups = write_pseudobulk(counts, out_path, row_group_rows)
@@ -303,10 +306,10 @@ def merge_pseudobulk_by_line(
     columns = [*_PB_KEYS, "count"]
 
     def line_tables(line: str) -> Iterator[tuple[str | Path, pa.Table]]:
-        for p, m in zip(pb_paths, maps, strict=True):
+        for p, f, m in zip(pb_paths, files, maps, strict=True):
             rgs = [i for i, ln in enumerate(m) if ln == line]
             if rgs:
-                yield p, tio.parquet_file(p).read_row_groups(rgs, columns=columns)
+                yield p, f.read_row_groups(rgs, columns=columns)
 
     written = {"rows": 0, "row_groups": 0}
 
@@ -315,8 +318,7 @@ def merge_pseudobulk_by_line(
             run_k, run_v = _stream_sums(line_tables(line), samples, lines, min_rows)
             counts = _unpack(run_k, run_v, samples, lines)
             del run_k, run_v
-            for lo in range(0, counts.num_rows, row_group_rows):
-                chunk = counts.slice(lo, row_group_rows)
+            for chunk in _row_groups(counts, np.arange(counts.num_rows), row_group_rows):
                 written["rows"] += chunk.num_rows
                 written["row_groups"] += 1
                 yield chunk
@@ -351,15 +353,18 @@ def write_pseudobulk(
     key = rank[enc.indices.to_numpy(zero_copy_only=False)]
     order = np.argsort(key, kind="stable")
     bounds = np.flatnonzero(np.diff(key[order])) + 1
-    n_groups = 0
-    with (
-        tio.atomic_path(path) as tmp,
-        pq.ParquetWriter(tmp, counts.schema, compression="zstd") as w,
-    ):
+
+    def tables() -> Iterator[pa.Table]:
         if counts.num_rows == 0:
-            w.write_table(counts)
+            yield counts
         for idx in np.split(order, bounds) if counts.num_rows else []:
-            for lo in range(0, idx.size, row_group_rows):
-                w.write_table(counts.take(pa.array(idx[lo : lo + row_group_rows])))
-                n_groups += 1
-    return n_groups
+            yield from _row_groups(counts, idx, row_group_rows)
+
+    n = tio.write_parquet_batches(tables(), path)
+    return n if counts.num_rows else 0
+
+
+def _row_groups(table: pa.Table, idx: np.ndarray, rows: int) -> Iterator[pa.Table]:
+    """The rows ``idx`` of ``table`` (one cell line's, in order) in tables of at most ``rows``."""
+    for lo in range(0, idx.size, rows):
+        yield table.take(pa.array(idx[lo : lo + rows]))
