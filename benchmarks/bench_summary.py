@@ -16,6 +16,11 @@ compile time with an empty numba cache. The table is Markdown; ``--out`` appends
 
     .venv/bin/python benchmarks/bench_summary.py --files 3 --cells 28000 --repeats 5
     .venv/bin/python benchmarks/bench_summary.py --ref HEAD   # also time the code of a git ref
+    .venv/bin/python benchmarks/bench_summary.py --threads 1,2   # also load_shard/summarize threads=2
+    .venv/bin/python benchmarks/bench_summary.py --json benchmarks/history/DATE-LABEL.json --label DATE-LABEL
+    .venv/bin/pyinstrument -r text benchmarks/bench_summary.py --files 2 --repeats 3 --no-memory  # profile
+
+The profiles and records before and after a change are kept in ``benchmarks/history/``.
 """
 
 from __future__ import annotations
@@ -128,7 +133,7 @@ class Step:
             path, shard, self.vocab, self.doses, self.summ.Filters(min_genes=10), **self.kw
         )
         t1 = time.perf_counter()
-        cells, genes, pb = self.summ.summarize(loaded, self.vocab)
+        cells, genes, pb = self.summ.summarize(loaded, self.vocab, **self.kw)
         t2 = time.perf_counter()
         self.tio.write_parquet(cells, self.outdir / "cells.parquet")
         self.tio.write_parquet(genes, self.outdir / "gene_stats.parquet")
@@ -222,10 +227,14 @@ def main() -> None:
     ap.add_argument(
         "--threads",
         default="1",
-        help="comma-separated thread counts for load_shard, e.g. 1,2 (1: as the job declares)",
+        help="comma-separated thread counts for load_shard and summarize, e.g. 1,2 (1: as the job declares)",
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory runs")
     ap.add_argument("--out", type=Path, help="append the Markdown table to this file")
+    ap.add_argument(
+        "--json", type=Path, help="write the figures as JSON (e.g. into benchmarks/history/)"
+    )
+    ap.add_argument("--label", default="", help="label of the --json record")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--gene-meta", type=Path, help=argparse.SUPPRESS)
@@ -267,6 +276,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {k: [] for k in names}
         parts: dict[str, dict[str, list[float]]] = {k: {} for k in impls}
         load = []
+        load_before = os.getloadavg()[0]
         for r in range(args.repeats):
             order = names if r % 2 == 0 else names[::-1]
             acc = {k: [0.0, 0.0] for k in names}
@@ -311,12 +321,34 @@ def main() -> None:
             "|---|---|---|---|---|---|---|",
         ]
         rt, r1 = wall["read_table"], wall["read_table use_threads=False"]
+        record: dict = {
+            "label": args.label,
+            "git": subprocess.run(
+                ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv),
+            "files": nf,
+            "cells_per_file": args.cells,
+            "stored_values_per_file": nnz / nf,
+            "load_average": {"before": load_before, "per_repeat": load},
+            "steps": {},
+        }
         for k in names:
             t, c = wall[k], cpu[k]
             best, med = min(t), statistics.median(t)
             paired = statistics.median(a / b for a, b in zip(rt, t, strict=True))
             paired1 = statistics.median(a / b for a, b in zip(r1, t, strict=True))
             ratio = f"{min(rt) / best:.2f} / {statistics.median(rt) / med:.2f} / {paired:.2f}"
+            record["steps"][k] = {
+                "s_per_file_best": best / nf,
+                "s_per_file_median": med / nf,
+                "cpu_s_per_file_best": min(c) / nf,
+                "ratio_best": min(rt) / best,
+                "ratio_median": statistics.median(rt) / med,
+                "ratio_per_repeat_median": paired,
+                "parts_s_per_file_best": {p: min(v) / nf for p, v in parts.get(k, {}).items()},
+            }
             lines.append(
                 f"| {k} | {best / nf:.3f} | {fmt_rate(n_cells, best)} | {fmt_rate(n_cells, med)} "
                 f"| {ratio} | {min(c) / nf:.3f} | {paired1:.2f} |"
@@ -354,6 +386,9 @@ def main() -> None:
         if args.out:
             with open(args.out, "a") as fh:
                 fh.write(text + "\n")
+        if args.json:
+            record["markdown"] = text
+            args.json.write_text(json.dumps(record, indent=1) + "\n")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
