@@ -17,6 +17,7 @@ include: "rules/common.smk"
 # Wildcards match only shard and file numbers, so no target can reach outside results/.
 wildcard_constraints:
     shard=r"\d{5}(-\d{4})?",
+    group=r"\d{5}(-\d{4})?(_\d{5}(-\d{4})?)?",
     batch=r"b\d{5}",
     file=r"\d{5}",
     total=r"\d{5}",

@@ -29,7 +29,7 @@ from tahoeflow.sources.h5ad_settings import prepared_path
 from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
 from tahoeflow.io import RESULTS
-from tahoeflow.cells.plan import plan_batches, plan_merge_tree
+from tahoeflow.cells.plan import plan_batches, plan_merge_tree, plan_summary_groups
 
 _SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -46,10 +46,13 @@ except ConfigError as e:
 SHARDS = PLAN.shards
 # The embedding passes run one job per group of shards (embed.shards_per_job).
 BATCHES = plan_batches(SHARDS, config["embed"]["shards_per_job"])
+# One summary job per group of shards (summarize.shards_per_job; null: at most 256 jobs).
+_PER_SUMMARY = config["summarize"]["shards_per_job"] or -(-len(SHARDS) // 256)
+GROUPS = plan_summary_groups(SHARDS, _PER_SUMMARY)
 # The merges read at most merge.fan_in inputs a job: partial merges (results/merged/parts/)
-# of fan_in shards, then of fan_in partials, ...; MERGE_TOP is what the final merges read (the
-# shards themselves when there are at most fan_in).
-MERGE_NODES, MERGE_TOP = plan_merge_tree(SHARDS, config["merge"]["fan_in"])
+# of fan_in summary groups, then of fan_in partials, ...; MERGE_TOP is what the final merges
+# read (the groups themselves when there are at most fan_in).
+MERGE_NODES, MERGE_TOP = plan_merge_tree(GROUPS, config["merge"]["fan_in"])
 R = RESULTS  # every output lies under it (tahoeflow.io.RESULTS)
 
 
@@ -60,8 +63,14 @@ def untracked(value):
     return lambda wildcards, output: value
 
 
-def raw_data(wildcards):
-    return PLAN.data_path(SHARDS[wildcards.shard].file_index)
+def group_shards(wildcards):
+    """The shards of a summary group (in order) as Shard records."""
+    return [SHARDS[name] for name in GROUPS[wildcards.group]]
+
+
+def group_data(wildcards):
+    """The data files of a summary group's shards, one entry per shard."""
+    return [PLAN.data_path(s.file_index) for s in group_shards(wildcards)]
 
 
 def raw_meta(kind):
@@ -69,7 +78,8 @@ def raw_meta(kind):
 
 
 def shard_outputs(name):
-    return expand(f"{R}/shards/{{shard}}/{name}", shard=sorted(SHARDS))
+    """The file ``name`` of every summary group (results/shards/<group>/), in shard order."""
+    return expand(f"{R}/shards/{{group}}/{name}", group=sorted(GROUPS))
 
 
 def _share_mb(shard, size):
@@ -85,19 +95,19 @@ def _share_mb(shard, size):
 
 
 def merge_part(name, child):
-    """The file ``name`` of a merge input ``child``: a shard's output or a partial merge's."""
-    if child in SHARDS:
+    """The file ``name`` of a merge input ``child``: a summary group's or a partial merge's."""
+    if child in GROUPS:
         return f"{R}/shards/{child}/{name}"
     return f"{R}/merged/parts/{child}/{name}"
 
 
 def merge_part_inputs(shard_name, part_name=None):
-    """Input function of a partial merge: its children's files (``shard_name`` of shards at
-    level 1, ``part_name`` of the partials below above)."""
+    """Input function of a partial merge: its children's files (``shard_name`` of summary
+    groups at level 1, ``part_name`` of the partials below above)."""
 
     def inputs(wildcards):
         return [
-            merge_part(shard_name if c in SHARDS else (part_name or shard_name), c)
+            merge_part(shard_name if c in GROUPS else (part_name or shard_name), c)
             for c in MERGE_NODES[wildcards.node]
         ]
 
@@ -105,17 +115,17 @@ def merge_part_inputs(shard_name, part_name=None):
 
 
 def merge_top_inputs(shard_name, part_name=None):
-    """What a final merge reads: the top partials' files, or every shard's without partials."""
+    """What a final merge reads: the top partials' files, or every group's without partials."""
     return [
-        merge_part(shard_name if c in SHARDS else (part_name or shard_name), c)
+        merge_part(shard_name if c in GROUPS else (part_name or shard_name), c)
         for c in MERGE_TOP
     ]
 
 
 def merge_cells_part_inputs(wildcards):
-    """A level-1 partial reads its shards' cells; a higher one its children's partials."""
+    """A level-1 partial reads its groups' cells; a higher one its children's partials."""
     children = MERGE_NODES[wildcards.node]
-    if children[0] in SHARDS:
+    if children[0] in GROUPS:
         return {"cells": [merge_part("cells.parquet", c) for c in children]}
     return {
         "sums": [merge_part("control_sums.parquet", c) for c in children],
@@ -124,13 +134,13 @@ def merge_cells_part_inputs(wildcards):
 
 
 def merge_top_parts(name):
-    """The top partials' ``name`` files; none when the final merge reads the shards."""
-    return [f"{R}/merged/parts/{n}/{name}" for n in MERGE_TOP if n not in SHARDS]
+    """The top partials' ``name`` files; none when the final merge reads the groups."""
+    return [f"{R}/merged/parts/{n}/{name}" for n in MERGE_TOP if n not in GROUPS]
 
 
 def merge_part_indices(wildcards):
-    """Positions (in sorted order) of a level-1 partial's shards (none for higher levels)."""
-    order = {name: i for i, name in enumerate(sorted(SHARDS))}
+    """Positions (in sorted order) of a level-1 partial's groups (none for higher levels)."""
+    order = {name: i for i, name in enumerate(sorted(GROUPS))}
     return [order[c] for c in MERGE_NODES[wildcards.node] if c in order]
 
 
@@ -139,14 +149,20 @@ def input_mean_mb(wildcards, input):
     return input.size_mb / max(len(input), 1)
 
 
-def shard_size_mb(wildcards, input):
-    """Size of the shard's share of its input file."""
-    size = (
-        input.size_mb
-        if not hasattr(input, "data")
-        else Path(input.data).stat().st_size / 2**20
-    )
-    return _share_mb(SHARDS[wildcards.shard], size)
+def group_size_mb(wildcards, input):
+    """(largest shard, all shards) of a summary group: MB of their shares of their files."""
+    sizes = [
+        _share_mb(s, Path(p).stat().st_size / 2**20)
+        for s, p in zip(group_shards(wildcards), as_list(input.data))
+    ]
+    return max(sizes), sum(sizes)
+
+
+def summary_held_mb(wildcards, input):
+    """What a summary job holds, in input MB at 5.5 MB each (below): its largest shard, and for
+    the group's running pseudobulk and gene sums 0.5 MB per MB of its other shards."""
+    largest, total = group_size_mb(wildcards, input)
+    return largest + 0.5 * (total - largest) / 5.5
 
 
 def shard_record(shard):
@@ -250,14 +266,14 @@ def data_mb(wildcards, input):
     return sum(Path(p).stat().st_size for p in as_list(input.data)) / 2**20
 
 
-def per_shard_mb(wildcards, input):
-    """MB of input per shard (merges that hold one shard's table at a time)."""
-    return input.size_mb / max(len(SHARDS), 1)
+def per_group_mb(wildcards, input):
+    """MB of input per summary group (merges that hold one group's table at a time)."""
+    return input.size_mb / max(len(GROUPS), 1)
 
 
-# The summary job holds the shard's CSR (about 5x its Parquet size) and its summaries: 787 MB
-# for a 78 MB, 28,225-cell file, 385 MB for 3 MB.
-shard_mem_mb = mem_mb(560, 5.5, size=shard_size_mb)
+# The summary job holds a shard's CSR (about 5x its Parquet size) and its summaries: 787 MB
+# for a 78 MB, 28,225-cell file, 385 MB for 3 MB; a group adds its running sums.
+shard_mem_mb = mem_mb(560, 5.5, size=summary_held_mb)
 
 
 def batch_runtime(wildcards, input):

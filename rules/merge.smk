@@ -90,7 +90,7 @@ rule merge_cells:
     threads: 1
     resources:
         # + the duplicate check over the partials' hashes: at most IDS_CHUNK (2^22) at a time
-        mem_mb=mem_mb(250 + (200 if MERGE_NODES else 0), 60, size=per_shard_mb),
+        mem_mb=mem_mb(250 + (200 if MERGE_NODES else 0), 60, size=per_group_mb),
         runtime=30,
     params:
         filters=config["filters"],

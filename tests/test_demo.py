@@ -307,3 +307,30 @@ def test_more_drugs_than_the_plates_hold_is_a_config_error():
 
     with pytest.raises(ArgumentError, match=r"'n_drugs'.*more than the 43 drugs of the plates"):
         Design(DemoParams(n_plates=1, n_drugs=45))
+
+
+def test_atlas_sized_design_draws_expressed_genes_only_and_keeps_barcodes_unique():
+    """The rehearsal's design (benchmarks/atlas_rehearsal.py): 14 plates, 50 lines, every drug,
+    3,388 files of 28,225 cells. With silent_genes off only expressed and MT genes are drawn;
+    wells of up to ~214k cells get as many sub-libraries as they need (24 a plate, not 10), so
+    the barcodes of the largest well are unique and the library numbers keep 4 digits."""
+    p = DemoParams(n_files=3388, cells_per_file=28225, n_plates=14, n_cell_lines=50,
+                   n_drugs=None, libsize_log_mean=3.0, n_expressed_genes=4000,
+                   silent_genes=False)  # fmt: skip
+    d = Design(p)
+    assert d.sublibs_per_plate == 24 and Design(DemoParams()).sublibs_per_plate == 10
+    from tahoeflow.sources.demo_files import barcodes
+
+    plate = int(np.argmax([d.plate_counts(i).sum(axis=1).max() for i in range(14)]))
+    cell_well, _, rank = d.plate_cells(plate)
+    biggest = np.bincount(cell_well).argmax()
+    sel = cell_well == biggest
+    assert sel.sum() > 96 * 96 * 10  # more cells than 10 sub-libraries hold
+    codes = barcodes(d, cell_well[sel], rank[sel]).to_pylist()
+    assert len(set(codes)) == len(codes)
+    assert max(int(c.rsplit("_", 1)[1]) for c in codes) <= 9999
+    t = generate_file(d, 5)
+    genes = t.column("genes").combine_chunks()
+    tok = genes.values.to_numpy()[genes.values.to_numpy() != 1] - 3  # no CLS marker
+    assert np.isin(tok, d.drawable).all() and np.unique(tok).size > 3000
+    assert 40 <= np.diff(genes.offsets.to_numpy()).mean() - 1 <= 50  # >= 50 counts a cell

@@ -3,7 +3,9 @@ merge, give the same files as one merge over every shard."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +14,7 @@ import pytest
 
 from tahoeflow import io as tio
 from tahoeflow.cells.doses import sample_doses
-from tahoeflow.cells.plan import plan_merge_tree, plan_shards
+from tahoeflow.cells.plan import plan_merge_tree, plan_shards, plan_summary_groups
 from tahoeflow.cells.summarize import Filters, load_shard, summarize
 from tahoeflow.cells.vocab import vocab_from_gene_metadata
 from tahoeflow.errors import InputError
@@ -25,6 +27,7 @@ from tahoeflow.merge.pseudobulk import (
     row_group_lines,
     write_pseudobulk,
 )
+from tahoeflow.merge.shard_group import qc_records, write_group
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +184,109 @@ def test_tree_plan_bounds_every_job_and_keeps_shard_order():
         plan_merge_tree(names, 1)
 
 
+def summary_groups(paths, per_job, out):
+    """Write the summary groups of ``per_job`` shards (as summarize_shard.py); their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    groups = plan_summary_groups(paths["names"], per_job)
+    got = {"names": list(groups), "cells": {}, "gene_stats": {}, "pseudobulk": {}}
+
+    def summaries(members):
+        for n in members:  # one shard at a time, read back from its files
+            t = [pq.read_table(paths[k][n]) for k in ("cells", "gene_stats", "pseudobulk")]
+            yield n, *t, {"shard": n, "input": t[0].num_rows, "kept": t[0].num_rows}
+
+    for g, members in groups.items():
+        f = {k: out / f"{g}.{k}" for k in ("cells", "gene_stats", "pseudobulk", "qc")}
+        n = write_group(summaries(members), {**f, "genes": f["gene_stats"]})
+        assert n == len(members)
+        for k in ("cells", "gene_stats", "pseudobulk"):
+            got[k][g] = f[k]
+        got.setdefault("qc", {})[g] = f["qc"]
+    return got
+
+
+def test_summary_groups_plan_consecutive_shards_named_by_their_ends():
+    names = [f"{i:05d}" for i in range(7)]
+    assert plan_summary_groups(names, 3) == {
+        "00000_00002": names[0:3], "00003_00005": names[3:6], "00006": names[6:],
+    }  # fmt: skip
+    assert plan_summary_groups(reversed(names), 1) == {n: [n] for n in names}
+    g = plan_summary_groups([f"{i:05d}" for i in range(3388)], 14)
+    assert len(g) == 242 and list(g) == sorted(g)  # name order is shard order
+    with pytest.raises(ValueError, match="per_job"):
+        plan_summary_groups(names, 0)
+
+
+@pytest.mark.parametrize("per_job", [1, 5])
+@pytest.mark.parametrize("fan_in", [2, 64])
+def test_summary_groups_merge_to_the_same_files_as_the_shards(shards, flat, per_job, fan_in):
+    """Shards summarised in groups (5, 5, 2 shards) and merged, with and without partial
+    merges, give the shards' merged files: QC and pseudobulk the same bytes, the same cells
+    (one row group per group), float sums (control means, gene statistics) to the last bits;
+    a group of one shard is that shard's files."""
+    paths, gm, n_obs, out = shards
+    grouped = summary_groups(paths, per_job, out / f"g{per_job}-{fan_in}")
+    assert len(grouped["names"]) == (12 if per_job == 1 else 3)
+    res, _ = merge_all(grouped, gm, n_obs, out / f"g{per_job}-{fan_in}" / "m", fan_in, chunk=97)
+    for k in ("qc", "pb", "groups"):
+        assert res[k].read_bytes() == flat[k].read_bytes(), k
+    # the same cells, in one row group per input file; the control means (and delta_mean) are
+    # float sums a group adds before the merge does: the last bits (measured 4.4e-16)
+    a, b = pq.read_table(res["cells"]), pq.read_table(flat["cells"])
+    floats = ["control_mean", "delta_mean"]
+    assert a.drop_columns(floats).equals(b.drop_columns(floats))
+    for c in floats:
+        x, y = a.column(c).to_numpy(), b.column(c).to_numpy()
+        assert np.array_equal(np.isnan(x), np.isnan(y))
+        assert np.nanmax(np.abs(x - y)) <= (0 if per_job == 1 else 2e-15), c
+    assert pq.ParquetFile(res["cells"]).metadata.num_row_groups == len(grouped["names"])
+    a, b = pq.read_table(res["gene_stats"]), pq.read_table(flat["gene_stats"])
+    for c in ("token_id", "n_cells", "n_obs"):
+        assert a.column(c).equals(b.column(c)), c
+    for c in ("sum_log", "sumsq_log", "mean_log", "var_log"):
+        x, y = a.column(c).to_numpy(), b.column(c).to_numpy()
+        assert np.abs(x - y).max() <= (1e-12 if c == "var_log" else 1e-15) * np.abs(y).max()
+    records = qc_records(sorted(grouped["qc"].values()))
+    assert [r["shard"] for r in records] == sorted(paths["names"])  # every shard, in order
+    if per_job == 1:
+        for n in paths["names"]:
+            for k in ("cells", "gene_stats", "pseudobulk"):
+                assert grouped[k][n].read_bytes() == Path(paths[k][n]).read_bytes(), (n, k)
+    else:  # a group's pseudobulk: one cell line per row group, as a partial merge's
+        assert all(None not in row_group_lines(p) for p in grouped["pseudobulk"].values())
+
+
+def test_qc_records_read_a_shard_a_group_and_name_a_bad_file(tmp_path):
+    one, many, bad, empty = (tmp_path / f"{n}.json" for n in ("one", "many", "bad", "empty"))
+    one.write_text(json.dumps({"shard": "00000", "kept": 3}))
+    many.write_text(json.dumps([{"shard": "00001", "kept": 1}, {"shard": "00002", "kept": 2}]))
+    bad.write_text('{"shard": "00003", "kept"')
+    empty.write_text("[]")
+    assert [r["kept"] for r in qc_records([one, many])] == [3, 1, 2]
+    with pytest.raises(InputError, match=r"bad\.json.*not a readable QC record"):
+        qc_records([one, bad])
+    with pytest.raises(InputError, match=r"empty\.json.*not a QC record"):
+        qc_records([empty])
+
+
+def test_a_bad_shard_in_a_group_leaves_no_group_output(shards, tmp_path):
+    """A shard that fails (the generator raises) while its group is written: no output file of
+    the group is left, not even the cells streamed before it."""
+    paths, gm, n_obs, out = shards
+    names = sorted(paths["names"])[:3]
+
+    def summaries():
+        for n in names[:2]:
+            t = [pq.read_table(paths[k][n]) for k in ("cells", "gene_stats", "pseudobulk")]
+            yield n, *t, {"shard": n}
+        raise InputError("data/train-00002.parquet", "row 7: a gene listed twice")
+
+    f = {k: tmp_path / f"g.{k}" for k in ("cells", "genes", "pseudobulk", "qc")}
+    with pytest.raises(InputError, match="row 7"):
+        write_group(summaries(), f)
+    assert not list(tmp_path.iterdir())
+
+
 def test_duplicate_cell_across_partial_groups_names_both_shards(shards, tmp_path):
     paths, gm, n_obs, out = shards
     names = sorted(paths["names"])
@@ -241,6 +347,28 @@ def test_workflow_fan_in_adds_partial_merges_and_keeps_the_merged_files(tmp_path
         else:
             assert (tmp_path / t).read_bytes() == flat[t], t
     assert not list((tmp_path / "results/merged/parts").rglob("*.*"))  # temp(): removed
+    # summary jobs of 3 shards: 2 groups (3 + 1), no partial merge at fan_in 2; the group of
+    # shard 00003 alone is that shard's finished job (same files, same params): 1 job runs.
+    # The merged files keep their content (float sums: the last bits, see the function test).
+    cfg["summarize"] = {"shards_per_job": 3}
+    assert planned(cfg) == {**finals, "summarize_shard": 1}
+    run_smk(tmp_path, cfg, *targets, check=True)
+    assert sorted(p.name for p in (tmp_path / "results/shards").iterdir()) >= [
+        "00000_00002",
+        "00003",
+    ]
+    for t in targets:
+        if t.endswith(".parquet"):
+            a, b = pq.read_table(tmp_path / t), pq.read_table(pa.BufferReader(flat[t]))
+            floats = [c for c in ("control_mean", "delta_mean", "sum_log", "sumsq_log",
+                                  "sum_norm", "sumsq_norm", "mean_log", "var_log") if c in a.column_names]  # fmt: skip
+            assert a.drop_columns(floats).equals(b.drop_columns(floats)), t
+            for c in floats:
+                x, y = a.column(c).to_numpy(), b.column(c).to_numpy()
+                assert np.allclose(x, y, rtol=1e-12, atol=1e-15, equal_nan=True), (t, c)
+        else:
+            assert (tmp_path / t).read_bytes() == flat[t], t
+    del cfg["summarize"]
     # 5 shards at fan_in 2: 3 level-1 partials, then 2 of level 2 that the final merges read
     cfg["source"] = {**cfg.get("source", {}), "files": "0:5"}
     assert planned(cfg) == {

@@ -447,7 +447,8 @@ def test_dry_run_scales_to_all_hub_files(tmp_path, monkeypatch):
     got = planned(tmp_path / "wd", cfg)
     elapsed = time.perf_counter() - t0
     print(f"dry run over {N_HUB_FILES} hub files: {elapsed:.1f} s, {sum(got.values())} jobs")
-    assert got["summarize_shard"] == N_HUB_FILES
+    # summarize.shards_per_job null: at most 256 summary jobs (14 files each: 242)
+    assert got["summarize_shard"] == -(-N_HUB_FILES // 14) == 242
     assert got["download_data"] == N_HUB_FILES
     assert elapsed < 300
 
@@ -466,7 +467,8 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
         "seed": 2, "row_group_size": 100, "n_drugs": 5, "control_wells_per_plate": 1,
         "frac_active_drugs": 0.5, "genes_per_effect": 100, "effect_sd": 0.8,
         "frac_resistant": 0.5, "well_sd": 0.1, "libsize_log_mean": 7.0, "libsize_sd": 0.3,
-        "n_expressed_genes": 15000, "n_cell_lines": 2, "n_plates": 2, "cells_per_file": 400,
+        "n_expressed_genes": 15000, "silent_genes": False, "n_cell_lines": 2, "n_plates": 2,
+        "cells_per_file": 400,
         "n_files": 5,
     }.items()},
     "filters.cell_lines": (["CVCL_0131", "CVCL_1239"], FILTERED),
@@ -584,6 +586,8 @@ DAG_SHAPE = {
     "embed.shards_per_job": "test_shards_per_job_regroups_only_the_embedding_passes",
     "merge.fan_in": "test_merge_hierarchy.py::test_workflow_fan_in_adds_partial_merges_and_"
     "keeps_the_merged_files (partial merges above fan_in shards; the demo has none)",
+    "summarize.shards_per_job": "test_merge_hierarchy.py::test_workflow_fan_in_adds_partial_"
+    "merges_and_keeps_the_merged_files (summary groups: fewer summary jobs, same merged files)",
     "updown.toptable": "test_external_inputs (up/down on an external topTable)",
     "pergene.mode": "test_external_inputs (per-gene models in table mode)",
     "pergene.table.path": "test_external_inputs (per-gene models in table mode)",

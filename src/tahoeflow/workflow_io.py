@@ -34,12 +34,17 @@ def as_shard(shard: Shard | dict[str, Any]) -> Shard:
 
 
 def load_filtered_shard(
-    smk: Any, log: Any, shard: Shard | dict[str, Any] | None = None, data_path: str | None = None
+    smk: Any,
+    log: Any,
+    shard: Shard | dict[str, Any] | None = None,
+    data_path: str | None = None,
+    file_rows: int | None = None,
 ) -> tuple[LoadedShard, Vocab]:
     """Read, validate and filter a shard exactly as the summary job did (same cells, same order).
 
     Dispatches on ``params.source["kind"]``: Tahoe Parquet files (demo, hub, local) or h5ad
     files. ``shard``/``data_path`` default to the job's own (``params.shard``, ``input.data``).
+    ``file_rows``: the file's row count from a manifest, checked against its footer.
     """
     p = smk.params
     shard = as_shard(shard or p.shard)
@@ -62,7 +67,7 @@ def load_filtered_shard(
             )  # fmt: skip
     else:
         # the plan's rows came from a manifest: hold the file's footer to them
-        expected = shard.file_rows if shard.file_rows is not None else getattr(p, "file_rows", None)
+        expected = shard.file_rows if shard.file_rows is not None else file_rows
         if expected is not None:
             check_file_rows(data_path, int(expected))
         vocab = _vocab(str(smk.input.genes))

@@ -1,16 +1,16 @@
 """Merge per-shard cell tables; add delta_mean against DMSO of the same line and plate."""
 
-import json
 import sys
 
 from tahoeflow import io as tio
 from tahoeflow.cells.summarize import filter_qc_table, filter_warnings
 from tahoeflow.logs import run
 from tahoeflow.merge.cells import merge_cells
+from tahoeflow.merge.shard_group import qc_records
 
 
 def main(smk, log):
-    records = [json.loads(open(p).read()) for p in smk.input.qc]
+    records = qc_records(smk.input.qc)
     for line in filter_warnings(records, smk.params.filters):
         log(f"WARNING: {line}")
         print(f"WARNING: {line}", file=sys.stderr)

@@ -109,6 +109,21 @@ def plan_batches(shard_names: Sequence[str], per_job: int) -> dict[str, list[str
     return {f"b{i // per_job:05d}": names[i : i + per_job] for i in range(0, len(names), per_job)}
 
 
+def plan_summary_groups(shard_names: Sequence[str], per_job: int) -> dict[str, list[str]]:
+    """Consecutive groups of at most ``per_job`` shards (sorted order) for the summary jobs.
+
+    A group of one shard is named as the shard (its outputs keep the shard's paths); a larger
+    one ``<first>_<last>``. Each summary job reads its shards one at a time, so a job's memory
+    is one shard's plus the group's summed statistics; the Python start, imports and numba
+    cache loads are paid once per group. Name order is shard order.
+    """
+    if per_job < 1:
+        raise ArgumentError("per_job", f"must be >= 1, got {per_job}")
+    names = sorted(shard_names)
+    groups = (names[i : i + per_job] for i in range(0, len(names), per_job))
+    return {g[0] if len(g) == 1 else f"{g[0]}_{g[-1]}": g for g in groups}
+
+
 def plan_merge_tree(
     shard_names: Sequence[str], fan_in: int
 ) -> tuple[dict[str, list[str]], list[str]]:

@@ -193,9 +193,17 @@ def pseudobulk_part(
     over ``pb_paths`` (shard tables or other partials), sorted by (sample, cell line, token
     id). Memory follows the group's distinct rows (16 bytes each, plus the buffer). Sums of
     raw counts are exact integers, so merging partials gives what one merge gives."""
+    return sum_pseudobulk_tables(_whole_tables(pb_paths), min_rows)
+
+
+def sum_pseudobulk_tables(
+    tables: Iterable[tuple[object, pa.Table]], min_rows: int = PSEUDOBULK_MERGE_MIN_ROWS
+) -> pa.Table:
+    """:func:`pseudobulk_part` of ``(source, table)`` pairs (tables in memory, e.g. the shards
+    of one summary job, each dropped once it is added)."""
     samples = _GrowingIds("sample", 1 << (63 - _TOKEN_BITS - _LINE_BITS))
     lines = _GrowingIds("cell_line_id", (1 << _LINE_BITS) - 1)
-    run_k, run_v = _stream_sums(_whole_tables(pb_paths), samples, lines, min_rows)
+    run_k, run_v = _stream_sums(tables, samples, lines, min_rows)
     # renumber both in sorted name order, so that sorted keys are the output order
     s_rank = np.argsort(np.argsort(np.asarray(samples.names, dtype=object), kind="stable"))
     l_rank = np.argsort(np.argsort(np.asarray(lines.names, dtype=object), kind="stable"))

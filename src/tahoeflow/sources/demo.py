@@ -104,6 +104,7 @@ class DemoParams:
     libsize_log_mean: float = 7.6
     libsize_sd: float = 0.4
     n_expressed_genes: int = 18_000
+    silent_genes: bool = True  # False: only expressed and MT genes are drawn (atlas rehearsal)
 
     def __post_init__(self) -> None:
         checks = {
@@ -317,9 +318,26 @@ class Design:
         first = np.searchsorted(cell_well[order], cell_well[order])
         rank = np.empty(seq.size, dtype=np.int64)
         rank[order] = np.arange(seq.size) - first
-        if seq.size and rank.max() >= BARCODES_PER_SUBLIB * SUBLIBS_PER_PLATE:
-            raise ArgumentError("cells_per_file", "too many cells per well for unique barcodes")
         return cell_well, seq % L, rank
+
+    @functools.cached_property
+    def sublibs_per_plate(self) -> int:
+        """Sub-libraries per plate in the barcodes: SUBLIBS_PER_PLATE, or as many as the
+        largest well needs (an atlas-sized demo), so that every barcode is unique."""
+        largest = max((int(self.plate_counts(i).sum(axis=1).max(initial=0))
+                       for i, f in enumerate(self.plate_files) if f), default=0)  # fmt: skip
+        n = max(SUBLIBS_PER_PLATE, -(-largest // BARCODES_PER_SUBLIB))
+        if 1000 + n * (int(self.plate_names[-1].removeprefix("plate")) + 1) > 10_000:
+            raise ArgumentError("cells_per_file", "too many cells per well for unique barcodes")
+        return n
+
+    @functools.cached_property
+    def drawable(self) -> np.ndarray | None:
+        """Genes a cell's counts are drawn from: all (None), or with ``silent_genes`` off the
+        expressed and MT genes only, so a draw looks up a CDF over those genes."""
+        if self.p.silent_genes:
+            return None
+        return np.union1d(self.expressed, self.mt_idx)
 
     def file_cells(self, file_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(well, line, rank within well) of the rows of one file."""

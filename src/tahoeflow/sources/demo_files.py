@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
-from tahoeflow.sources.demo import BARCODES_PER_SUBLIB, SUBLIBS_PER_PLATE, Design
+from tahoeflow.sources.demo import BARCODES_PER_SUBLIB, Design
 from tahoeflow.sources.tahoe import (
     CLS_TOKEN,
     CLS_VALUE,
@@ -67,7 +67,7 @@ def barcodes(design: Design, cell_well: np.ndarray, rank: np.ndarray) -> pa.Arra
     its well; the sub-library number encodes the plate (unique over the whole demo)."""
     pos = design.wells["position"].to_numpy()[cell_well]
     plate_no = np.array([int(s.removeprefix("plate")) for s in design.plate_names])
-    lib = 1000 + SUBLIBS_PER_PLATE * plate_no[design.well_plate[cell_well]]
+    lib = 1000 + design.sublibs_per_plate * plate_no[design.well_plate[cell_well]]
     lib = lib + rank // BARCODES_PER_SUBLIB
     within = rank % BARCODES_PER_SUBLIB
     parts = [_padded(pos, 2), "_", _padded(within // 96 + 1, 3), "_", _padded(within % 96 + 1, 3),
@@ -90,7 +90,12 @@ def generate_file(design: Design, file_index: int) -> pa.Table:
         well, line = int(cell_well[idx[0]]), int(cell_line[idx[0]])
         mu = design.log_libsize_mean(well, line)
         lib = np.maximum(np.rint(rng.lognormal(mu, p.libsize_sd, idx.size)), 50).astype(np.int64)
-        k, g, c = _sample_counts(rng, design.log_weights(well, line), lib)
+        logw = design.log_weights(well, line)
+        if design.drawable is None:
+            k, g, c = _sample_counts(rng, logw, lib)
+        else:
+            k, g, c = _sample_counts(rng, logw[design.drawable], lib)
+            g = design.drawable[g]
         nnz[idx] = k
         gene_parts.append(g)
         count_parts.append(c)
