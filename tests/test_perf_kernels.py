@@ -483,9 +483,12 @@ def test_allow_non_integer_warns_once_with_the_first_row(vocab):
     assert X[5].sum() == pytest.approx(sum(exprs[5][1:]))
 
 
-@pytest.mark.parametrize("batch_rows", [3, 7, 2048])
-def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, vocab, tmp_path):
-    """Row ranges across row groups, problems in several batches: same result, same error."""
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch_rows", [2, 3, 7, 2048])
+def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, threads, vocab, tmp_path):
+    """Row ranges across row groups, problems in several batches: same result, same error
+    (threads > 1: row groups of 10 rows decoded ahead on worker threads; with batch_rows=2
+    they are more than 4 batches, read batch by batch instead)."""
     rng = np.random.default_rng(14)
     n = 50
     genes, exprs = random_lists(rng, n, vocab)
@@ -494,8 +497,9 @@ def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, vocab, t
     pq.write_table(lists_table(genes, exprs, **obs), path, row_group_size=10)
     for start, stop in ((0, None), (4, 33), (20, 20), (45, 90)):
         got_obs, X = read_shard(
-            path, vocab, start, stop, obs_columns=["drug", "sample"], batch_rows=batch_rows
-        )
+            path, vocab, start, stop, obs_columns=["drug", "sample"], batch_rows=batch_rows,
+            threads=threads,
+        )  # fmt: skip
         table = read_rows(path, start, stop, columns=["genes", "expressions", "drug", "sample"])
         ref_obs = obs_arrays(table, path, ["drug", "sample"], row_offset=start)
         ref = to_csr(table, vocab, path, row_offset=start)
@@ -512,8 +516,14 @@ def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, vocab, t
         pq.write_table(lists_table(genes, exprs, **o), path, row_group_size=10)
         got = _error_of(
             lambda p=path: read_shard(
-                p, vocab, 2, None, obs_columns=["drug", "sample"], batch_rows=batch_rows
-            )
+                p,
+                vocab,
+                2,
+                None,
+                obs_columns=["drug", "sample"],
+                batch_rows=batch_rows,
+                threads=threads,
+            )  # fmt: skip
         )
         table = read_rows(path, 2, None, columns=["genes", "expressions", "drug", "sample"])
         expected = _error_of(
@@ -525,8 +535,31 @@ def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, vocab, t
         ) in got
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_corrupt_row_group_after_good_ones_names_the_file(threads, vocab, tmp_path):
+    """A damaged data page in the third row group: an InputError naming the file, not a crash
+    (and no partial result), whichever reader decodes it."""
+    rng = np.random.default_rng(15)
+    genes, exprs = random_lists(rng, 60, vocab, unsorted=False)
+    path = tmp_path / "ok.parquet"
+    pq.write_table(lists_table(genes, exprs, drug=["d"] * 60), path, row_group_size=20)
+    col = pq.ParquetFile(path).metadata.row_group(2).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    raw = bytearray(path.read_bytes())
+    for k in range(start + 8, start + col.total_compressed_size - 8):
+        raw[k] ^= 0x5A
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(raw))
+    read_shard(path, vocab, obs_columns=["drug"], threads=threads)
+    with pytest.raises(
+        InputError, match=r"bad\.parquet: cannot decode Parquet data \(truncated or corrupt\?\)"
+    ):
+        read_shard(bad, vocab, obs_columns=["drug"], threads=threads)
+
+
 def test_threads_give_the_same_shard_tables_and_errors(small_demo, tmp_path):
-    """threads=2 (parallel, prefetching decoder) changes nothing."""
+    """threads=2 (row groups decoded ahead in parallel, stats and pseudobulk at once) changes
+    nothing."""
     from tahoeflow.cells.doses import sample_doses
     from tahoeflow.cells.plan import Shard
     from tahoeflow.cells.summarize import Filters, load_shard, summarize
