@@ -487,8 +487,7 @@ def test_allow_non_integer_warns_once_with_the_first_row(vocab):
 @pytest.mark.parametrize("batch_rows", [2, 3, 7, 2048])
 def test_streamed_reader_equals_read_rows_obs_arrays_to_csr(batch_rows, threads, vocab, tmp_path):
     """Row ranges across row groups, problems in several batches: same result, same error
-    (threads > 1: row groups of 10 rows decoded ahead on worker threads; with batch_rows=2
-    they are more than 4 batches, read batch by batch instead)."""
+    (threads > 1: Arrow's threads decode, the next batch is decoded while this one converts)."""
     rng = np.random.default_rng(14)
     n = 50
     genes, exprs = random_lists(rng, n, vocab)

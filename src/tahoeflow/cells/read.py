@@ -8,9 +8,6 @@ job's memory is the CSR of its shard plus one batch.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -127,61 +124,23 @@ def iter_row_batches(
             yield b.slice(lo, hi - lo) if (lo, hi) != (0, b.num_rows) else b
 
 
-def parallel_row_batches(
-    path: str | Path,
-    pf: pq.ParquetFile,
-    row_start: int = 0,
-    row_stop: int | None = None,
-    columns: Sequence[str] = READ_COLUMNS,
-    batch_rows: int = BATCH_ROWS,
-    threads: int = 2,
-) -> Iterator[pa.RecordBatch]:
-    """``iter_row_batches``, whole row groups decoded ``threads`` at a time on worker threads.
+_END = object()
 
-    ``ParquetFile.iter_batches``/``read_row_groups`` decode on one thread whatever
-    ``use_threads`` says (measured: CPU time = wall time), and the dataset scanner decodes far
-    ahead of its consumer (the decoded shard, measured); here each worker decodes one row group
-    with its own reader while the caller converts the previous one, in file order, so at most
-    ``threads`` + 1 decoded row groups are alive. Row groups of more than 4 x ``batch_rows``
-    rows are read by ``iter_row_batches`` instead (memory stays a few batches).
+
+def prefetch(items: Iterator) -> Iterator:
+    """The items of ``items``, the next one produced on a worker thread while this one is used.
+
+    For record batches: Arrow decodes batch k+1 (releasing the GIL) while the compiled kernel
+    (``nogil``) converts batch k. Exceptions come out where the item would have.
     """
-    md = pf.metadata
-    groups, first_row, start, stop = _plan_rows(md, row_start, row_stop, path)
-    if not groups or max(md.row_group(g).num_rows for g in groups) > 4 * batch_rows:
-        yield from iter_row_batches(pf, path, row_start, row_stop, columns, batch_rows)
-        return
-    local = threading.local()
-    readers: list[pq.ParquetFile] = []
-
-    def decode(g: int) -> pa.Table:
-        reader = getattr(local, "reader", None)
-        if reader is None:  # a ParquetFile per thread: its reader is not shared between threads
-            reader = local.reader = pq.ParquetFile(path, pre_buffer=False)
-            readers.append(reader)
-        return reader.read_row_group(g, columns=list(columns), use_threads=False)
-
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="tahoeflow-decode")
-    try:
-        todo = iter(groups)
-        pending = deque(pool.submit(decode, g) for g in itertools.islice(todo, threads))
-        pos = first_row
-        while pending:
-            try:
-                table = pending.popleft().result()
-            except (pa.ArrowInvalid, OSError) as e:
-                raise _decode_error(path, e) from None
-            for g in itertools.islice(todo, 1):
-                pending.append(pool.submit(decode, g))
-            n = table.num_rows
-            lo, hi = max(start - pos, 0), min(stop - pos, n)
-            pos += n
-            if hi > lo:
-                yield from table.slice(lo, hi - lo).combine_chunks().to_batches()
-            del table
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for reader in readers:
-            reader.close()
+    with ThreadPoolExecutor(1, thread_name_prefix="tahoeflow-prefetch") as pool:
+        nxt = pool.submit(next, items, _END)
+        while True:
+            item = nxt.result()
+            if item is _END:
+                return
+            nxt = pool.submit(next, items, _END)
+            yield item
 
 
 def _leaf_values(pf: pq.ParquetFile, groups: Sequence[int], column: str) -> int:
@@ -213,8 +172,8 @@ def read_shard(
     counts (no regrowth when the shard is whole row groups).
 
     ``threads=1`` (a summary job's declaration) does everything on the calling thread; with
-    more, worker threads decode the next row groups in parallel while the kernel converts this
-    one (``parallel_row_batches``).
+    more, Arrow decodes the columns of a batch in parallel and the next batch is decoded while
+    the kernel converts this one.
     """
     columns = ["genes", "expressions", *obs_columns]
     pf = _open(path, columns, pre_buffer=False)  # pre-buffering holds the compressed shard
@@ -231,13 +190,8 @@ def read_shard(
             vocab, path, problems, schema.field("genes").type, schema.field("expressions").type,
             row_offset=row_start, capacity=capacity,
         )  # fmt: skip
-        if threads > 1:
-            batches = parallel_row_batches(
-                path, pf, row_start, row_stop, columns, batch_rows, threads
-            )
-        else:
-            batches = iter_row_batches(pf, path, row_start, row_stop, columns, batch_rows)
-        with contextlib.closing(batches) as it:
+        batches = iter_row_batches(pf, path, row_start, row_stop, columns, batch_rows, threads > 1)
+        with contextlib.closing(prefetch(batches) if threads > 1 else batches) as it:
             for batch in it:
                 obs.add(batch)
                 builder.add(batch.column("genes"), batch.column("expressions"))
