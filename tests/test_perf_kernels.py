@@ -557,7 +557,7 @@ def test_a_corrupt_row_group_after_good_ones_names_the_file(threads, vocab, tmp_
 
 
 def test_threads_give_the_same_shard_tables_and_errors(small_demo, tmp_path):
-    """threads=2 (row groups decoded ahead in parallel, stats and pseudobulk at once) changes
+    """threads=2 (Arrow threads decode, prefetch, stats and pseudobulk at once) changes
     nothing."""
     from tahoeflow.cells.doses import sample_doses
     from tahoeflow.cells.plan import Shard
@@ -572,7 +572,7 @@ def test_threads_give_the_same_shard_tables_and_errors(small_demo, tmp_path):
     out = []
     for threads in (1, 2):
         ls = load_shard(path, shard, vocab, doses, Filters(min_genes=900), threads=threads)
-        out.append((ls.filter_counts, summarize(ls, vocab)))
+        out.append((ls.filter_counts, summarize(ls, vocab, threads=threads)))
     assert out[0][0] == out[1][0] and out[0][0]["removed_by_min_genes"] > 0
     for a, b in zip(out[0][1], out[1][1], strict=True):
         assert a.equals(b)
