@@ -158,11 +158,9 @@ def group_size_mb(wildcards, input):
     return max(sizes), sum(sizes)
 
 
-def summary_held_mb(wildcards, input):
-    """What a summary job holds, in input MB at 5.5 MB each (below): its largest shard, and for
-    the group's running pseudobulk and gene sums 0.5 MB per MB of its other shards."""
-    largest, total = group_size_mb(wildcards, input)
-    return largest + 0.5 * (total - largest) / 5.5
+def largest_in_group_mb(wildcards, input):
+    """A summary group's shards are read one at a time: the largest shard's MB."""
+    return group_size_mb(wildcards, input)[0]
 
 
 def shard_record(shard):
@@ -272,8 +270,9 @@ def per_group_mb(wildcards, input):
 
 
 # The summary job holds a shard's CSR (about 5x its Parquet size) and its summaries: 787 MB
-# for a 78 MB, 28,225-cell file, 385 MB for 3 MB; a group adds its running sums.
-shard_mem_mb = mem_mb(560, 5.5, size=summary_held_mb)
+# for a 78 MB, 28,225-cell file, 385 MB for 3 MB. A group's tables are streamed out shard by
+# shard (its gene sums: 3 MB).
+shard_mem_mb = mem_mb(560, 5.5, size=largest_in_group_mb)
 
 
 def batch_runtime(wildcards, input):
@@ -296,9 +295,10 @@ def planned_cells():
     )
 
 
-def embeddings_csv_wanted():
-    """seed 002's embeddings CSV is a target only up to embed.csv_max_cells planned cells."""
-    cap = config["embed"]["csv_max_cells"]
+def per_cell_export_wanted(key):
+    """A per-cell export (seed 002's embeddings CSV: embed.csv_max_cells; the embeddings h5ad:
+    embed.h5ad_max_cells) is a target only up to that many planned cells."""
+    cap = config["embed"][key]
     return cap is None or planned_cells() <= cap
 
 
@@ -315,7 +315,7 @@ def final_outputs():
     ]
     if st["embed"]:
         out += [f"{R}/embed/embeddings.parquet", f"{R}/embed/pca_variance.csv"]
-        if embeddings_csv_wanted():
+        if per_cell_export_wanted("csv_max_cells"):
             out.append(f"{R}/embed/embeddings.csv")
     if st["models"]:
         out += [
@@ -336,7 +336,7 @@ def final_outputs():
         out += [f"{R}/pergene/metrics.csv", f"{R}/pergene/predictions.csv"]
     if st["anndata"]:
         out.append(f"{R}/anndata/pseudobulk.h5ad")
-        if st["embed"]:
+        if st["embed"] and per_cell_export_wanted("h5ad_max_cells"):
             out.append(f"{R}/anndata/embeddings.h5ad")
     if st["phenotypes"]:
         out += phenotype_outputs()

@@ -183,3 +183,7 @@ def test_embeddings_csv_is_a_target_only_up_to_the_cap(tmp_path) -> None:
     below = planned(tmp_path / "b", small_config(**{"embed.csv_max_cells": n_cells - 1}))
     assert at_cap.get("embeddings_csv") == 1 and "embeddings_csv" not in below
     assert below["embeddings"] == 1 and below["export_embeddings_h5ad"] == 1
+    # the cells x PCs h5ad has its own cap (anndata writes it in one piece)
+    h5_below = planned(tmp_path / "c", small_config(**{"embed.h5ad_max_cells": n_cells - 1}))
+    assert "export_embeddings_h5ad" not in h5_below and h5_below["export_pseudobulk_h5ad"] == 1
+    assert h5_below.get("embeddings_csv") == 1

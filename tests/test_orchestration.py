@@ -592,6 +592,8 @@ DAG_SHAPE = {
     "pergene.mode": "test_external_inputs (per-gene models in table mode)",
     "pergene.table.path": "test_external_inputs (per-gene models in table mode)",
     "pergene.apply_table": "test_external_inputs; test_data_safety (never a rule's output)",
+    "embed.h5ad_max_cells": "test_atlas_prep.py::test_embeddings_csv_is_a_target_only_up_to_"
+    "the_cap (the embeddings h5ad: which targets exist)",
     "embed.csv_max_cells": "test_atlas_prep.py::test_embeddings_csv_is_a_target_only_up_to_"
     "the_cap (which targets exist; no rule takes it in params)",
     "models.rf.n_pcs": "used only with models.rf.use_pcs (tested above), else the param is None",

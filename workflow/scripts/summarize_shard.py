@@ -31,7 +31,9 @@ def shard_summaries(smk, log):
             "zero_count_rows": loaded.zero_count_rows,
             "values_seen": loaded.values_seen,
         }
+        del loaded  # the next shard is read while this generator's frame lives on
         yield shard.name, cells, genes, pb, qc
+        del cells, genes, pb
 
 
 def main(smk, log):

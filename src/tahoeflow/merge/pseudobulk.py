@@ -116,9 +116,15 @@ def _add_into(
     return run_k, run_v
 
 
-def _whole_tables(pb_paths: Sequence[str | Path]) -> Iterator[tuple[str | Path, pa.Table]]:
+def _input_tables(pb_paths: Sequence[str | Path]) -> Iterator[tuple[str | Path, pa.Table]]:
+    """Each input's row groups in turn (a summary group's file holds its shards' tables one
+    after another: memory of one row group, not of the group)."""
     for p in pb_paths:
-        yield p, tio.read_table(p, columns=[*_PB_KEYS, "count"])
+        f = tio.parquet_file(p)
+        if f.metadata.num_row_groups == 0:
+            yield p, tio.read_table(p, columns=[*_PB_KEYS, "count"])
+        for i in range(f.metadata.num_row_groups):
+            yield p, f.read_row_group(i, columns=[*_PB_KEYS, "count"])
 
 
 def _stream_sums(
@@ -193,17 +199,9 @@ def pseudobulk_part(
     over ``pb_paths`` (shard tables or other partials), sorted by (sample, cell line, token
     id). Memory follows the group's distinct rows (16 bytes each, plus the buffer). Sums of
     raw counts are exact integers, so merging partials gives what one merge gives."""
-    return sum_pseudobulk_tables(_whole_tables(pb_paths), min_rows)
-
-
-def sum_pseudobulk_tables(
-    tables: Iterable[tuple[object, pa.Table]], min_rows: int = PSEUDOBULK_MERGE_MIN_ROWS
-) -> pa.Table:
-    """:func:`pseudobulk_part` of ``(source, table)`` pairs (tables in memory, e.g. the shards
-    of one summary job, each dropped once it is added)."""
     samples = _GrowingIds("sample", 1 << (63 - _TOKEN_BITS - _LINE_BITS))
     lines = _GrowingIds("cell_line_id", (1 << _LINE_BITS) - 1)
-    run_k, run_v = _stream_sums(tables, samples, lines, min_rows)
+    run_k, run_v = _stream_sums(_input_tables(pb_paths), samples, lines, min_rows)
     # renumber both in sorted name order, so that sorted keys are the output order
     s_rank = np.argsort(np.argsort(np.asarray(samples.names, dtype=object), kind="stable"))
     l_rank = np.argsort(np.argsort(np.asarray(lines.names, dtype=object), kind="stable"))
@@ -239,7 +237,7 @@ def merge_pseudobulk(
     """
     groups = _groups_of_cells(cells_path)
     samples, lines = _ids_of_groups(groups, cells_path)
-    run_k, run_v = _stream_sums(_whole_tables(pb_paths), samples, lines, min_rows)
+    run_k, run_v = _stream_sums(_input_tables(pb_paths), samples, lines, min_rows)
     counts = _unpack(run_k, run_v, samples, lines)
     del run_k
     return counts, groups

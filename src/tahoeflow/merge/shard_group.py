@@ -1,17 +1,17 @@
 """The outputs of one summary job over a group of shards (``summarize.shards_per_job``).
 
 A group's files have one shard's layout (data contract: ``results/shards/<group>/``), so the
-merges read groups as they read shards: the shards' cells concatenated in shard order, their
-gene statistics and pseudobulk counts summed, and a list of their QC records. A group of one
-shard writes exactly that shard's summary. The shards arrive one at a time (a generator), so
-a job holds one shard's tables plus the group's running sums.
+merges read groups as they read shards: the shards' cells and pseudobulk tables one after
+another in shard order, their gene statistics summed, and a list of their QC records. A group
+of one shard writes exactly that shard's summary. The shards arrive one at a time (a
+generator), so a job holds one shard's tables plus the group's gene sums.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from tahoeflow import io as tio
 from tahoeflow.errors import InputError
 from tahoeflow.merge.gene_stats import sum_gene_stats_tables
-from tahoeflow.merge.pseudobulk import sum_pseudobulk_tables, write_pseudobulk
 
 ShardSummary = tuple[str, pa.Table, pa.Table, pa.Table, dict[str, Any]]
 """(shard name, cells, gene statistics, pseudobulk, QC record) of one shard."""
@@ -31,10 +30,11 @@ def write_group(summaries: Iterable[ShardSummary], out: Mapping[str, str | Path]
     """Write a group's ``cells``, ``genes``, ``pseudobulk`` and ``qc`` files (keys of ``out``)
     from its shards' summaries, in shard order; returns the number of shards.
 
-    One shard: its tables and its QC record as they are. Several: cells streamed into one
-    file, gene statistics and pseudobulk counts summed (raw counts: exact integers; the
-    gene statistics' float sums add in shard order), the pseudobulk written one cell line per
-    row group (as the partial merges are) and the QC records as a JSON list.
+    One shard: its tables and its QC record as they are. Several: the cells and pseudobulk
+    tables streamed into one file each, shard after shard (the merges sum the pseudobulk, row
+    group by row group: summing it here would hold the group's distinct rows, ~100 bytes
+    each, at once), the gene statistics summed (one row per gene; float sums added in shard
+    order) and the QC records as a JSON list.
     """
     it = iter(summaries)
     first = next(it, None)
@@ -50,32 +50,30 @@ def write_group(summaries: Iterable[ShardSummary], out: Mapping[str, str | Path]
         return 1
 
     records: list[dict[str, Any]] = []
-    genes_in: list[tuple[str, pa.Table]] = []
-    with tio.atomic_path(out["cells"]) as tmp:
-        writer: pq.ParquetWriter | None = None
-
-        def pseudobulk_tables() -> Iterator[tuple[str, pa.Table]]:
-            # drives the job: each shard's cells are written as it arrives, its gene table
-            # kept (one row per gene), its pseudobulk handed to the running sums
-            nonlocal writer
-            for name, cells, genes, pb, qc in itertools.chain((first, second), it):
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, cells.schema, compression="zstd")
-                writer.write_table(cells)
-                records.append(qc)
-                genes_in.append((name, genes))
-                yield name, pb
-
+    genes_sum: pa.Table | None = None
+    with tio.atomic_path(out["cells"]) as cells_tmp, tio.atomic_path(out["pseudobulk"]) as pb_tmp:
+        writers: dict[str, pq.ParquetWriter] = {}
         try:
-            sums = sum_pseudobulk_tables(pseudobulk_tables())
+            for name, cells, genes, pb, qc in itertools.chain((first, second), it):
+                for key, tmp, table in (("cells", cells_tmp, cells), ("pb", pb_tmp, pb)):
+                    if key not in writers:
+                        writers[key] = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    writers[key].write_table(table)
+                records.append(qc)
+                # running sums, added in shard order (as the merges add their inputs)
+                genes_sum = genes if genes_sum is None else _sum_genes(genes_sum, genes, name)
+                del cells, genes, pb  # before the next shard is read
         finally:
-            if writer is not None:
-                writer.close()
-    tokens, acc = sum_gene_stats_tables(genes_in)
-    tio.write_parquet(pa.table({"token_id": pa.array(tokens, pa.int64()), **acc}), out["genes"])
-    write_pseudobulk(sums, out["pseudobulk"])
+            for w in writers.values():
+                w.close()
+    tio.write_parquet(genes_sum, out["genes"])
     tio.write_json(records, out["qc"])
     return len(records)
+
+
+def _sum_genes(total: pa.Table, genes: pa.Table, name: str) -> pa.Table:
+    tokens, acc = sum_gene_stats_tables([("sum", total), (name, genes)])
+    return pa.table({"token_id": pa.array(tokens, pa.int64()), **acc})
 
 
 def qc_records(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
