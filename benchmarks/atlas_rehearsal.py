@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summary-per-job", type=int, default=None)  # None: the default (auto)
     ap.add_argument("--embed-per-job", type=int, default=32)
     args, extra = ap.parse_known_args(argv)
+    extra = [a for a in extra if a != "--"]  # `run ... -- --keep-going`: Snakemake's arguments
     root = args.root.resolve()
     if root.is_relative_to(REPO):
         ap.error(f"--root {root} is inside the repository; keep the rehearsal outside it")

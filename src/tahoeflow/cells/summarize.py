@@ -11,7 +11,7 @@ measured no faster.)
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +226,28 @@ def load_shard(
 
 
 # --- across shards (the merge) ----------------------------------------------------------
+def sum_gene_stats_tables(
+    tables: Iterable[tuple[object, pa.Table]],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(token ids, element-wise sums of GENE_STAT_COLUMNS) of ``(source, table)`` pairs, added
+    in their order; a table whose genes differ from the first's is an InputError naming its
+    source."""
+    acc: dict[str, np.ndarray] | None = None
+    tokens = None
+    for p, t in tables:
+        if tokens is None:
+            tokens = t.column("token_id").to_numpy()
+            acc = {c: t.column(c).to_numpy().copy() for c in GENE_STAT_COLUMNS}
+        else:
+            if not np.array_equal(tokens, t.column("token_id").to_numpy()):
+                raise InputError(p, "gene order differs from the first shard's")
+            for c in GENE_STAT_COLUMNS:
+                acc[c] += t.column(c).to_numpy()
+    if acc is None:
+        raise InputError("merge", "no shard statistics to merge")
+    return tokens, acc
+
+
 def filter_warnings(records: Sequence[Mapping[str, Any]], filters: Mapping[str, Any]) -> list[str]:
     """One line per problem the shards' ``qc.json`` records show only together.
 

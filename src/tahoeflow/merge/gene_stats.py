@@ -6,15 +6,14 @@ so partials merge like shards; only the order of the float additions differs (la
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from tahoeflow import io as tio
-from tahoeflow.cells.summarize import GENE_STAT_COLUMNS
-from tahoeflow.errors import InputError
+from tahoeflow.cells.summarize import GENE_STAT_COLUMNS, sum_gene_stats_tables
 
 
 def merge_gene_stats(paths: Sequence[str | Path], gene_metadata: pa.Table, n_obs: int) -> pa.Table:
@@ -44,28 +43,6 @@ def merge_gene_stats(paths: Sequence[str | Path], gene_metadata: pa.Table, n_obs
 def _sum_stats(paths: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(token ids, element-wise sums of GENE_STAT_COLUMNS), added in the order of ``paths``."""
     return sum_gene_stats_tables((p, tio.read_table(p)) for p in paths)
-
-
-def sum_gene_stats_tables(
-    tables: Iterable[tuple[object, pa.Table]],
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(token ids, element-wise sums of GENE_STAT_COLUMNS) of ``(source, table)`` pairs, added
-    in their order; a table whose genes differ from the first's is an InputError naming its
-    source."""
-    acc: dict[str, np.ndarray] | None = None
-    tokens = None
-    for p, t in tables:
-        if tokens is None:
-            tokens = t.column("token_id").to_numpy()
-            acc = {c: t.column(c).to_numpy().copy() for c in GENE_STAT_COLUMNS}
-        else:
-            if not np.array_equal(tokens, t.column("token_id").to_numpy()):
-                raise InputError(p, "gene order differs from the first shard's")
-            for c in GENE_STAT_COLUMNS:
-                acc[c] += t.column(c).to_numpy()
-    if acc is None:
-        raise InputError("merge", "no shard statistics to merge")
-    return tokens, acc
 
 
 def sum_gene_stats_part(paths: Sequence[str | Path]) -> pa.Table:

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
+from tahoeflow.cells.summarize import sum_gene_stats_tables
 from tahoeflow.errors import InputError
-from tahoeflow.merge.gene_stats import sum_gene_stats_tables
 
 ShardSummary = tuple[str, pa.Table, pa.Table, pa.Table, dict[str, Any]]
 """(shard name, cells, gene statistics, pseudobulk, QC record) of one shard."""
