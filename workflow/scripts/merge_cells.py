@@ -17,7 +17,7 @@ def main(smk, log):
     qc = filter_qc_table(records)  # raises when the filters left no cell
     tio.write_csv(qc, smk.output.filter_qc)
     total = qc.iloc[-1]
-    log(f"merging {len(smk.input.cells)} shards, {int(total['kept'])} cells")
+    log(f"merging {len(smk.input.cells)} summary groups, {int(total['kept'])} cells")
     parts = (list(smk.input.sums), list(smk.input.ids)) if len(smk.input.sums) else None
     counts = merge_cells(smk.input.cells, smk.output.cells, smk.output.control_qc, parts)
     log(f"delta_mean control level counts: {counts}")

@@ -11,7 +11,7 @@ def main(smk, log):
     kind = smk.params.kind
     if kind == "cells" and "cells" in smk.input.keys():
         n = cells_part(smk.input.cells, smk.params.indices, smk.output.sums, smk.output.ids)
-        log(f"cells: {len(smk.input.cells)} shards, {n} cells")
+        log(f"cells: {len(smk.input.cells)} summary groups, {n} cells")
     elif kind == "cells":
         n = cells_part_merge(smk.input.sums, smk.input.ids, smk.output.sums, smk.output.ids)
         log(f"cells: {len(smk.input.sums)} partial merges, {n} cells")
