@@ -118,6 +118,21 @@ def _n_test(test_size: float, n: int) -> int:
 # --------------------------------------------------------------------------- splits
 
 
+def check_split_args(by: str, test_size: float, seed: int) -> int:
+    """ArgumentError for an unknown ``by``, a ``test_size`` outside (0, 1) or a bad seed;
+    returns the seed."""
+    if by not in SPLIT_BY:
+        raise ArgumentError("by", f"must be one of {list(SPLIT_BY)}, got {by!r}")
+    if (
+        isinstance(test_size, bool)
+        or not isinstance(test_size, Real)
+        or not math.isfinite(float(test_size))
+        or not 0.0 < float(test_size) < 1.0
+    ):
+        raise ArgumentError("test_size", f"must be a number in (0, 1), got {test_size!r}")
+    return check_int(seed, "seed", 0)
+
+
 def make_split(
     cells: pd.DataFrame, by: str = "random", test_size: float = 0.2, seed: int = 0
 ) -> pd.DataFrame:
@@ -139,16 +154,7 @@ def make_split(
     InputError for missing columns, null or duplicate ids, null group values, or fewer
     than 2 cells.
     """
-    if by not in SPLIT_BY:
-        raise ArgumentError("by", f"must be one of {list(SPLIT_BY)}, got {by!r}")
-    if (
-        isinstance(test_size, bool)
-        or not isinstance(test_size, Real)
-        or not math.isfinite(float(test_size))
-        or not 0.0 < float(test_size) < 1.0
-    ):
-        raise ArgumentError("test_size", f"must be a number in (0, 1), got {test_size!r}")
-    seed = check_int(seed, "seed", 0)
+    seed = check_split_args(by, test_size, seed)
     require_columns(cells, ["cell_id"] if by == "random" else ["cell_id", by])
     ids = cells["cell_id"]
     _check_ids(ids, CELLS)
