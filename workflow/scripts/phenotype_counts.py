@@ -13,7 +13,7 @@ from tahoeflow import io as tio
 from tahoeflow.cells.doses import sample_doses
 from tahoeflow.logs import run
 from tahoeflow.phenotypes.obs import obs_counts
-from tahoeflow.phenotypes.sensitivity import COUNT_SCHEMA, add_empty_wells, counts_from_cells
+from tahoeflow.phenotypes.sensitivity import COUNT_SCHEMA, add_empty_wells, counts_from_cells_file
 
 
 def main(smk, log):
@@ -23,8 +23,7 @@ def main(smk, log):
         pa.set_cpu_count(max(1, smk.threads))
         counts = obs_counts(path, pass_filter=p.pass_filter, log=log)
     else:
-        cols = COUNT_SCHEMA.names[:-1]
-        counts = counts_from_cells(pq.read_table(path, columns=cols).to_pandas())
+        counts = counts_from_cells_file(path)  # one record batch at a time
     log(f"{path}: {int(counts['n_cells'].sum()):,} cells in {len(counts):,} (well, line) groups")
     if smk.input.samples:
         sm = pq.read_table(smk.input.samples).to_pandas()

@@ -23,12 +23,14 @@ docs/data_contract.md ("results/phenotypes/sensitivity.parquet").
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from tahoeflow import io as tio
 from tahoeflow.multitest import bh_adjust
 
 __all__ = [
@@ -111,6 +113,22 @@ def counts_from_cells(cells: pd.DataFrame) -> pd.DataFrame:
     keys = COUNT_SCHEMA.names[:-1]
     out = cells.groupby(keys, observed=True, sort=True, dropna=False).size()
     return out.rename("n_cells").reset_index().astype({"n_cells": np.int64})
+
+
+def counts_from_cells_file(path: str | Path, batch_rows: int = 1 << 20) -> pd.DataFrame:
+    """:func:`counts_from_cells` of a cells Parquet file, one record batch at a time (memory:
+    one batch and the groups, not the cells), summed over the batches: the same table."""
+    keys = COUNT_SCHEMA.names[:-1]
+    f = tio.parquet_file(path)
+    parts = [
+        counts_from_cells(b.to_pandas())
+        for b in f.iter_batches(batch_size=batch_rows, columns=keys)
+    ]
+    if len(parts) <= 1:
+        return parts[0] if parts else counts_from_cells(f.schema_arrow.empty_table().to_pandas())
+    out = pd.concat(parts, ignore_index=True)
+    out = out.groupby(keys, observed=True, sort=True, dropna=False)["n_cells"].sum()
+    return out.reset_index().astype({"n_cells": np.int64})
 
 
 def add_empty_wells(
