@@ -47,7 +47,7 @@ SHARDS = PLAN.shards
 # The embedding passes run one job per group of shards (embed.shards_per_job).
 BATCHES = plan_batches(SHARDS, config["embed"]["shards_per_job"])
 # One summary job per group of shards (summarize.shards_per_job; null: at most 256 jobs).
-_PER_SUMMARY = config["summarize"]["shards_per_job"] or -(-len(SHARDS) // 256)
+_PER_SUMMARY = config["summarize"]["shards_per_job"] or max(1, -(-len(SHARDS) // 256))
 GROUPS = plan_summary_groups(SHARDS, _PER_SUMMARY)
 # The merges read at most merge.fan_in inputs a job: partial merges (results/merged/parts/)
 # of fan_in summary groups, then of fan_in partials, ...; MERGE_TOP is what the final merges
