@@ -32,8 +32,8 @@ def write_group(summaries: Iterable[ShardSummary], out: Mapping[str, str | Path]
 
     One shard: its tables and its QC record as they are. Several: the cells and pseudobulk
     tables streamed into one file each, shard after shard (the merges sum the pseudobulk, row
-    group by row group: summing it here would hold the group's distinct rows, ~100 bytes
-    each, at once), the gene statistics summed (one row per gene; float sums added in shard
+    group by row group: summing it here would hold all the group's distinct rows at once),
+    the gene statistics summed (one row per gene; float sums added in shard
     order) and the QC records as a JSON list.
     """
     it = iter(summaries)
