@@ -485,6 +485,8 @@ def parse(path: str, value) -> dict:
         ("models.cv_folds", 1, "out of range"),
         ("models.seed", -1, "out of range"),
         ("models.max_train_cells", 1, "out of range"),
+        ("models.max_test_cells", 0, "out of range"),
+        ("models.max_test_cells", 1.5, "should be of type"),
         ("models.rf.n_estimators", 0, "out of range"),
         ("models.rf.max_depth", 0, "out of range"),
         ("models.rf.n_pcs", 0, "out of range"),

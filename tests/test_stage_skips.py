@@ -40,6 +40,7 @@ from tahoeflow.models.classification import fit_rf_classifier
 from tahoeflow.models.compare import split_comparison
 from tahoeflow.models.features import make_split
 from tahoeflow.models.regression import fit_rf_regressor_grid, fit_ridge
+from tahoeflow.models.sample_file import sample_cells_file
 from tahoeflow.plots import report as rp
 
 SCRIPTS = REPO / "workflow" / "scripts"
@@ -313,10 +314,9 @@ def test_rf_classifier_and_baselines_scripts_with_one_cell_line(tmp_path):
     tio.write_parquet(pa.Table.from_pandas(cells, preserve_index=False), tmp_path / "cells.pq")
     split = make_split(cells, "random", 0.2, 0)
     tio.write_parquet(pa.Table.from_pandas(split, preserve_index=False), tmp_path / "split.pq")
-    params = dict(n_estimators=5, max_depth=None, max_samples=None, n_pcs=None, cv_folds=3, seed=0,
-                  max_train_cells=None)  # fmt: skip
-    inputs = {"cells": str(tmp_path / "cells.pq"), "split": str(tmp_path / "split.pq"),
-              "embeddings": []}  # fmt: skip
+    params = dict(n_estimators=5, max_depth=None, max_samples=None, n_pcs=None, cv_folds=3, seed=0)
+    sample_cells_file(tmp_path / "cells.pq", tmp_path / "split.pq", tmp_path / "sample.pq")
+    inputs = {"sample": str(tmp_path / "sample.pq"), "embeddings": []}
     rf = FakeSnakemake(
         tmp_path,
         inputs,
@@ -403,17 +403,12 @@ def test_ridge_script_with_one_test_cell(tmp_path):
     split = make_split(cells, "random", 1e-4, 0)
     tio.write_parquet(pa.Table.from_pandas(cells, preserve_index=False), tmp_path / "cells.pq")
     tio.write_parquet(pa.Table.from_pandas(split, preserve_index=False), tmp_path / "split.pq")
+    sample_cells_file(tmp_path / "cells.pq", tmp_path / "split.pq", tmp_path / "sample.pq")
     smk = FakeSnakemake(
         tmp_path,
-        {"cells": str(tmp_path / "cells.pq"), "split": str(tmp_path / "split.pq")},
+        {"sample": str(tmp_path / "sample.pq")},
         {"model": "m.joblib", "predictions": "p.parquet", "metrics": "metrics.json"},
-        {
-            "alpha": 1.0,
-            "features": ["drug", "cell_line_id"],
-            "cv_folds": 3,
-            "seed": 0,
-            "max_train_cells": None,
-        },  # fmt: skip
+        {"alpha": 1.0, "features": ["drug", "cell_line_id"], "cv_folds": 3, "seed": 0},
     )
     log = run_script("ridge.py", smk)
     m = strict_json(smk.output.metrics)

@@ -8,20 +8,20 @@ from tahoeflow import io as tio
 from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
 from tahoeflow.models.baselines import fit_classifier_baselines
+from tahoeflow.models.sample_file import read_sample, with_sample_note
 
 
 def main(smk, log):
-    cells = pd.read_parquet(smk.input.cells)
-    split = pd.read_parquet(smk.input.split)
+    cells, split, sample = read_sample(smk.input.sample)
     emb = pd.read_parquet(smk.input.embeddings[0]) if smk.input.embeddings else None
     p = smk.params
     # the forest itself is fitted once, by the rf_classifier rule; its row comes from there
-    keys = dict(seed="models.seed", cv_folds="models.cv_folds", max_train_cells="models.max_train_cells", n_pcs="models.rf.n_pcs",
+    keys = dict(seed="models.seed", cv_folds="models.cv_folds", n_pcs="models.rf.n_pcs",
                 n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth", max_samples="models.rf.max_samples")  # fmt: skip
     with config_keys(**keys):
         table = fit_classifier_baselines(
             cells, split, models=("majority_class", "logistic_regression", "linear_svm"), seed=p.seed, cv_folds=p.cv_folds, n_jobs=smk.threads, n_estimators=p.n_estimators,
-            max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
+            max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
         )  # fmt: skip
     rf = json.loads(open(smk.input.rf_metrics).read())
     if "skipped" in rf:  # the forest was not fitted: its row says why, like the others
@@ -34,6 +34,7 @@ def main(smk, log):
             "note": why.get("cv_accuracy_mean", ""),
         }  # fmt: skip
     table = pd.concat([table, pd.DataFrame([rf_row], columns=table.columns)], ignore_index=True)
+    table = with_sample_note(table, sample)
     tio.write_csv(table, smk.output[0])
     log("baselines:\n" + table.to_string(index=False))
 

@@ -1,16 +1,15 @@
-"""Seed 000/001 feature transform: fit on the training split, persist, write the matrices."""
-
-import pandas as pd
+"""Seed 000/001 feature transform: fit on the training split, persist, write the matrices
+(of the model sample's cells)."""
 
 from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
 from tahoeflow.models.features import fit_transform_features, save_matrix, split_frames
 from tahoeflow.models.persist import save_model
+from tahoeflow.models.sample_file import read_sample, sample_note
 
 
 def main(smk, log):
-    cells = pd.read_parquet(smk.input.cells)
-    split = pd.read_parquet(smk.input.split)
+    cells, split, sample = read_sample(smk.input.sample)
     p = smk.params
     with config_keys(
         numeric="features.numeric",
@@ -25,6 +24,7 @@ def main(smk, log):
     save_matrix(smk.output.train, X_train, names, train["cell_id"])
     save_matrix(smk.output.test, X_test, names, test["cell_id"])
     log(f"features: {len(names)} columns; train {X_train.shape}, test {X_test.shape}")
+    log(sample_note(sample))
 
 
 run(main, snakemake)  # noqa: F821

@@ -10,22 +10,22 @@ from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
 from tahoeflow.models.classification import fit_rf_classifier
 from tahoeflow.models.persist import save_model
+from tahoeflow.models.sample_file import read_sample, sample_metrics
 
 
 def main(smk, log):
-    cells = pd.read_parquet(smk.input.cells)
-    split = pd.read_parquet(smk.input.split)
+    cells, split, sample = read_sample(smk.input.sample)
     emb = pd.read_parquet(smk.input.embeddings[0]) if smk.input.embeddings else None
     p = smk.params
     with config_keys(
         n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth", seed="models.seed", cv_folds="models.cv_folds",
-        n_pcs="models.rf.n_pcs", max_samples="models.rf.max_samples", max_train_cells="models.max_train_cells",
+        n_pcs="models.rf.n_pcs", max_samples="models.rf.max_samples",
     ):  # fmt: skip
         res = fit_rf_classifier(
             cells, split, n_estimators=p.n_estimators, max_depth=p.max_depth, seed=p.seed, cv_folds=p.cv_folds,
-            n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_train_cells=p.max_train_cells,
+            n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
         )  # fmt: skip
-    m = res["metrics"]
+    m = {**res["metrics"], **sample_metrics(sample)}
     skipped = "skipped" in m
     if skipped:  # nothing fitted: the metrics say why, the tables are empty
         line = f"WARNING: {smk.output.metrics}: random forest classifier skipped, {m['skipped']}"

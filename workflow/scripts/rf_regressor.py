@@ -2,21 +2,19 @@
 
 import sys
 
-import pandas as pd
-
 from tahoeflow import io as tio
 from tahoeflow.errors import config_keys
 from tahoeflow.logs import run
 from tahoeflow.models.regression import fit_rf_regressor_grid
+from tahoeflow.models.sample_file import read_sample, sample_metrics
 
 
 def main(smk, log):
-    cells = pd.read_parquet(smk.input.cells)
-    split = pd.read_parquet(smk.input.split)
+    cells, split, sample = read_sample(smk.input.sample)
     p = smk.params
     with config_keys(
         features="models.rf_regressor.features", grid="models.rf_regressor.grid",
-        cv_folds="models.rf_regressor.cv_folds", seed="models.seed", max_train_cells="models.max_train_cells",
+        cv_folds="models.rf_regressor.cv_folds", seed="models.seed",
     ):  # fmt: skip
         res = fit_rf_regressor_grid(
             cells,
@@ -26,11 +24,10 @@ def main(smk, log):
             cv_folds=p.cv_folds,
             seed=p.seed,
             n_jobs=smk.threads,
-            max_train_cells=p.max_train_cells,
         )
-    tio.write_json(res["metrics"], smk.output.metrics)
+    m = {**res["metrics"], **sample_metrics(sample)}
+    tio.write_json(m, smk.output.metrics)
     tio.write_csv(res["cv_results"], smk.output.cv_results)
-    m = res["metrics"]
     if "skipped" in m:
         line = f"WARNING: {smk.output.metrics}: random forest regressor skipped, {m['skipped']}"
         log(line)

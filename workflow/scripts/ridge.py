@@ -2,7 +2,6 @@
 
 import sys
 
-import pandas as pd
 import pyarrow as pa
 
 from tahoeflow import io as tio
@@ -11,15 +10,15 @@ from tahoeflow.logs import run
 from tahoeflow.models.ceiling import ridge_fraction_of_ceiling
 from tahoeflow.models.persist import save_model
 from tahoeflow.models.regression import fit_ridge
+from tahoeflow.models.sample_file import read_sample, sample_metrics
 
 
 def main(smk, log):
-    cells = pd.read_parquet(smk.input.cells)
-    split = pd.read_parquet(smk.input.split)
+    cells, split, sample = read_sample(smk.input.sample)
     p = smk.params
     with config_keys(
         alpha="models.ridge.alpha", features="models.ridge.features", cv_folds="models.cv_folds",
-        seed="models.seed", max_train_cells="models.max_train_cells",
+        seed="models.seed",
     ):  # fmt: skip
         res = fit_ridge(
             cells,
@@ -28,9 +27,8 @@ def main(smk, log):
             features=p.features,
             cv_folds=p.cv_folds,
             seed=p.seed,
-            max_train_cells=p.max_train_cells,
         )
-    m = res.metrics
+    m = {**res.metrics, **sample_metrics(sample)}
     if "skipped" in m:  # nothing fitted: the metrics say why, the predictions are empty
         line = f"WARNING: {smk.output.metrics}: Ridge skipped, {m['skipped']}"
         log(line)

@@ -103,14 +103,14 @@ def to_category_strings(X: pd.DataFrame | np.ndarray) -> np.ndarray:
     return np.column_stack(cols)
 
 
-def _seeded_hash(values: pd.Series, seed: int) -> np.ndarray:
+def seeded_hash(values: pd.Series, seed: int) -> np.ndarray:
     """uint64 hash of each value, keyed by ``seed`` (independent of row order)."""
     key = hashlib.sha256(f"tahoeflow-split-{seed}".encode()).hexdigest()[:16]
     strings = values.astype(str)
     return pd.util.hash_pandas_object(strings, index=False, hash_key=key).to_numpy()
 
 
-def _n_test(test_size: float, n: int) -> int:
+def count_test(test_size: float, n: int) -> int:
     """ceil(test_size * n) (as sklearn does), kept within [1, n - 1] so no side is empty."""
     return min(max(math.ceil(test_size * n), 1), n - 1)
 
@@ -163,10 +163,10 @@ def make_split(
         raise InputError(CELLS, f"need at least 2 cells to split, got {n}")
 
     if by == "random":
-        h = _seeded_hash(ids, seed)
+        h = seeded_hash(ids, seed)
         order = np.argsort(h, kind="stable")
         is_test = np.zeros(n, dtype=bool)
-        is_test[order[: _n_test(float(test_size), n)]] = True
+        is_test[order[: count_test(float(test_size), n)]] = True
     else:
         groups = cells[by]
         if groups.isna().any():
@@ -178,10 +178,10 @@ def make_split(
             raise ArgumentError(
                 "by", f"a split by {by!r} needs at least 2 distinct values; found {n_groups}"
             )
-        h = _seeded_hash(pd.Series(np.asarray(uniques, dtype=object)), seed)
+        h = seeded_hash(pd.Series(np.asarray(uniques, dtype=object)), seed)
         order = np.argsort(h, kind="stable")
         test_group = np.zeros(n_groups, dtype=bool)
-        test_group[order[: _n_test(float(test_size), n_groups)]] = True
+        test_group[order[: count_test(float(test_size), n_groups)]] = True
         is_test = test_group[codes]
 
     return pd.DataFrame(

@@ -1,7 +1,8 @@
 """The stratified training sample that bounds every model's cost on atlas-size tables.
 
-Test rows are always kept whole; only the training rows are subsampled, stratified by a
-label column so each class keeps its share.
+In memory (:func:`sample_train`) test rows are kept whole and only the training rows are subsampled,
+stratified by a label column so each class keeps its share; the workflow draws both sides while
+streaming the cells (:mod:`tahoeflow.models.sample_file`).
 """
 
 from __future__ import annotations
@@ -31,18 +32,26 @@ def stratified_sample(labels: Any, n: int, seed: int = 0) -> np.ndarray:
     if n >= N:
         return np.arange(N)
     counts = np.bincount(codes)
-    quota = n * counts / N
-    take = np.floor(quota).astype(np.int64)
-    left = int(n - take.sum())
-    if left:
-        order = np.argsort(-(quota - take), kind="stable")
-        take[order[:left]] += 1
+    take = allocate(counts, n)
     keys = np.random.default_rng(seed).random(N)
     order = np.lexsort((keys, codes))  # by class, then random key
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     sorted_codes = codes[order]
     rank = np.arange(N) - starts[sorted_codes]
     return np.sort(order[rank < take[sorted_codes]])
+
+
+def allocate(counts: np.ndarray, n: int) -> np.ndarray:
+    """Rows each class gets of a stratified sample of ``n`` (``n < counts.sum()``): the
+    largest-remainder rule of :func:`stratified_sample`, classes in first-seen order."""
+    counts = np.asarray(counts, dtype=np.int64)
+    quota = n * counts / int(counts.sum())
+    take = np.floor(quota).astype(np.int64)
+    left = int(n - take.sum())
+    if left:
+        order = np.argsort(-(quota - take), kind="stable")
+        take[order[:left]] += 1
+    return take
 
 
 def sample_train(

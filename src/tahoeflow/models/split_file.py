@@ -4,8 +4,8 @@ without holding the cells' ids.
 The cells table is read twice, one record batch at a time: the first pass keeps each cell's
 64-bit seeded hash (random split) or group code (grouped split), the second writes
 ``(cell_id, split)`` batch by batch. Memory is 17 bytes a cell (hash, its sort order and the
-test flag; 1.6 GB at 95.6M cells) where the in-memory split held every id as a Python string
-(9.2 GB measured at 37.9M cells). The split is the same, row for row.
+test flag) where the in-memory split held every id as a Python string. The split is the same,
+row for row.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from tahoeflow import io as tio
 from tahoeflow.errors import ArgumentError, InputError
-from tahoeflow.models.features import _n_test, _seeded_hash, check_split_args
+from tahoeflow.models.features import check_split_args, count_test, seeded_hash
 
 BATCH_ROWS = 1 << 20
 
@@ -42,7 +42,7 @@ def _check_unique(path: str | Path, h: np.ndarray, seed: int) -> None:
     if not same.size:
         return
     ids = tio.read_table(path, columns=["cell_id"]).column("cell_id").to_pandas()
-    rows = np.flatnonzero(np.isin(_seeded_hash(ids, seed), same[:100]))
+    rows = np.flatnonzero(np.isin(seeded_hash(ids, seed), same[:100]))
     dup = ids.iloc[rows].duplicated()
     if dup.any():
         row = int(rows[np.flatnonzero(dup.to_numpy())[0]])
@@ -71,7 +71,7 @@ def split_cells_file(
             first = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
             raise InputError(cells_path, "null cell_id", row=row + first)
         if by == "random":
-            hashes.append(_seeded_hash(pd.Series(ids.to_pandas()), seed))
+            hashes.append(seeded_hash(pd.Series(ids.to_pandas()), seed))
         else:
             g = batch.column(1)
             if g.null_count:
@@ -83,7 +83,7 @@ def split_cells_file(
             local = np.array([groups.setdefault(v, len(groups)) for v in enc.dictionary.to_pylist()],
                              dtype=np.int32)  # fmt: skip
             codes.append(local[enc.indices.to_numpy(zero_copy_only=False)])
-            hashes.append(_seeded_hash(pd.Series(ids.to_pandas()), 0))  # for duplicates
+            hashes.append(seeded_hash(pd.Series(ids.to_pandas()), 0))  # for duplicates
         row += batch.num_rows
     n = row
     if n < 2:
@@ -92,7 +92,7 @@ def split_cells_file(
     del hashes
     if by == "random":
         is_test = np.zeros(n, dtype=bool)
-        is_test[np.argsort(h, kind="stable")[: _n_test(float(test_size), n)]] = True
+        is_test[np.argsort(h, kind="stable")[: count_test(float(test_size), n)]] = True
     _check_unique(cells_path, h, seed if by == "random" else 0)
     del h
     if by != "random":
@@ -103,9 +103,9 @@ def split_cells_file(
             )
         rank = np.empty(len(names), dtype=np.int32)  # first-seen code -> sorted position
         rank[[groups[v] for v in names]] = np.arange(len(names), dtype=np.int32)
-        gh = _seeded_hash(pd.Series(np.asarray(names, dtype=object)), seed)
+        gh = seeded_hash(pd.Series(np.asarray(names, dtype=object)), seed)
         test_group = np.zeros(len(names), dtype=bool)
-        test_group[np.argsort(gh, kind="stable")[: _n_test(float(test_size), len(names))]] = True
+        test_group[np.argsort(gh, kind="stable")[: count_test(float(test_size), len(names))]] = True
         is_test = test_group[rank[np.concatenate(codes)]]
     del codes
     labels = pa.array(["train", "test"])
