@@ -156,3 +156,18 @@ def test_bad_input_names_the_file(files, tmp_path):
     with pytest.raises(InputError, match="is not a model sample"):
         sf.read_sample(cells_path)
     assert pq.ParquetFile(cells_path).metadata.num_rows == N
+
+
+@pytest.mark.workflow
+def test_use_pcs_adds_the_sampled_pcs_to_the_forests(tmp_path):
+    """With models.rf.use_pcs the forests read the sample's PCs (a model_sample_pcs job),
+    never the whole embeddings table; without it that job is not in the DAG."""
+    from test_orchestration import rule_graph, small_config
+
+    off = rule_graph(tmp_path / "off", small_config())
+    on = rule_graph(tmp_path / "on", small_config(**{"models.rf.use_pcs": True}))
+    assert "model_sample_pcs" not in off
+    assert on["model_sample_pcs"] == {"rf_classifier", "baselines"}
+    assert {"model_sample_pcs"} <= {r for r, out in on.items() if "rf_classifier" in out}
+    assert "rf_classifier" not in on["embeddings"] and "baselines" not in on["embeddings"]
+    assert on["model_sample"] >= {"model_sample_pcs", "features", "ridge", "split_comparison"}
