@@ -24,8 +24,10 @@ rule de_part:
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1
+    # one line's pseudobulk and 32 drugs' DE table at a time, then a streamed merge of the
+    # part's lines: 1,205 MB at 37.9M cells (13 lines a part)
     resources:
-        mem_mb=mem_mb(300, 115),
+        mem_mb=mem_mb(2000),
         runtime=120,
     params:
         n_parts=DE["jobs"],
@@ -67,8 +69,10 @@ rule de_pseudobulk:
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1
+    # streamed: one output row group (1Mi rows) and a batch a part; 1,021 MB at 37.9M cells
+    # (30.4M rows)
     resources:
-        mem_mb=mem_mb(300, 115),
+        mem_mb=mem_mb(1600),
         runtime=60,
     params:
         method=DE["method"],
@@ -95,8 +99,17 @@ rule de_welch:
     conda:
         "../envs/tahoeflow.yaml"
     threads: 1
+    # one shard at a time (the largest data file's MB), then the cells of the few conditions
+    # and their controls
     resources:
-        mem_mb=mem_mb(450, 6.5, size=data_mb),
+        mem_mb=mem_mb(
+            700,
+            6.5,
+            size=lambda wildcards, input: max(
+                map(os.path.getsize, as_list(input.data)), default=0
+            )
+            / 2**20,
+        ),
         runtime=60,
     params:
         **SHARD_READ,

@@ -10,21 +10,21 @@ import scipy.sparse as sp
 from tahoeflow import io as tio
 from tahoeflow.cells.normalize import log_normalize
 from tahoeflow.de.design import PLATE_SEP
+from tahoeflow.de.gather import contrast_calls
 from tahoeflow.de.tables import WELCH_SCHEMA, gene_annotation
-from tahoeflow.de.welch import welch_conditions, welch_de
+from tahoeflow.de.welch import welch_conditions_from_calls, welch_de
 from tahoeflow.logs import run
 from tahoeflow.workflow_io import as_shard, load_filtered_shard
 
 
 def main(smk, log):
     p = smk.params
-    top = pd.read_parquet(
-        smk.input.toptable,
-        columns=["drug", "dose_uM", "cell_line_id", "plate", "adj.P.Val.global"],
-    )
+    # the topTable read in batches: one row per contrast with its calls (table-wide FDR)
+    calls = contrast_calls(smk.input.toptable)
+    empty = calls.empty
     # the conditions listed in de.welch.conditions, then the most called (table-wide FDR)
-    conds = welch_conditions(
-        top, p.conditions, p.max_conditions,
+    conds = welch_conditions_from_calls(
+        calls, p.conditions, p.max_conditions,
         warn=lambda msg: log(f"WARNING: de.welch.conditions: {msg}"),
     )  # fmt: skip
     log(f"Welch tests for {len(conds)} conditions: {conds}")
@@ -32,25 +32,34 @@ def main(smk, log):
         why = (
             "the pseudobulk topTable is empty (no contrast was tested; the reason is in "
             "results/de/metrics.json)"
-            if top.empty
+            if empty
             else "no pseudobulk contrast has a gene with adj.P.Val.global < 0.05"
         )
         line = f"WARNING: {smk.output[0]}: Welch tests skipped, {why}"
         log(line)
-        if top.empty:  # a stage skipped, not just a contrast without calls
+        if empty:  # a stage skipped, not just a contrast without calls
             print(line, file=sys.stderr)
         tio.write_parquet(WELCH_SCHEMA.empty_table(), smk.output[0])
         return
+    # held: the treated cells of the conditions and the controls of their lines and plates
     wanted_lines = {(c[2], pl) for c in conds for pl in c[3].split(PLATE_SEP)}
+    wanted_treated = {(c[0], c[1], c[2], pl) for c in conds for pl in c[3].split(PLATE_SEP)}
     obs_parts, X_parts = [], []
     path_of = dict(zip(p.files, smk.input.data, strict=True))
     for shard in map(as_shard, p.shards):
         ls, vocab = load_filtered_shard(smk, log, shard=shard, data_path=path_of[shard.file_index])
-        keep = pd.MultiIndex.from_frame(ls.obs[["cell_line_id", "plate"]]).isin(list(wanted_lines))
+        obs = ls.obs
+        ctrl = obs["is_control"].to_numpy(bool)
+        keep = ctrl & pd.MultiIndex.from_frame(obs[["cell_line_id", "plate"]]).isin(
+            list(wanted_lines)
+        )
+        keep |= pd.MultiIndex.from_frame(obs[["drug", "dose_uM", "cell_line_id", "plate"]]).isin(
+            list(wanted_treated)
+        )
         if keep.any():
             obs_parts.append(ls.obs[keep].reset_index(drop=True))
             X_parts.append(log_normalize(ls.X[np.flatnonzero(keep)]))
-        log(f"shard {shard.name}: kept {int(keep.sum())} cells of the selected lines and plates")
+        log(f"shard {shard.name}: kept {int(keep.sum())} cells (conditions and their controls)")
     frames = []
     if obs_parts:  # vocab is the same for every shard
         obs = pd.concat(obs_parts, ignore_index=True)

@@ -124,3 +124,12 @@ def volcano_conditions(top: pd.DataFrame, n: int, alpha: float = 0.05) -> list[t
     )  # fmt: skip
     order = np.argsort(-n_glob, kind="stable")[: max(n, 0)]
     return [tuple(r) for r in conds.iloc[order].itertuples(index=False)]
+
+
+def top_conditions(counts: pd.DataFrame, n: int) -> list[tuple]:
+    """:func:`volcano_conditions` from per-contrast counts (``n_global_calls`` a row of
+    condition keys, e.g. :meth:`tahoeflow.de.gather.CallCounts.table`), the table not held."""
+    keys = CONDITION_KEYS[:3]
+    c = counts.groupby(keys, sort=True, dropna=False)["n_global_calls"].sum().reset_index()
+    order = np.argsort(-c["n_global_calls"].to_numpy(), kind="stable")[: max(n, 0)]
+    return [tuple(r) for r in c[keys].iloc[order].itertuples(index=False)]

@@ -96,7 +96,21 @@ def welch_conditions(
     ``warn``), whether or not it has pseudobulk calls; then up to
     ``max_conditions`` more, those with the most calls by ``adj.P.Val.global < alpha``.
     """
-    keys = top[CONDITION_KEYS].drop_duplicates().sort_values(CONDITION_KEYS)
+    called = (top["adj.P.Val.global"] < alpha).to_numpy().astype(np.int64)
+    calls = (
+        top[CONDITION_KEYS].assign(n_calls=called)
+        .groupby(CONDITION_KEYS, sort=True, dropna=False)["n_calls"].sum().reset_index()
+    )  # fmt: skip
+    return welch_conditions_from_calls(calls, listed, max_conditions, warn)
+
+
+def welch_conditions_from_calls(
+    calls: pd.DataFrame, listed: Sequence[dict], max_conditions: int, warn=None
+) -> list[tuple]:
+    """:func:`welch_conditions` from one row per contrast (condition keys, ``n_calls``: its
+    rows with ``adj.P.Val.global < alpha``; e.g. :func:`tahoeflow.de.gather.contrast_calls`),
+    so the topTable need not be held."""
+    keys = calls[CONDITION_KEYS].drop_duplicates().sort_values(CONDITION_KEYS)
     out: list[tuple] = []
     for entry in listed:
         sel = keys["drug"].astype(str).str.strip() == str(entry["drug"]).strip()
@@ -108,7 +122,8 @@ def welch_conditions(
         if not found and warn is not None:
             warn(f"{dict(entry)} matches no tested contrast")
         out += [k for k in found if k not in out]
-    called = top[top["adj.P.Val.global"] < alpha].groupby(CONDITION_KEYS).size()
+    n = calls.groupby(CONDITION_KEYS, sort=True)["n_calls"].sum()
+    called = n[n > 0]
     ranked = called.sort_values(ascending=False, kind="stable").index.tolist()
     out += [tuple(k) for k in ranked if tuple(k) not in out][:max_conditions]
     return out
