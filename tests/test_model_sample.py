@@ -171,3 +171,14 @@ def test_use_pcs_adds_the_sampled_pcs_to_the_forests(tmp_path):
     assert {"model_sample_pcs"} <= {r for r, out in on.items() if "rf_classifier" in out}
     assert "rf_classifier" not in on["embeddings"] and "baselines" not in on["embeddings"]
     assert on["model_sample"] >= {"model_sample_pcs", "features", "ridge", "split_comparison"}
+
+
+@pytest.mark.parametrize("batch", [1, 299, 700, 701, 5000])
+def test_read_batches_are_iter_batches_read_one_row_group_at_a_time(files, batch):
+    from tahoeflow.models.split_file import read_batches
+
+    f = pq.ParquetFile(files[0])
+    got = list(read_batches(f, ["cell_id", "n_genes"], batch))
+    want = list(f.iter_batches(batch_size=batch, columns=["cell_id", "n_genes"]))
+    assert [b.num_rows for b in got] == [b.num_rows for b in want]
+    assert pa.Table.from_batches(got).equals(pa.Table.from_batches(want))

@@ -10,7 +10,8 @@ sample is the cells table with its split.
 
 The cells and split files are read three times, one record batch at a time: counts per
 (side, class); the running selection of each class's rows with the smallest random keys; the
-rows written. Memory is the selected positions and one batch, not the number of cells.
+rows written. Memory is the selected positions, one row group and one batch, not the number of
+cells.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.models.checks import check_int
 from tahoeflow.models.features import SPLIT_LABELS
 from tahoeflow.models.sampling import allocate
+from tahoeflow.models.split_file import read_batches
 
-BATCH_ROWS = 1 << 20
+BATCH_ROWS = 1 << 18
 META_KEY = b"tahoeflow.model_sample"
 """Schema metadata key of the sample file: its counts and how it was drawn (JSON)."""
 SIDES = ("train", "test")
@@ -61,11 +63,11 @@ def _aligned(
     n, m = cf.metadata.num_rows, sf.metadata.num_rows
     if n != m:
         raise InputError(split_path, f"{m} rows, the cells table {cells_path} has {n}")
-    splits = sf.iter_batches(batch_size=batch_rows, columns=["cell_id", "split"])
+    splits = read_batches(sf, ["cell_id", "split"], batch_rows)
     held: list[pa.RecordBatch] = []
     n_held = 0
     lo = 0
-    for batch in cf.iter_batches(batch_size=batch_rows, columns=cell_cols):
+    for batch in read_batches(cf, cell_cols, batch_rows):
         k = batch.num_rows
         while n_held < k:
             b = next(splits)
@@ -332,7 +334,7 @@ def sample_embeddings_file(
 
     def tables() -> Iterator[pa.Table]:
         nonlocal n
-        for batch in ef.iter_batches(batch_size=batch_rows, columns=cols):
+        for batch in read_batches(ef, cols, batch_rows):
             mask = pc.fill_null(pc.is_in(batch.column("cell_id"), value_set=ids), False)
             t = pa.Table.from_batches([batch.filter(mask)], schema=schema)
             n += t.num_rows
