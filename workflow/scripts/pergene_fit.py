@@ -9,20 +9,23 @@ import pyarrow as pa
 
 from tahoeflow import io as tio
 from tahoeflow.logs import run
-from tahoeflow.merge.conditions import condition_table, pseudobulk_matrix
+from tahoeflow.merge.conditions import condition_table
 from tahoeflow.pergene.lasso import fit_pergene, load_table, predict_table, results_table
 from tahoeflow.pergene.plots import plot_r2_hist, plot_validation
+from tahoeflow.pergene.targets import target_counts
 
 
 def _tahoe_tables(smk, log):
     p = smk.params
     groups = pd.read_parquet(smk.input.groups)
-    counts = pd.read_parquet(smk.input.counts)
-    hvg = pd.read_parquet(smk.input.hvg)
+    hvg = pd.read_parquet(smk.input.hvg, columns=["token_id", "gene_symbol", "dispersions_norm"])
     tokens = hvg["token_id"].to_numpy()
     top = hvg.sort_values("dispersions_norm", ascending=False, kind="stable").head(p.n_top_genes)
     cols = np.sort(pd.Index(tokens).get_indexer(top["token_id"]))
-    X_counts = pseudobulk_matrix(counts, groups, tokens)
+    # only the target genes' rows and each group's library size: groups x (targets + 1)
+    X_counts = target_counts(
+        smk.input.counts, groups, tokens, tokens[cols], groups_path=smk.input.groups
+    )
     names = hvg["gene_symbol"].to_numpy()[cols]
 
     def warn(line):
@@ -30,8 +33,8 @@ def _tahoe_tables(smk, log):
         print(f"WARNING: {line}", file=sys.stderr)
 
     cond, X, Y = condition_table(
-        X_counts, groups, pd.read_parquet(smk.input.drugs), cols, names, p.control, p.min_cells,
-        drug_metadata_path=smk.input.drugs, warn=warn,
+        X_counts, groups, pd.read_parquet(smk.input.drugs), np.arange(len(cols)), names,
+        p.control, p.min_cells, drug_metadata_path=smk.input.drugs, warn=warn,
     )  # fmt: skip
     log(f"tahoe mode: {len(cond)} conditions x {X.shape[1]} features, {Y.shape[1]} genes")
     return pd.concat([cond, X], axis=1), X, Y

@@ -159,13 +159,9 @@ def pseudobulk_to_anndata(
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise ValueError(f"{name}: missing column(s) {', '.join(missing)}")
-    key = groups["sample"].astype(str) + "|" + groups["cell_line_id"].astype(str)
-    if key.duplicated().any():
-        raise ValueError(f"groups: repeated (sample, cell line) {key[key.duplicated()].iloc[0]!r}")
-    group_index = pd.Index(key.to_numpy(), name="group")
+    obs, var = pseudobulk_obs_var(groups, genes)
+    group_index = obs.index
     token_index = pd.Index(genes["token_id"].to_numpy(np.int64))
-    if token_index.has_duplicates:
-        raise ValueError(f"genes: repeated token_id {token_index[token_index.duplicated()][0]}")
 
     c_key = counts_long["sample"].astype(str) + "|" + counts_long["cell_line_id"].astype(str)
     rows = group_index.get_indexer(c_key.to_numpy())
@@ -183,7 +179,22 @@ def pseudobulk_to_anndata(
     ).tocsr()
     X.sum_duplicates()
     X = X.astype(dtype)
+    return ad.AnnData(X=X, obs=obs, var=var)
 
+
+def pseudobulk_obs_var(
+    groups: pd.DataFrame, genes: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pseudobulk AnnData's ``obs`` (``groups`` indexed ``"<sample>|<cell line>"``, string
+    columns categorical) and ``var`` (genes indexed by unique Ensembl id); see
+    :func:`pseudobulk_to_anndata`. A repeated group or token is an error."""
+    key = groups["sample"].astype(str) + "|" + groups["cell_line_id"].astype(str)
+    if key.duplicated().any():
+        raise ValueError(f"groups: repeated (sample, cell line) {key[key.duplicated()].iloc[0]!r}")
+    group_index = pd.Index(key.to_numpy(), name="group")
+    token_index = pd.Index(genes["token_id"].to_numpy(np.int64))
+    if token_index.has_duplicates:
+        raise ValueError(f"genes: repeated token_id {token_index[token_index.duplicated()][0]}")
     obs = groups.copy()
     obs.index = group_index
     for col in ("sample", "cell_line_id", "plate", "drug", "moa_fine"):
@@ -197,7 +208,7 @@ def pseudobulk_to_anndata(
         },
         index=pd.Index(_make_unique(genes["ensembl_id"].astype(str).to_numpy()), name="gene"),
     )
-    return ad.AnnData(X=X, obs=obs, var=var)
+    return obs, var
 
 
 def _make_unique(names: np.ndarray) -> list[str]:
