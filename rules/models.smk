@@ -14,8 +14,8 @@ rule split:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        # streamed: 17 bytes a cell held (+ pools): 1,318 MB measured at 37.9M cells, 741 MB
-        # of cells.parquet
+        # streamed: 17 bytes a cell held (+ one row group): 1,227 MB measured at 37.9M cells,
+        # 741 MB of cells.parquet
         mem_mb=mem_mb(400, 2),
         runtime=10,
     params:
