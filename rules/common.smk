@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from snakemake.exceptions import WorkflowError
 
 _SRC = str(Path(workflow.basedir) / "src")
@@ -198,6 +200,15 @@ def batch_size_mb(wildcards, input):
     return max(sizes), sum(sizes)
 
 
+def largest_cache_shard_mb(wildcards, input):
+    """MB of the largest shard (row group) of a group's HVG cache, uncompressed: what a
+    projection job holds at once, as Arrow columns and then CSR."""
+    Path(input.cache).stat()  # a missing input: the request is made once it exists
+    meta = pq.ParquetFile(input.cache).metadata
+    sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+    return max(sizes, default=0) / 2**20
+
+
 # Memory requests. A job's mem_mb is the whole job as sbatch --mem counts it (the sum over its
 # processes): on SLURM the job step runs a Snakemake process (executor slurm-jobstep), which
 # runs `srun ... snakemake` (a second Snakemake process, executor local) and that one the
@@ -277,6 +288,11 @@ shard_mem_mb = mem_mb(560, 5.5, size=largest_in_group_mb)
 
 def batch_runtime(wildcards, input):
     return 5 + int(batch_size_mb(wildcards, input)[1] / 10)
+
+
+def cache_runtime(wildcards, input):
+    """Minutes for a projection job: its HVG cache is ~1/15 of the group's data files."""
+    return 5 + int(input.size_mb / 2)
 
 
 def planned_cells():
@@ -388,13 +404,6 @@ def drug_meta(wildcards=None):
     if PLAN.kind == "obs" and config["phenotypes"]["obs"]["path"]:
         return f"{REAL_META_DIR}/drug_metadata.parquet"
     return raw_meta("drug")
-
-
-def rf_embeddings(wildcards):
-    """The embeddings table, only when the forests use PCs (models.rf.use_pcs)."""
-    return (
-        [f"{R}/embed/embeddings.parquet"] if config["models"]["rf"]["use_pcs"] else []
-    )
 
 
 def first_shard():

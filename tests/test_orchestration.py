@@ -273,11 +273,14 @@ SOURCE_ONLY = re.compile(r"^(download|h5ad|prepare)_")
 # Partial merges exist only with more shards than merge.fan_in (the demo has 4, the default
 # fan-in is 64): test_merge_hierarchy.py runs them.
 ABOVE_FAN_IN = {"merge_part_cells", "merge_part_gene_stats", "merge_part_pseudobulk"}
+# The model sample's PCs exist only when the forests use them (models.rf.use_pcs; off in the
+# demo): test_model_sample.py plans them.
+PCS_ONLY = {"model_sample_pcs"}
 
 
 def test_every_rule_is_in_the_demo_dag(base):
     """No stage is orphaned: every rule except the other sources' input rules is in the DAG."""
-    missing = {r for r in base["rules"] - set(base["graph"]) - ABOVE_FAN_IN
+    missing = {r for r in base["rules"] - set(base["graph"]) - ABOVE_FAN_IN - PCS_ONLY
                if not SOURCE_ONLY.match(r)}  # fmt: skip
     assert not missing, f"rules not reachable from rule all with the demo source: {sorted(missing)}"
     assert "summarize_shard" in base["graph"] and "all" in base["graph"]
@@ -495,15 +498,14 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     "embed.kmeans.batch_size": (256, {"embeddings"}),
     "embed.kmeans.max_fit_cells": (100, {"embeddings"}),
     "models.cv_folds": (3, {"ridge", "rf_classifier", "baselines"}),
-    "models.seed": (1, {"ridge", "rf_classifier", "baselines", "rf_regressor"}),
-    "models.max_train_cells": (100, {"ridge", "rf_classifier", "baselines", "rf_regressor",
-                                     "split_comparison"}),
+    "models.seed": (1, {"model_sample", "ridge", "rf_classifier", "baselines", "rf_regressor"}),
+    "models.max_train_cells": (100, {"model_sample"}),
+    "models.max_test_cells": (100, {"model_sample"}),
     "models.ridge.alpha": (2.0, {"ridge", "split_comparison"}),
     "models.ridge.features": (["drug", "cell_line_id"], {"ridge", "split_comparison"}),
     "models.rf.n_estimators": (12, {"rf_classifier", "baselines", "split_comparison"}),
     "models.rf.max_depth": (6, {"rf_classifier", "baselines", "split_comparison"}),
     "models.rf.max_samples": (0.5, {"rf_classifier", "baselines", "split_comparison"}),
-    "models.rf.use_pcs": (True, {"rf_classifier", "baselines"}),
     "models.rf_regressor.features": (["drug", "dose", "n_genes"], {"rf_regressor"}),
     "models.rf_regressor.grid": ({"n_estimators": [8], "max_depth": [3]}, {"rf_regressor"}),
     "models.rf_regressor.cv_folds": (2, {"rf_regressor"}),
@@ -596,7 +598,9 @@ DAG_SHAPE = {
     "the_cap (the embeddings h5ad: which targets exist)",
     "embed.csv_max_cells": "test_atlas_prep.py::test_embeddings_csv_is_a_target_only_up_to_"
     "the_cap (which targets exist; no rule takes it in params)",
-    "models.rf.n_pcs": "used only with models.rf.use_pcs (tested above), else the param is None",
+    "models.rf.use_pcs": "test_model_sample.py::test_use_pcs_adds_the_sampled_pcs_to_the_forests "
+    "(the model_sample_pcs job exists only then)",
+    "models.rf.n_pcs": "used only with models.rf.use_pcs, else the param is None",
     "de.jobs": "test_de.py::test_de_jobs_plan_one_part_per_job_and_reproduce_one_job",
     "phenotypes.sensitivity.from": "test_phenotypes_sensitivity.py::test_workflow_counts_merged_"
     "cells_then_switches_to_an_obs_file (obs: a local file or the hub download rule); null: "
@@ -605,8 +609,9 @@ DAG_SHAPE = {
 
 
 # Rules whose inputs are temp() outputs (removed once consumed): rerunning the rule reruns
-# their producer too.
-TEMP_INPUTS = {"pca": "gram_batch", "embeddings": "project_batch"}
+# their producer too (in this order, so that it carries through: embeddings needs the
+# projections, which need the HVG counts the Gram jobs cache).
+TEMP_INPUTS = {"embeddings": "project_batch", "project_batch": "gram_batch", "pca": "gram_batch"}
 
 
 def schema_leaves() -> list[str]:

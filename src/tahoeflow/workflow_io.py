@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from tahoeflow.cells import normalize as pp
 from tahoeflow.cells.doses import sample_doses
@@ -114,3 +115,19 @@ def load_hvg_matrix(
     if with_ids:
         return X, loaded.obs["cell_id"].to_numpy()
     return X
+
+
+def load_hvg_counts(
+    smk: Any,
+    log: Any,
+    tokens: np.ndarray,
+    shard: Shard | dict[str, Any] | None = None,
+    data_path: str | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """A shard's raw HVG counts, its cells' totals over all genes and its cell ids.
+
+    ``log_normalize_selected(counts, totals)`` is :func:`load_hvg_matrix`'s matrix, bit for bit.
+    """
+    loaded, vocab = load_filtered_shard(smk, log, shard=shard, data_path=data_path)
+    counts, totals = pp.select_columns(loaded.X, np.sort(vocab.lookup[tokens]))
+    return counts, totals, loaded.obs["cell_id"].to_numpy()
