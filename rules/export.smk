@@ -15,7 +15,9 @@ rule export_embeddings_h5ad:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb(300, 3),
+        # whole table in memory; a target only up to embed.h5ad_max_cells (2,722 MB measured
+        # at 2M cells, 592 MB of embeddings)
+        mem_mb=mem_mb(400, 6),
         runtime=20,
     script:
         "../workflow/scripts/export_embeddings_h5ad.py"

@@ -31,7 +31,9 @@ rule pergene_fit:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=mem_mb(350, 37),
+        # bounded by groups x (target genes + 1) and conditions x features, never the long
+        # table (1,375 MB measured at 37.9M cells: 33,435 groups, 30,828 conditions, 200 genes)
+        mem_mb=mem_mb(2500),
         runtime=60,
     params:
         mode=PERGENE["mode"],
@@ -60,7 +62,8 @@ rule pergene_apply:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb(300),
+        # the table to predict and its predictions (752 MB measured for 30,828 conditions)
+        mem_mb=mem_mb(1300),
         runtime=20,
     params:
         feature_columns=PERGENE["table"]["feature_columns"],

@@ -29,3 +29,24 @@ def test_plot_validation_and_r2_hist(tmp_path):
     plot_validation(pred, obs, tmp_path / "val.png", seed=0)
     plot_r2_hist(res, tmp_path / "r2.png")
     assert _png(tmp_path / "val.png") and _png(tmp_path / "r2.png")
+
+
+def test_validation_figure_embeds_at_most_max_points_rows(tmp_path, monkeypatch):
+    from tahoeflow.pergene import plots
+
+    a = np.arange(30.0)[:, None] * np.ones((1, 4))
+    assert plots._sample_rows(a, None, 0) is a and plots._sample_rows(a, 30, 0) is a
+    s = plots._sample_rows(a, 12, 0)
+    assert s.shape == (12, 4) and np.all(np.diff(s[:, 0]) > 0) and set(s[:, 0]) <= set(a[:, 0])
+    np.testing.assert_array_equal(s, plots._sample_rows(a, 12, 0))  # seeded
+    seen = []
+    real = plots._embed_inputs
+    monkeypatch.setattr(
+        plots,
+        "_embed_inputs",
+        lambda p, o, k, seed: seen.append((len(p), len(o))) or real(p, o, k, seed),
+    )
+    rng = np.random.default_rng(1)
+    plots.plot_validation(rng.normal(size=(90, 6)), rng.normal(size=(25, 6)), tmp_path / "v.png",
+                          seed=0, max_points=40)  # fmt: skip
+    assert seen == [(40, 25)] and _png(tmp_path / "v.png")

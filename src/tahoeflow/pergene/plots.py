@@ -25,6 +25,23 @@ def _embed_inputs(pred: np.ndarray, obs: np.ndarray, n_pcs: int, seed: int) -> n
     return Z
 
 
+#: rows of each set (predicted, observed) the validation figure embeds at most
+MAX_POINTS = 5000
+
+
+def _sample_rows(a: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """``a`` itself, or a seeded sample of ``n`` of its rows (in their order) when longer."""
+    if n is None or a.shape[0] <= n:
+        return a
+    keep = np.sort(np.random.default_rng(seed).choice(a.shape[0], size=n, replace=False))
+    return a[keep]
+
+
+def _label(name: str, drawn: np.ndarray, n: int) -> str:
+    k = drawn.shape[0]
+    return f"{name} (n={n})" if k == n else f"{name} ({k:,} of {n:,} drawn)"
+
+
 def plot_validation(
     pred: np.ndarray | pd.DataFrame,
     obs: np.ndarray | pd.DataFrame,
@@ -32,13 +49,16 @@ def plot_validation(
     seed: int,
     *,
     n_pcs: int = 30,
+    max_points: int | None = MAX_POINTS,
 ) -> None:
     """UMAP and t-SNE of predicted and observed expression profiles side by side.
 
     ``pred`` (cells x genes) and ``obs`` (cells x genes) must share gene columns (the common
     columns are used when both are DataFrames). Genes are z-scored over both sets, reduced to
     ``n_pcs`` principal components, then embedded jointly (umap-learn seeded with
-    ``n_jobs=1``; sklearn TSNE seeded) and coloured by source.
+    ``n_jobs=1``; sklearn TSNE seeded) and coloured by source. Each set above ``max_points``
+    rows is drawn from a seeded sample of that many rows (None: all): both embeddings grow
+    faster than the rows, and the atlas has tens of thousands of conditions.
     """
     import matplotlib
 
@@ -56,6 +76,8 @@ def plot_validation(
     Ob = np.asarray(obs, dtype=np.float64)
     if P.shape[1] != Ob.shape[1]:
         raise ValueError(f"pred has {P.shape[1]} genes, obs has {Ob.shape[1]}")
+    n_pred, n_obs = P.shape[0], Ob.shape[0]
+    P, Ob = _sample_rows(P, max_points, seed), _sample_rows(Ob, max_points, seed + 1)
     Z = _embed_inputs(P, Ob, n_pcs, seed)
     n_tot = Z.shape[0]
     n_nb = int(min(15, n_tot - 1))
@@ -65,8 +87,8 @@ def plot_validation(
     src = np.r_[np.zeros(P.shape[0], dtype=bool), np.ones(Ob.shape[0], dtype=bool)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, emb, title in ((axes[0], emb_u, "UMAP"), (axes[1], emb_t, "t-SNE")):
-        ax.scatter(emb[~src, 0], emb[~src, 1], s=6, alpha=0.6, label=f"predicted (n={P.shape[0]})")
-        ax.scatter(emb[src, 0], emb[src, 1], s=6, alpha=0.6, label=f"observed (n={Ob.shape[0]})")
+        ax.scatter(emb[~src, 0], emb[~src, 1], s=6, alpha=0.6, label=_label("predicted", P, n_pred))
+        ax.scatter(emb[src, 0], emb[src, 1], s=6, alpha=0.6, label=_label("observed", Ob, n_obs))
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])
