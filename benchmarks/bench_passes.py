@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +58,7 @@ def run_once(repo: Path, root: Path, n: int, summary_per_job: int, embed_per_job
         root, DESIGN_FILES, f"0:{n}",
         summarize={"shards_per_job": summary_per_job}, embed={"shards_per_job": embed_per_job},
     )  # fmt: skip
+    cfg["stages"]["phenotypes"] = False  # the cell-cycle pass is a read of its own, not timed
     with tempfile.TemporaryDirectory(prefix="bench-passes-") as d:
         # --notemp keeps the Gram jobs' HVG caches (temp files) to be measured
         res = run_workflow(Path(d) / "wd", cfg, cores=2, extra=["--notemp"])
@@ -66,6 +68,9 @@ def run_once(repo: Path, root: Path, n: int, summary_per_job: int, embed_per_job
            "hvg_cache_mb": cache_mb}  # fmt: skip
     for name, kind in KINDS.items():
         jobs = [j for j in res["jobs"] if _common.job_kind(j) == kind]
+        if not jobs:
+            kinds = sorted({_common.job_kind(j) for j in res["jobs"]})
+            raise RuntimeError(f"{repo}: no {kind} job in the run's benchmarks ({kinds})")
         out["job_s"][name] = sum(j["s"] for j in jobs)
         out["cpu_s"][name] = sum(j["cpu_time"] or 0 for j in jobs)
         out["max_rss_mb"][name] = max((j["max_rss"] or 0) for j in jobs)
@@ -132,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         _common.write_json(args.json, result)
     if args.out:
-        replace_section(args.out, section(result, decode_s, " ".join(sys.argv[1:])))
+        shown = f"--files {args.files} --summary-per-job {args.summary_per_job} "
+        shown += f"--embed-per-job {args.embed_per_job} --repeats {args.repeats}"
+        if args.before:  # no machine path in RESULTS.md: the checkout's commit instead
+            rev = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True).stdout.strip()  # fmt: skip
+            shown += f" --before <checkout of {rev or '?'}>"
+        replace_section(args.out, section(result, decode_s, shown + " --out benchmarks/RESULTS.md"))
     return 0
 
 
