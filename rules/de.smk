@@ -100,10 +100,11 @@ rule de_welch:
         "../envs/tahoeflow.yaml"
     threads: 1
     # one shard at a time (the largest data file's MB), then the cells of the few conditions
-    # and their controls
+    # and their controls; the base keeps the request above the whole-job peak measured at
+    # hub-sized files before the toptable was streamed (tests/test_slurm.py) until re-measured
     resources:
         mem_mb=mem_mb(
-            700,
+            1450,
             6.5,
             size=lambda wildcards, input: max(
                 map(os.path.getsize, as_list(input.data)), default=0

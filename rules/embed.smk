@@ -33,8 +33,9 @@ rule gram_batch:
         hvg=rules.hvg.output[0],
     output:
         gram=temp(f"{R}/embed/gram/{{batch}}.npz"),
-        # the shards' HVG counts, so that project_batch does not decode the shards again
-        cache=temp(f"{R}/embed/hvg_counts/{{batch}}.parquet"),
+        # the shards' HVG counts, so that project_batch does not decode the shards again; kept
+        # (not temp), so a KMeans-only change reruns the projections without the Gram pass
+        cache=f"{R}/embed/hvg_counts/{{batch}}.parquet",
     log:
         f"{R}/logs/embed/gram_{{batch}}.log",
     benchmark:

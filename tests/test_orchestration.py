@@ -609,9 +609,8 @@ DAG_SHAPE = {
 
 
 # Rules whose inputs are temp() outputs (removed once consumed): rerunning the rule reruns
-# their producer too (in this order, so that it carries through: embeddings needs the
-# projections, which need the HVG counts the Gram jobs cache).
-TEMP_INPUTS = {"embeddings": "project_batch", "project_batch": "gram_batch", "pca": "gram_batch"}
+# their producer too. (The Gram jobs' HVG counts, which the projections read, are kept.)
+TEMP_INPUTS = {"pca": "gram_batch", "embeddings": "project_batch"}
 
 
 def schema_leaves() -> list[str]:

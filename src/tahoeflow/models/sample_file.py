@@ -252,8 +252,8 @@ def _sample_schema(cells_path: str | Path, info: dict[str, Any]) -> pa.Schema:
             {"name": "split", "field_name": "split", "pandas_type": "unicode",
              "numpy_type": "object", "metadata": None}
         )  # fmt: skip
-        meta[b"pandas"] = json.dumps(pandas_meta).encode()
-    meta[META_KEY] = json.dumps(info, sort_keys=True).encode()
+        meta[b"pandas"] = tio.to_json(pandas_meta, indent=None, sort_keys=False).encode()
+    meta[META_KEY] = tio.to_json(info, indent=None).encode()
     return cells.append(pa.field("split", pa.string())).with_metadata(meta)
 
 
