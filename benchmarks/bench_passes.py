@@ -60,7 +60,7 @@ def run_once(repo: Path, root: Path, n: int, summary_per_job: int, embed_per_job
     )  # fmt: skip
     cfg["stages"]["phenotypes"] = False  # the cell-cycle pass is a read of its own, not timed
     with tempfile.TemporaryDirectory(prefix="bench-passes-") as d:
-        # --notemp keeps the Gram jobs' HVG caches (temp files) to be measured
+        # --notemp: a checkout where the HVG cache was temporary keeps it to be measured
         res = run_workflow(Path(d) / "wd", cfg, cores=2, extra=["--notemp"])
         caches = list((Path(d) / "wd/results/embed/hvg_counts").glob("*.parquet"))
         cache_mb = sum(p.stat().st_size for p in caches) / 2**20
@@ -173,7 +173,7 @@ def section(result: dict, decode_s: float, argv: str) -> str:
     data_mb = result["data_mb"]
     cache = [r["hvg_cache_mb"] for r in result["runs"]["after"]]
     lines[-4] += (
-        f" The HVG caches the Gram jobs keep for the projections (temporary files) took "
+        f" The HVG caches the Gram jobs keep for the projections took "
         f"{max(cache):,.0f} MB against {data_mb:,.0f} MB of data files."
     )
     for label, runs in result["runs"].items():
