@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from snakemake.exceptions import WorkflowError
@@ -32,6 +33,7 @@ from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
 from tahoeflow.io import RESULTS
 from tahoeflow.cells.plan import plan_batches, plan_merge_tree, plan_summary_groups
+from tahoeflow.models.checks import forest_nbytes_bound
 
 _SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -207,6 +209,29 @@ def largest_cache_shard_mb(wildcards, input):
     meta = pq.ParquetFile(input.cache).metadata
     sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
     return max(sizes, default=0) / 2**20
+
+
+def forest_mb(wildcards, input):
+    """MB a classifier forest fitted on the model sample can reach: forest_nbytes_bound with
+    models.rf's trees, rows per tree and max_leaf_nodes, over all the sample's rows and cell
+    lines (a bound for the forest on its training split and for split_comparison's re-splits).
+    """
+    rf = config["models"]["rf"]
+    lines = pq.read_table(input.sample, columns=["cell_line_id"]).column(0)
+    n_bytes = forest_nbytes_bound(
+        rf["n_estimators"], len(lines), rf["max_samples"], rf["max_leaf_nodes"],
+        len(pc.unique(lines)),
+    )  # fmt: skip
+    return n_bytes / 2**20
+
+
+def with_forest_mb(per_input_mb):
+    """A size for mem_mb: per_input_mb x the job's input MB plus the forest's bound."""
+
+    def size(wildcards, input):
+        return per_input_mb * input_mb(wildcards, input) + forest_mb(wildcards, input)
+
+    return size
 
 
 # Memory requests. A job's mem_mb is the whole job as sbatch --mem counts it (the sum over its

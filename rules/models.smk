@@ -153,12 +153,13 @@ rule rf_classifier:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=mem_mb(300, 140),
+        mem_mb=mem_mb(300, 1, with_forest_mb(140)),
         runtime=60,
     params:
         n_estimators=MODELS["rf"]["n_estimators"],
         max_depth=MODELS["rf"]["max_depth"],
         max_samples=MODELS["rf"]["max_samples"],
+        max_leaf_nodes=MODELS["rf"]["max_leaf_nodes"],
         n_pcs=MODELS["rf"]["n_pcs"] if MODELS["rf"]["use_pcs"] else None,
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
@@ -191,6 +192,7 @@ rule baselines:
         n_estimators=MODELS["rf"]["n_estimators"],
         max_depth=MODELS["rf"]["max_depth"],
         max_samples=MODELS["rf"]["max_samples"],
+        max_leaf_nodes=MODELS["rf"]["max_leaf_nodes"],
         n_pcs=MODELS["rf"]["n_pcs"] if MODELS["rf"]["use_pcs"] else None,
         cv_folds=MODELS["cv_folds"],
         seed=MODELS["seed"],
@@ -238,7 +240,7 @@ rule split_comparison:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=mem_mb(300, 140),
+        mem_mb=mem_mb(300, 1, with_forest_mb(140)),
         runtime=60,
     params:
         group_by=MODELS["grouped_split_by"],
@@ -249,5 +251,6 @@ rule split_comparison:
         n_estimators=MODELS["rf"]["n_estimators"],
         max_depth=MODELS["rf"]["max_depth"],
         max_samples=MODELS["rf"]["max_samples"],
+        max_leaf_nodes=MODELS["rf"]["max_leaf_nodes"],
     script:
         "../workflow/scripts/split_comparison.py"

@@ -492,6 +492,8 @@ def parse(path: str, value) -> dict:
         ("models.rf.n_pcs", 0, "out of range"),
         ("models.rf.max_samples", 1.5, "fraction"),
         ("models.rf.max_samples", 0, "out of range"),
+        ("models.rf.max_leaf_nodes", 1, "out of range"),
+        ("models.rf.max_leaf_nodes", 2.5, "should be of type"),
         ("models.rf_regressor.grid", {"n_trees": [5]}, "'n_trees' is not one of"),
         ("models.rf_regressor.grid", {}, "empty"),
         ("models.rf_regressor.features", ["drug", "delta_mean"], "is the target"),
@@ -523,6 +525,48 @@ def test_schema_grid_names_are_the_tunable_forest_parameters() -> None:
     schema = yaml.safe_load(SCHEMA.read_text())
     grid = schema["properties"]["models"]["properties"]["rf_regressor"]["properties"]["grid"]
     assert grid["propertyNames"]["enum"] == grid_parameters()
+
+
+def test_forest_leaf_bound_caps_the_trees_and_their_memory(data) -> None:
+    from sklearn.ensemble._forest import _get_n_samples_bootstrap
+
+    from tahoeflow.models.checks import NODE_BYTES, forest_nbytes_bound, leaf_bound, rows_per_tree
+
+    cells, _, split = data
+    # rows per tree: scikit-learn's own bootstrap size
+    for n, ms in [(2400, None), (2400, 0.25), (2400, 0.0999), (2400, 700), (70, 0.5)]:
+        assert rows_per_tree(n, ms) == _get_n_samples_bootstrap(n, ms, None), (n, ms)
+    assert leaf_bound(None, 10**6) is None
+    assert leaf_bound(600, 600) is None and leaf_bound(599, 600) == 599
+    # binding: every tree has at most the bound's leaves, so 2 L - 1 nodes, and the forest's
+    # node arrays stay under the closed-form bound
+    out = fit_rf_classifier(cells, split, n_estimators=4, cv_folds=0, max_leaf_nodes=40)
+    rf = out["model"].named_steps["rf"]
+    assert out["metrics"]["max_leaf_nodes"] == 40 and rf.max_leaf_nodes == 40
+    trees = [e.tree_ for e in rf.estimators_]
+    assert max(t.n_leaves for t in trees) == 40 and max(t.node_count for t in trees) == 79
+    n_classes = len(out["label_encoder"].classes_)
+    held = sum(t.node_count * NODE_BYTES + t.value.nbytes for t in trees)
+    assert (
+        held <= forest_nbytes_bound(4, 2400, None, 40, n_classes) == 4 * 79 * (64 + 8 * n_classes)
+    )
+    # unbounded trees also stay under their bound (leaves <= rows per tree)
+    free = fit_rf_classifier(cells, split, n_estimators=4, cv_folds=0, max_samples=0.1)
+    trees = [e.tree_ for e in free["model"].named_steps["rf"].estimators_]
+    held = sum(t.node_count * NODE_BYTES + t.value.nbytes for t in trees)
+    assert held <= forest_nbytes_bound(4, 2400, 0.1, None, n_classes)
+    assert trees[0].value.nbytes == trees[0].node_count * 8 * n_classes  # the bytes per node
+    # a bound the trees cannot reach (240 rows per tree, bound 240) is not applied: the same
+    # forest as unbounded, bit for bit (scikit-learn's best-first builder would draw otherwise)
+    same = fit_rf_classifier(
+        cells, split, n_estimators=4, cv_folds=0, max_samples=0.1, max_leaf_nodes=240
+    )
+    assert same["metrics"]["max_leaf_nodes"] is None
+    np.testing.assert_array_equal(same["predictions"]["y_pred"], free["predictions"]["y_pred"])
+    for a, b in zip(same["model"].named_steps["rf"].estimators_, trees, strict=True):
+        np.testing.assert_array_equal(a.tree_.threshold, b.threshold)
+    with pytest.raises(ArgumentError, match="max_leaf_nodes"):
+        fit_rf_classifier(cells, split, n_estimators=2, cv_folds=0, max_leaf_nodes=1)
 
 
 def test_model_input_errors(data) -> None:

@@ -506,6 +506,7 @@ KEY_ENTRIES: dict[str, tuple[object, set[str]]] = {
     "models.rf.n_estimators": (12, {"rf_classifier", "baselines", "split_comparison"}),
     "models.rf.max_depth": (6, {"rf_classifier", "baselines", "split_comparison"}),
     "models.rf.max_samples": (0.5, {"rf_classifier", "baselines", "split_comparison"}),
+    "models.rf.max_leaf_nodes": (50, {"rf_classifier", "baselines", "split_comparison"}),
     "models.rf_regressor.features": (["drug", "dose", "n_genes"], {"rf_regressor"}),
     "models.rf_regressor.grid": ({"n_estimators": [8], "max_depth": [3]}, {"rf_regressor"}),
     "models.rf_regressor.cv_folds": (2, {"rf_regressor"}),

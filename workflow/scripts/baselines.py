@@ -17,11 +17,11 @@ def main(smk, log):
     p = smk.params
     # the forest itself is fitted once, by the rf_classifier rule; its row comes from there
     keys = dict(seed="models.seed", cv_folds="models.cv_folds", n_pcs="models.rf.n_pcs",
-                n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth", max_samples="models.rf.max_samples")  # fmt: skip
+                n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth", max_samples="models.rf.max_samples", max_leaf_nodes="models.rf.max_leaf_nodes")  # fmt: skip
     with config_keys(**keys):
         table = fit_classifier_baselines(
             cells, split, models=("majority_class", "logistic_regression", "linear_svm"), seed=p.seed, cv_folds=p.cv_folds, n_jobs=smk.threads, n_estimators=p.n_estimators,
-            max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
+            max_depth=p.max_depth, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_leaf_nodes=p.max_leaf_nodes,
         )  # fmt: skip
     rf = json.loads(open(smk.input.rf_metrics).read())
     if "skipped" in rf:  # the forest was not fitted: its row says why, like the others

@@ -19,11 +19,11 @@ def main(smk, log):
     p = smk.params
     with config_keys(
         n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth", seed="models.seed", cv_folds="models.cv_folds",
-        n_pcs="models.rf.n_pcs", max_samples="models.rf.max_samples",
+        n_pcs="models.rf.n_pcs", max_samples="models.rf.max_samples", max_leaf_nodes="models.rf.max_leaf_nodes",
     ):  # fmt: skip
         res = fit_rf_classifier(
             cells, split, n_estimators=p.n_estimators, max_depth=p.max_depth, seed=p.seed, cv_folds=p.cv_folds,
-            n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples,
+            n_jobs=smk.threads, embeddings=emb, n_pcs=p.n_pcs, max_samples=p.max_samples, max_leaf_nodes=p.max_leaf_nodes,
         )  # fmt: skip
     m = {**res["metrics"], **sample_metrics(sample)}
     skipped = "skipped" in m

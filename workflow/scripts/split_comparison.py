@@ -16,12 +16,12 @@ def main(smk, log):
     with config_keys(
         group_by="models.grouped_split_by", test_size="split.test_size", seed="split.seed", features="models.ridge.features",
         alpha="models.ridge.alpha", n_estimators="models.rf.n_estimators", max_depth="models.rf.max_depth",
-        max_samples="models.rf.max_samples",
+        max_samples="models.rf.max_samples", max_leaf_nodes="models.rf.max_leaf_nodes",
     ):  # fmt: skip
         splits = comparison_splits(cells, p.group_by, test_size=p.test_size, seed=p.seed)
         table = split_comparison(
             cells, splits, ridge_features=p.ridge_features, alpha=p.alpha, n_estimators=p.n_estimators,
-            max_depth=p.max_depth, max_samples=p.max_samples, seed=p.seed, n_jobs=smk.threads,
+            max_depth=p.max_depth, max_samples=p.max_samples, max_leaf_nodes=p.max_leaf_nodes, seed=p.seed, n_jobs=smk.threads,
         )  # fmt: skip
     table = with_sample_note(table, sample)  # the cells re-split are the model sample's
     tio.write_csv(table, smk.output[0])

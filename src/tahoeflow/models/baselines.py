@@ -60,6 +60,7 @@ def fit_classifier_baselines(
     max_depth: int | None = None,
     max_samples: int | float | None = None,
     max_train_cells: int | None = None,
+    max_leaf_nodes: int | None = None,
 ) -> pd.DataFrame:
     """Simpler classifiers on the forest's features, split and CV folds, one row each.
 
@@ -78,7 +79,7 @@ def fit_classifier_baselines(
     chosen = check_names(models, "models", BASELINE_MODELS)
     inp = classifier_inputs(
         cells, split, features, n_estimators, max_depth, seed, cv_folds, n_jobs, embeddings,
-        n_pcs, max_samples, max_train_cells,
+        n_pcs, max_samples, max_train_cells, max_leaf_nodes,
     )  # fmt: skip
     data, y, k = inp.data, inp.y, inp.k
     tr, te = data.train, data.is_test

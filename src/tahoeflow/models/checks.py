@@ -92,6 +92,56 @@ def check_max_samples(value: Any) -> int | float | None:
     return v
 
 
+def check_max_leaf_nodes(value: Any) -> int | None:
+    """RandomForest's ``max_leaf_nodes``: None (unbounded) or an int >= 2."""
+    return None if value is None else check_int(value, "max_leaf_nodes", 2)
+
+
+def rows_per_tree(n_rows: int, max_samples: int | float | None) -> int:
+    """Rows a forest draws per tree from ``n_rows`` (scikit-learn's bootstrap size): all of
+    them for None, an int as given (at most ``n_rows``), a fraction truncated (at least 1)."""
+    if max_samples is None:
+        return n_rows
+    if isinstance(max_samples, Integral):
+        return min(int(max_samples), n_rows)
+    return max(int(n_rows * float(max_samples)), 1)
+
+
+def leaf_bound(max_leaf_nodes: int | None, n_rows_per_tree: int) -> int | None:
+    """The ``max_leaf_nodes`` a forest is given: None where the bound cannot bind.
+
+    A tree grown on ``n_rows_per_tree`` rows has at most that many leaves, so a bound at or
+    above it changes nothing but scikit-learn's builder (best-first instead of depth-first,
+    which draws the per-node features in another order): passing None then keeps the
+    unbounded forest bit for bit.
+    """
+    if max_leaf_nodes is None or max_leaf_nodes >= n_rows_per_tree:
+        return None
+    return max_leaf_nodes
+
+
+NODE_BYTES = 64
+"""Bytes of one scikit-learn tree node besides its values (``Tree.nodes``' record)."""
+
+
+def forest_nbytes_bound(
+    n_estimators: int,
+    n_rows: int,
+    max_samples: int | float | None,
+    max_leaf_nodes: int | None,
+    n_values: int,
+) -> int:
+    """Upper bound of a fitted forest's node arrays, in bytes.
+
+    A binary tree with ``l`` leaves has ``2 l - 1`` nodes; its leaves are at most the rows
+    it draws and, with a bound, ``max_leaf_nodes``. Each node holds :data:`NODE_BYTES` and
+    ``n_values`` float64 values (the classes of a classifier, 1 for a regressor).
+    """
+    rows = rows_per_tree(n_rows, max_samples)
+    leaves = max(min(rows, max_leaf_nodes or rows), 1)
+    return n_estimators * (2 * leaves - 1) * (NODE_BYTES + 8 * n_values)
+
+
 def check_forest(n_estimators: Any, max_depth: Any) -> tuple[int, int | None]:
     """Trees (>= 1) and depth (None or >= 1) of a random forest."""
     n = check_int(n_estimators, "n_estimators", 1)

@@ -53,12 +53,16 @@ class ClassifierInputs:
     n_jobs: int
     skip: str | None
     """Why no classifier can be fitted on these rows (None when one can)."""
+    max_leaf_nodes: int | None = None
+    """The leaf bound given to each tree: None when unbounded or when it cannot bind
+    (:func:`~tahoeflow.models.checks.leaf_bound`)."""
 
     def forest(self) -> RandomForestClassifier:
         """Seed 000's forest with these settings (unfitted)."""
         return RandomForestClassifier(
             n_estimators=self.n_estimators,
             max_depth=self.max_depth,
+            max_leaf_nodes=self.max_leaf_nodes,
             max_samples=self.max_samples,
             random_state=self.seed,
             n_jobs=self.n_jobs,
@@ -82,15 +86,19 @@ def classifier_inputs(
     n_pcs: int | None,
     max_samples: int | float | None,
     max_train_cells: int | None,
+    max_leaf_nodes: int | None = None,
 ) -> ClassifierInputs:
     """Check the settings and prepare the rows of a classifier of :data:`CLASS_TARGET`.
 
-    An int ``max_samples`` is capped at the training size. Raises ArgumentError for a bad
+    An int ``max_samples`` is capped at the training size; ``max_leaf_nodes`` is dropped
+    where a tree's rows cannot reach it (:func:`~tahoeflow.models.checks.leaf_bound`).
+    Raises ArgumentError for a bad
     setting, or for ``cv_folds`` above the training rows and ``n_pcs`` above the PCs of
     ``embeddings``.
     """
     n_estimators, max_depth = checks.check_forest(n_estimators, max_depth)
     max_samples = checks.check_max_samples(max_samples)
+    max_leaf_nodes = checks.check_max_leaf_nodes(max_leaf_nodes)
     seed = checks.check_int(seed, "seed", 0)
     n_jobs = checks.check_int(n_jobs, "n_jobs", 1)
     max_train_cells = checks.check_max_train_cells(max_train_cells)
@@ -109,8 +117,9 @@ def classifier_inputs(
     if isinstance(max_samples, int):
         max_samples = min(max_samples, data.n_train)
     skip = _one_class_reason(encoder, y, data.train)
+    leaves = checks.leaf_bound(max_leaf_nodes, checks.rows_per_tree(data.n_train, max_samples))
     return ClassifierInputs(
-        data, encoder, y, k, n_estimators, max_depth, max_samples, seed, n_jobs, skip
+        data, encoder, y, k, n_estimators, max_depth, max_samples, seed, n_jobs, skip, leaves
     )
 
 
@@ -208,6 +217,7 @@ def fit_rf_classifier(
     n_pcs: int | None = None,
     max_samples: int | float | None = None,
     max_train_cells: int | None = None,
+    max_leaf_nodes: int | None = None,
 ) -> dict[str, Any]:
     """Model 2: RandomForestClassifier predicting ``cell_line_id`` (LabelEncoder classes).
 
@@ -217,7 +227,9 @@ def fit_rf_classifier(
     None) are added; cells without an embedding row get imputed PCs. ``max_samples``
     (RandomForest's: rows drawn per tree, an int capped at the training size or a fraction)
     bounds the cost per tree on large tables; None = seed 000's setting (all rows).
-    ``max_train_cells``: at most this many training rows, stratified by cell line (as in
+    ``max_leaf_nodes`` bounds each tree's leaves, hence the forest's memory (at most
+    ``n_estimators x (2 max_leaf_nodes - 1)`` nodes of ``64 + 8 x classes`` bytes); None =
+    seed 000's unpruned trees, whose nodes grow with the rows per tree. ``max_train_cells``: at most this many training rows, stratified by cell line (as in
     :func:`~tahoeflow.models.regression.fit_ridge`).
 
     Returns a dict:
@@ -240,11 +252,11 @@ def fit_rf_classifier(
     """
     inp = classifier_inputs(
         cells, split, features, n_estimators, max_depth, seed, cv_folds, n_jobs, embeddings,
-        n_pcs, max_samples, max_train_cells,
+        n_pcs, max_samples, max_train_cells, max_leaf_nodes,
     )  # fmt: skip
     data, encoder, y, k = inp.data, inp.encoder, inp.y, inp.k
     forest = {"n_estimators": inp.n_estimators, "max_depth": inp.max_depth,
-              "max_samples": inp.max_samples}  # fmt: skip
+              "max_samples": inp.max_samples, "max_leaf_nodes": inp.max_leaf_nodes}  # fmt: skip
     if inp.skip is not None:
         return _skipped_classifier(inp, forest)
     tr, te = data.train, data.is_test

@@ -62,6 +62,7 @@ def split_comparison(
     cv_folds: int = 0,
     n_jobs: int = 1,
     max_train_cells: int | None = None,
+    max_leaf_nodes: int | None = None,
 ) -> pd.DataFrame:
     """Ridge (R2) and the RF classifier (accuracy) on several splits, one row each.
 
@@ -107,7 +108,8 @@ def split_comparison(
                     _note(m, ceiling, keys=("train_r2", "test_r2", "test_r2_ceiling")),
                 )
             )
-        rf = fit_rf_classifier(
+        # only the metrics are kept: one forest in memory at a time
+        m = fit_rf_classifier(
             cells,
             split,
             rf_features,
@@ -120,8 +122,8 @@ def split_comparison(
             n_pcs,
             max_samples,
             max_train_cells,
-        )
-        m = rf["metrics"]
+            max_leaf_nodes,
+        )["metrics"]
         if "skipped" in m:
             rows.append(_skipped_row(name, "rf_classifier", "accuracy", m["skipped"], m))
             continue
