@@ -16,6 +16,10 @@ Three steps, each resumable (re-running a step skips what is already there):
   invocation in ``runs.tsv``.
 * ``report``: per rule, from the ``benchmark:`` files: jobs, job-seconds, the largest peak
   RSS (max_rss, MB) and the longest job; the largest files under results/; a Markdown table.
+  Then the projected wall time on 200 cores along the critical path of the rule graph
+  (``snakemake --rulegraph``), each rule's span the larger of its longest job and its
+  job-seconds over 200 cores, with every job's seconds read from Snakemake's own run logs
+  (so rules without a ``benchmark:`` count too), and the merges' share of that path.
 
     python benchmarks/atlas_rehearsal.py data --root /work/rehearsal --workers 2
     python benchmarks/atlas_rehearsal.py run --root /work/rehearsal --cores 2
@@ -139,6 +143,66 @@ def run(root: Path, cores: int, extra: list[str]) -> int:
     return rc
 
 
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
+
+
+def logged_jobs(work: Path) -> dict[tuple[str, str], float]:
+    """Wall seconds of every job in Snakemake's run logs, keyed by (rule, outputs); a job run
+    again in a later log replaces the earlier one."""
+    jobs: dict[tuple[str, str], float] = {}
+    for log in sorted((work / ".snakemake" / "log").glob("*.snakemake.log")):
+        started: dict[str, tuple[str, str, float]] = {}
+        stamp, pending = None, None
+        for line in log.read_text().splitlines():
+            m = _STAMP.match(line)
+            if m:
+                stamp = time.mktime(
+                    time.strptime(m.group(1).replace("  ", " "), "%a %b %d %H:%M:%S %Y")
+                )
+                continue
+            m = re.match(r"^(?:local)?rule (\w+):$", line)
+            if m and stamp is not None:
+                pending = [m.group(1), "", stamp]
+                continue
+            if pending is not None and line.startswith("    output: "):
+                pending[1] = line.removeprefix("    output: ")
+            elif pending is not None and line.startswith("    jobid: "):
+                started[line.split()[-1]] = tuple(pending)
+                pending = None
+            m = re.match(r"^Finished jobid: (\d+)", line)
+            if m and m.group(1) in started and stamp is not None:
+                rule, out, t0 = started.pop(m.group(1))
+                jobs[(rule, out)] = stamp - t0
+    return jobs
+
+
+def critical_path(root: Path, jobs: dict[tuple[str, str], float]) -> tuple[float, list[str], float]:
+    """(minutes, rules, merges' minutes) of the longest path through the rule graph on
+    :data:`CORES_PROJECTED` cores, a rule lasting max(longest job, job-seconds / cores)."""
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root / "work"), "--configfile",
+           str(root / "config.yaml"), "--rulegraph", "--rerun-triggers", "mtime"]  # fmt: skip
+    dot = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.M))
+    parents: dict[str, list[str]] = {n: [] for n in names.values()}
+    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M):
+        parents[names[b]].append(names[a])  # a's output is b's input
+    per_rule: dict[str, list[float]] = {}
+    for (rule, _), sec in jobs.items():
+        per_rule.setdefault(rule, []).append(sec)
+    span = {r: max(max(v), sum(v) / CORES_PROJECTED) for r, v in per_rule.items()}
+    best: dict[str, tuple[float, list[str]]] = {}
+
+    def longest(rule: str) -> tuple[float, list[str]]:
+        if rule not in best:
+            before = max((longest(p) for p in parents.get(rule, [])), default=(0.0, []))
+            best[rule] = (before[0] + span.get(rule, 0.0), [*before[1], rule])
+        return best[rule]
+
+    total, path = max(longest(r) for r in parents)
+    merges = sum(span.get(r, 0.0) for r in path if r.startswith("merge"))
+    return total / 60, path, merges / 60
+
+
 def report(root: Path) -> str:
     results = root / "work" / "results"
     per_rule: dict[str, list[tuple[float, float, str]]] = {}
@@ -168,6 +232,11 @@ def report(root: Path) -> str:
     lines += ["", f"Projected wall time on {CORES_PROJECTED} cores (rules in sequence, each at "
               f"least its longest job): {total / 60:,.1f} min, of which the merges "
               f"{merges / 60:,.1f} min ({merges / max(total, 1e-9):.0%})."]  # fmt: skip
+    minutes, path, merges = critical_path(root, logged_jobs(root / "work"))
+    lines += ["", f"Critical path on {CORES_PROJECTED} cores (the rule graph's longest path, a "
+              f"rule lasting max(longest job, job-s / {CORES_PROJECTED}), every job's seconds from "
+              f"Snakemake's logs): {minutes:,.1f} min, of which the merges {merges:,.1f} min "
+              f"({merges / max(minutes, 1e-9):.0%}): {' -> '.join(path)}."]  # fmt: skip
     files = sorted((p for p in results.rglob("*") if p.is_file()), key=lambda p: -p.stat().st_size)
     lines += ["", "| largest files | MB |", "|---|---|"]
     lines += [f"| {p.relative_to(results)} | {p.stat().st_size / 2**20:,.0f} |" for p in files[:10]]
