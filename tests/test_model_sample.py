@@ -175,7 +175,7 @@ def test_use_pcs_adds_the_sampled_pcs_to_the_forests(tmp_path):
 
 @pytest.mark.parametrize("batch", [1, 299, 700, 701, 5000])
 def test_read_batches_are_iter_batches_read_one_row_group_at_a_time(files, batch):
-    from tahoeflow.models.split_file import read_batches
+    from tahoeflow.io import read_batches
 
     f = pq.ParquetFile(files[0])
     got = list(read_batches(f, ["cell_id", "n_genes"], batch))

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,37 @@ def parquet_file(path: str | os.PathLike[str]) -> pq.ParquetFile:
     """``pq.ParquetFile`` (footer read and checked); a corrupt file is an InputError naming it."""
     with _readable(path):
         return pq.ParquetFile(path)
+
+
+def read_batches(
+    f: pq.ParquetFile,
+    columns: Sequence[str] | None,
+    batch_rows: int,
+    row_groups: Sequence[int] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """``f``'s rows (of ``row_groups`` only, in that order, if given) in batches of
+    ``batch_rows`` (the last one shorter), read one row group at a time: memory is one row group
+    and one batch, where ``f.iter_batches`` with ``ParquetFile``'s default pre-buffering keeps
+    what it read until the reader is done. For many readers open at once (a k-way merge),
+    ``iter_batches`` of a file opened with ``pre_buffer=False`` holds less: one batch each."""
+    if batch_rows < 1:
+        from tahoeflow.errors import ArgumentError
+
+        raise ArgumentError("batch_rows", f"must be at least 1, got {batch_rows!r}")
+    cols = list(columns) if columns is not None else None
+    held: list[pa.Table] = []
+    n_held = 0
+    for i in range(f.num_row_groups) if row_groups is None else row_groups:
+        group = f.read_row_group(i, columns=cols)
+        held.append(group)
+        n_held += group.num_rows
+        while n_held >= batch_rows:
+            table = pa.concat_tables(held)
+            yield from table.slice(0, batch_rows).combine_chunks().to_batches()
+            rest = table.slice(batch_rows)
+            held, n_held = [rest], rest.num_rows
+    if n_held:
+        yield from pa.concat_tables(held).combine_chunks().to_batches()
 
 
 def read_schema(path: str | os.PathLike[str]) -> pa.Schema:

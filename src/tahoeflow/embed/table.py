@@ -43,7 +43,7 @@ def read_pcs(path: str | os.PathLike[str], rows: np.ndarray | None = None) -> np
 
 def _cells_in_slices(path: str | os.PathLike[str], sizes: Sequence[int]) -> Iterator[pa.Table]:
     """The merged cells' ``META`` columns, cut into consecutive tables of ``sizes`` rows."""
-    batches = pq.ParquetFile(path).iter_batches(columns=META, batch_size=65_536)
+    batches = tio.read_batches(pq.ParquetFile(path), META, 65_536)
     pending: list[pa.RecordBatch] = []
     have = 0
     for size in sizes:

@@ -47,7 +47,7 @@ from tahoeflow.export.long_counts import (
     open_counts,
     token_lookup,
 )
-from tahoeflow.io import atomic_path
+from tahoeflow.io import atomic_path, read_batches
 
 #: entries (non-zero group x gene values) per written block of groups
 BLOCK_NNZ = 1 << 22
@@ -65,7 +65,7 @@ def _row_counts(path, pf, index: GroupIndex, tokens) -> np.ndarray:
     """Entries per group (rows of the long table), checking every row's group and token."""
     n = np.zeros(index.n, dtype=np.int64)
     offset = 0
-    for b in pf.iter_batches(batch_size=COUNT_ROWS, columns=list(COLUMNS[:3]), use_threads=False):
+    for b in read_batches(pf, COLUMNS[:3], COUNT_ROWS):
         rows = index.rows_of(b.column("sample"), b.column("cell_line_id"))
         if (rows < 0).any():
             raise missing_group_error(path, b, rows, offset)

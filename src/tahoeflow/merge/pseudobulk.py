@@ -54,12 +54,12 @@ _GROUP_COLUMNS = ["sample", "cell_line_id", "plate", "drug", "dose_uM", "moa_fin
 
 def _groups_of_cells(cells_path: str | Path) -> pa.Table:
     """One row per (sample, cell line) of the merged cells: its design (first value), cell
-    count and summed total counts. Streamed over the file's record batches (memory: one batch
-    plus the groups), sorted by sample, cell line."""
+    count and summed total counts. Streamed over the file's record batches (memory: one row
+    group and one batch plus the groups), sorted by sample, cell line."""
     first = [(c, "first") for c in _GROUP_COLUMNS[2:]]
     parts = []
     pf = tio.parquet_file(cells_path)
-    for b in pf.iter_batches(batch_size=1 << 20, columns=[*_GROUP_COLUMNS, "total_counts"]):
+    for b in tio.read_batches(pf, [*_GROUP_COLUMNS, "total_counts"], 1 << 20):
         parts.append(
             pa.Table.from_batches([b])
             .group_by(_GROUP_COLUMNS[:2], use_threads=False)

@@ -31,7 +31,6 @@ from tahoeflow.errors import ArgumentError, InputError
 from tahoeflow.models.checks import check_int
 from tahoeflow.models.features import SPLIT_LABELS
 from tahoeflow.models.sampling import allocate
-from tahoeflow.models.split_file import read_batches
 
 BATCH_ROWS = 1 << 18
 META_KEY = b"tahoeflow.model_sample"
@@ -63,11 +62,11 @@ def _aligned(
     n, m = cf.metadata.num_rows, sf.metadata.num_rows
     if n != m:
         raise InputError(split_path, f"{m} rows, the cells table {cells_path} has {n}")
-    splits = read_batches(sf, ["cell_id", "split"], batch_rows)
+    splits = tio.read_batches(sf, ["cell_id", "split"], batch_rows)
     held: list[pa.RecordBatch] = []
     n_held = 0
     lo = 0
-    for batch in read_batches(cf, cell_cols, batch_rows):
+    for batch in tio.read_batches(cf, cell_cols, batch_rows):
         k = batch.num_rows
         while n_held < k:
             b = next(splits)
@@ -334,7 +333,7 @@ def sample_embeddings_file(
 
     def tables() -> Iterator[pa.Table]:
         nonlocal n
-        for batch in read_batches(ef, cols, batch_rows):
+        for batch in tio.read_batches(ef, cols, batch_rows):
             mask = pc.fill_null(pc.is_in(batch.column("cell_id"), value_set=ids), False)
             t = pa.Table.from_batches([batch.filter(mask)], schema=schema)
             n += t.num_rows

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tahoeflow import io as tio
 from tahoeflow.errors import ArgumentError, InputError
@@ -26,33 +25,12 @@ from tahoeflow.models.features import check_split_args, count_test, seeded_hash
 BATCH_ROWS = 1 << 20
 
 
-def read_batches(
-    f: pq.ParquetFile, columns: list[str] | None, batch_rows: int
-) -> Iterator[pa.RecordBatch]:
-    """``f``'s rows in batches of ``batch_rows`` (the last one shorter): the batches of
-    ``f.iter_batches``, but read one row group at a time, so memory is one row group and one
-    batch (``iter_batches``' read cache keeps what it read until the reader is done)."""
-    held: list[pa.Table] = []
-    n_held = 0
-    for i in range(f.num_row_groups):
-        group = f.read_row_group(i, columns=columns)
-        held.append(group)
-        n_held += group.num_rows
-        while n_held >= batch_rows:
-            table = pa.concat_tables(held)
-            yield from table.slice(0, batch_rows).combine_chunks().to_batches()
-            rest = table.slice(batch_rows)
-            held, n_held = [rest], rest.num_rows
-    if n_held:
-        yield from pa.concat_tables(held).combine_chunks().to_batches()
-
-
 def _batches(path: str | Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
     f = tio.parquet_file(path)
     missing = [c for c in columns if c not in f.schema_arrow.names]
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}")
-    yield from read_batches(f, columns, BATCH_ROWS)
+    yield from tio.read_batches(f, columns, BATCH_ROWS)
 
 
 def _check_unique(path: str | Path, h: np.ndarray, seed: int) -> None:

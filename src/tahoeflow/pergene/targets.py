@@ -24,6 +24,7 @@ from tahoeflow.export.long_counts import (
     open_counts,
     token_lookup,
 )
+from tahoeflow.io import read_batches
 
 #: rows of the long table decoded at once
 BATCH_ROWS = 1 << 20
@@ -58,7 +59,7 @@ def target_counts(
     lib = np.zeros(index.n)
     pf = open_counts(counts_path)
     offset = 0
-    for b in pf.iter_batches(batch_size=batch_rows, columns=list(COLUMNS), use_threads=False):
+    for b in read_batches(pf, COLUMNS, batch_rows):
         rows = index.rows_of(b.column("sample"), b.column("cell_line_id"))
         if (rows < 0).any():
             raise missing_group_error(counts_path, b, rows, offset)

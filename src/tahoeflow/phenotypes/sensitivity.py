@@ -117,13 +117,11 @@ def counts_from_cells(cells: pd.DataFrame) -> pd.DataFrame:
 
 def counts_from_cells_file(path: str | Path, batch_rows: int = 1 << 20) -> pd.DataFrame:
     """:func:`counts_from_cells` of a cells Parquet file, one record batch at a time (memory:
-    one batch and the groups, not the cells), summed over the batches: the same table."""
+    one row group, one batch and the groups, not the cells), summed over the batches: the same
+    table."""
     keys = COUNT_SCHEMA.names[:-1]
     f = tio.parquet_file(path)
-    parts = [
-        counts_from_cells(b.to_pandas())
-        for b in f.iter_batches(batch_size=batch_rows, columns=keys)
-    ]
+    parts = [counts_from_cells(b.to_pandas()) for b in tio.read_batches(f, keys, batch_rows)]
     if len(parts) <= 1:
         return parts[0] if parts else counts_from_cells(f.schema_arrow.empty_table().to_pandas())
     out = pd.concat(parts, ignore_index=True)
