@@ -216,6 +216,7 @@ def forest_mb(wildcards, input):
     models.rf's trees, rows per tree and max_leaf_nodes, over all the sample's rows and cell
     lines (a bound for the forest on its training split and for split_comparison's re-splits).
     """
+    Path(input.sample).stat()  # a missing input: the request is made once it exists
     rf = config["models"]["rf"]
     lines = pq.read_table(input.sample, columns=["cell_line_id"]).column(0)
     n_bytes = forest_nbytes_bound(
