@@ -271,7 +271,7 @@ def test_analysis_param_reruns_only_its_stage(base, case):
 # Rules that only provide inputs for the other source kinds (hub downloads, h5ad conversion).
 SOURCE_ONLY = re.compile(r"^(download|h5ad|prepare)_")
 # Partial merges exist only with more shards than merge.fan_in (the demo has 4, the default
-# fan-in is 64): test_merge_hierarchy.py runs them.
+# fan-in is 16): test_merge_hierarchy.py runs them.
 ABOVE_FAN_IN = {"merge_part_cells", "merge_part_gene_stats", "merge_part_pseudobulk"}
 # The model sample's PCs exist only when the forests use them (models.rf.use_pcs; off in the
 # demo): test_model_sample.py plans them.
