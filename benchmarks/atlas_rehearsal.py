@@ -124,7 +124,6 @@ def write_config(root: Path, files: str, summary_per_job: int | None, embed_per_
         },
         "summarize": {"shards_per_job": summary_per_job},
         "embed": {"shards_per_job": embed_per_job},
-        "merge": {"fan_in": 64},
     }
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -146,9 +145,9 @@ def run(root: Path, cores: int, extra: list[str]) -> int:
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
 
 
-def logged_jobs(work: Path) -> dict[tuple[str, str], float]:
-    """Wall seconds of every job in Snakemake's run logs, keyed by (rule, outputs); a job run
-    again in a later log replaces the earlier one."""
+def logged_jobs(work: Path, since: float = 0.0) -> dict[tuple[str, str], float]:
+    """Wall seconds of every job in Snakemake's run logs that finished after ``since``, keyed
+    by (rule, outputs); a job run again in a later log replaces the earlier one."""
     jobs: dict[tuple[str, str], float] = {}
     for log in sorted((work / ".snakemake" / "log").glob("*.snakemake.log")):
         started: dict[str, tuple[str, str, float]] = {}
@@ -172,7 +171,8 @@ def logged_jobs(work: Path) -> dict[tuple[str, str], float]:
             m = re.match(r"^Finished jobid: (\d+)", line)
             if m and m.group(1) in started and stamp is not None:
                 rule, out, t0 = started.pop(m.group(1))
-                jobs[(rule, out)] = stamp - t0
+                if stamp >= since:
+                    jobs[(rule, out)] = stamp - t0
     return jobs
 
 
@@ -203,10 +203,13 @@ def critical_path(root: Path, jobs: dict[tuple[str, str], float]) -> tuple[float
     return total / 60, path, merges / 60
 
 
-def report(root: Path) -> str:
+def report(root: Path, since: float = 0.0) -> str:
+    """The Markdown tables; ``since`` (epoch seconds): only jobs that finished after it."""
     results = root / "work" / "results"
     per_rule: dict[str, list[tuple[float, float, str]]] = {}
     for tsv in (results / "benchmarks").rglob("*.tsv"):
+        if tsv.stat().st_mtime < since:
+            continue
         rel = tsv.relative_to(results / "benchmarks")
         rule = re.sub(r"\d+(_\d+)?", "#", str(rel.with_suffix("")))  # e.g. embed/project_b#
         with open(tsv) as fh:
@@ -232,7 +235,7 @@ def report(root: Path) -> str:
     lines += ["", f"Projected wall time on {CORES_PROJECTED} cores (rules in sequence, each at "
               f"least its longest job): {total / 60:,.1f} min, of which the merges "
               f"{merges / 60:,.1f} min ({merges / max(total, 1e-9):.0%})."]  # fmt: skip
-    minutes, path, merges = critical_path(root, logged_jobs(root / "work"))
+    minutes, path, merges = critical_path(root, logged_jobs(root / "work", since))
     lines += ["", f"Critical path on {CORES_PROJECTED} cores (the rule graph's longest path, a "
               f"rule lasting max(longest job, job-s / {CORES_PROJECTED}), every job's seconds from "
               f"Snakemake's logs): {minutes:,.1f} min, of which the merges {merges:,.1f} min "
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--summary-per-job", type=int, default=None)  # None: the default (auto)
     ap.add_argument("--embed-per-job", type=int, default=32)
+    ap.add_argument("--since", help="report: only jobs finished after this local time (ISO)")
     args, extra = ap.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]  # `run ... -- --keep-going`: Snakemake's arguments
     root = args.root.resolve()
@@ -264,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         write_config(root, args.files, args.summary_per_job, args.embed_per_job)
         return run(root, args.cores, extra)
     else:
-        print(report(root))
+        since = time.mktime(time.strptime(args.since, "%Y-%m-%dT%H:%M:%S")) if args.since else 0.0
+        print(report(root, since))
     return 0
 
 
