@@ -314,7 +314,15 @@ def test_rf_classifier_and_baselines_scripts_with_one_cell_line(tmp_path):
     tio.write_parquet(pa.Table.from_pandas(cells, preserve_index=False), tmp_path / "cells.pq")
     split = make_split(cells, "random", 0.2, 0)
     tio.write_parquet(pa.Table.from_pandas(split, preserve_index=False), tmp_path / "split.pq")
-    params = dict(n_estimators=5, max_depth=None, max_samples=None, n_pcs=None, cv_folds=3, seed=0)
+    params = dict(
+        n_estimators=5,
+        max_depth=None,
+        max_samples=None,
+        max_leaf_nodes=16000,
+        n_pcs=None,
+        cv_folds=3,
+        seed=0,
+    )
     sample_cells_file(tmp_path / "cells.pq", tmp_path / "split.pq", tmp_path / "sample.pq")
     inputs = {"sample": str(tmp_path / "sample.pq"), "embeddings": []}
     rf = FakeSnakemake(
