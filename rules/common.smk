@@ -33,6 +33,7 @@ from tahoeflow.provenance import code_digest
 from tahoeflow.errors import ConfigError
 from tahoeflow.io import RESULTS
 from tahoeflow.cells.plan import plan_batches, plan_merge_tree, plan_summary_groups
+from tahoeflow.merge.pseudobulk import largest_line_rows
 from tahoeflow.models.checks import forest_nbytes_bound
 
 _SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -271,6 +272,24 @@ def mem_mb(base, slope=0.0, size=input_mb):
         return job_mem_mb(base + slope * size(wildcards, input), attempt)
 
     return request
+
+
+# The final pseudobulk merge over partials (one cell line per row group) holds one line's rows
+# at a time, and streams the merged cells: the whole-layout rehearsal peaked at 746 MB with
+# 4.31M rows in its largest line, bench_pseudobulk_merge.py at 354 MB with 1M (RESULTS.md).
+LINE_MERGE_BASE_MB = 350
+LINE_MERGE_MB_PER_MROWS = 110
+
+
+def pseudobulk_merge_mb(wildcards, input):
+    """MB the merge_pseudobulk script peaks at: over partials, by the largest cell line's rows;
+    over shard tables (at most merge.fan_in of them, merged whole), 450 + 15 x input MB."""
+    for p in input.pseudobulk:
+        Path(p).stat()  # a missing input: the request is made once it exists
+    rows = largest_line_rows(input.pseudobulk)
+    if rows is None:
+        return 450 + 15 * input_mb(wildcards, input)
+    return LINE_MERGE_BASE_MB + LINE_MERGE_MB_PER_MROWS * rows / 1e6
 
 
 def stream_rows(wildcards, input):

@@ -132,7 +132,7 @@ rule merge_pseudobulk:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb(450, 15),
+        mem_mb=mem_mb(0, 1, size=pseudobulk_merge_mb),
         runtime=30,
     script:
         "../workflow/scripts/merge_pseudobulk.py"

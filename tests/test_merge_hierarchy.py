@@ -21,6 +21,7 @@ from tahoeflow.errors import InputError
 from tahoeflow.merge.cells import cells_part, cells_part_merge, merge_cells
 from tahoeflow.merge.gene_stats import merge_gene_stats, sum_gene_stats_part
 from tahoeflow.merge.pseudobulk import (
+    largest_line_rows,
     merge_pseudobulk,
     merge_pseudobulk_by_line,
     pseudobulk_part,
@@ -169,6 +170,15 @@ def test_pseudobulk_by_line_equals_the_whole_merge_and_reads_one_line_at_a_time(
     assert n_rg == pq.ParquetFile(tmp_path / "whole.parquet").metadata.num_row_groups
     lines = sorted(set(counts.column("cell_line_id").to_pylist()))
     assert len(lines) >= 3 and seen == [{ln} for ln in lines]
+    # what the job holds at once, for its memory request: the largest line's rows over parts
+    per_line = (
+        pa.concat_tables(pq.read_table(p) for p in parts)
+        .group_by("cell_line_id")
+        .aggregate([([], "count_all")])
+    )
+    assert largest_line_rows(parts) == max(per_line.column("count_all").to_pylist()) > 0
+    assert largest_line_rows([*parts, paths["pseudobulk"][names[0]]]) is None  # a shard table
+    assert largest_line_rows([]) == 0
 
 
 def test_tree_plan_bounds_every_job_and_keeps_shard_order():
@@ -342,7 +352,13 @@ def test_workflow_fan_in_adds_partial_merges_and_keeps_the_merged_files(tmp_path
     finals = {"merge_cells": 1, "merge_gene_stats": 1, "merge_pseudobulk": 1}
     parts = ("merge_part_cells", "merge_part_gene_stats", "merge_part_pseudobulk")
     assert planned(cfg) == {**finals, **dict.fromkeys(parts, 2)}
-    run_smk(tmp_path, cfg, *targets, check=True)
+    log = run_smk(tmp_path, cfg, *targets, check=True)
+    # its request counts the largest line's rows over the partials (a few thousand here: the
+    # base), not 15 x its inputs, which include the merged cells it only streams
+    block = (log.stdout + log.stderr).split("rule merge_pseudobulk:")[1].split("\n\n")[0]
+    declared = int(re.search(r"\bmem_mb=(\d+)", block).group(1))
+    rows = pq.ParquetFile(tmp_path / targets[2]).metadata.num_rows
+    assert int((740 + 350) * 1.3) <= declared <= int((740 + 350 + 110 * rows / 1e6) * 1.3)
     for t in targets:
         if t.endswith("gene_stats.parquet"):  # float sums: last bits (function-level test)
             a, b = pq.read_table(tmp_path / t), pq.read_table(pa.BufferReader(flat[t]))

@@ -281,6 +281,20 @@ def row_group_lines(source: str | Path | pq.ParquetFile) -> list[str | None]:
     return out
 
 
+def largest_line_rows(pb_paths: Sequence[str | Path]) -> int | None:
+    """The most rows one cell line has over all inputs (from the footers), which bounds what
+    :func:`merge_pseudobulk_by_line` holds at once; None where an input has a row group of
+    several lines (shard tables), which that function merges whole."""
+    rows: dict[str, int] = {}
+    for p in pb_paths:
+        f = tio.parquet_file(p)
+        for i, line in enumerate(row_group_lines(f)):
+            if line is None:
+                return None
+            rows[line] = rows.get(line, 0) + f.metadata.row_group(i).num_rows
+    return max(rows.values(), default=0)
+
+
 def merge_pseudobulk_by_line(
     pb_paths: Sequence[str | Path],
     cells_path: str | Path,
