@@ -268,6 +268,30 @@ def test_gram_partial_methods_exact(hvg_data, method):
     assert relerr(colsum, dense.sum(axis=0)) < 1e-12
 
 
+def test_gram_sparse_kernel_is_scipys_product_bit_for_bit(hvg_data):
+    """The sparse method adds each entry's products in scipy's order: the same bits as
+    ``(X^T X).toarray()`` in float64; unsorted or duplicated indices are summed first."""
+    shard_X, _ = hvg_data
+    for X in shard_X[:2]:
+        X64 = X.astype(np.float64)
+        ref = (X64.T @ X64).toarray()
+        gram, _, _ = gram_partial(X, method="sparse")
+        assert np.array_equal(gram, ref)
+    X = shard_X[0].astype(np.float64)
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    order = np.lexsort((-X.indices, rows))  # each row's indices descending
+    idx, val = X.indices[order], X.data[order]
+    # and row 0's first entry stored twice, as two halves
+    idx, val = np.r_[idx[:1], idx], np.r_[val[:1] / 2, val[:1] / 2, val[1:]]
+    ptr = X.indptr.copy()
+    ptr[1:] += 1
+    messy = sp.csr_matrix((val, idx, ptr), shape=X.shape)
+    assert not messy.has_canonical_format and X.indptr[1] >= 2
+    dense = X.toarray()
+    assert relerr(gram_partial(messy, method="sparse")[0], dense.T @ dense) < 1e-13
+    assert messy.nnz == X.nnz + 1  # the caller's matrix is left as it was
+
+
 def test_combine_gram_equals_full_matrix(hvg_data):
     shard_X, full_X = hvg_data
     parts = (gram_partial(X) for X in shard_X)  # a generator: consumed one at a time

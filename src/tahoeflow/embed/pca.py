@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import numba as nb
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
@@ -39,10 +40,24 @@ __all__ = [
 
 GramPartial = tuple[NDArray[np.float64], NDArray[np.float64], int]
 
-# The "auto" method of gram_partial uses scipy's sparse product when
-# sum(row_nnz**2) * _SPARSE_PENALTY < n_rows * d**2: one multiply-add of the sparse product
-# costs about as much as 300 of the blocked dense BLAS one (benchmarks/RESULTS.md).
-_SPARSE_PENALTY = 300.0
+# The "auto" method of gram_partial takes the sparse kernel when
+# sum(row_nnz**2) * _SPARSE_PENALTY < n_rows * d**2: one multiply-add of the kernel (a
+# scattered add into the d x d matrix) costs about as much as 60 of BLAS dsyrk's, so the
+# kernel wins below ~13% density at d=2000 (benchmarks/RESULTS.md, "The Gram kernel").
+_SPARSE_PENALTY = 60.0
+
+
+@nb.njit(cache=True, nogil=True)
+def _gram_upper_kernel(indptr, indices, data, out):  # pragma: no cover - compiled
+    """out[i, j] += x_ri * x_rj for every row r and its non-zeros i <= j (sorted indices), rows
+    in order: each entry is summed in the order scipy's sparse product sums it."""
+    for r in range(indptr.size - 1):
+        lo, hi = indptr[r], indptr[r + 1]
+        for p in range(lo, hi):
+            i = indices[p]
+            v = data[p]
+            for q in range(p, hi):
+                out[i, indices[q]] += v * data[q]
 
 
 def _as_csr(X: object) -> sp.csr_matrix:
@@ -87,11 +102,11 @@ def gram_partial(
     * ``"dense_blocks"``: ``block_rows`` rows at a time are densified into a float64 block ``B``,
       and BLAS ``dsyrk`` adds ``B^T B`` to the upper triangle. Extra memory is
       ``O(d^2 + block_rows * d)``, and ``X`` itself is never densified.
-    * ``"sparse"``: scipy's sparse product ``(X^T X).toarray()``. Extra memory is
-      ``O(d^2 + nnz)``.
-    * ``"auto"``: ``"sparse"`` when ``sum(row_nnz^2) * 300 < n * d^2``, i.e. for very sparse
-      inputs (below ~5% density at d=2000), otherwise ``"dense_blocks"`` (timings in
-    benchmarks/RESULTS.md).
+    * ``"sparse"``: each row's products of non-zeros added into the upper triangle
+      (``sum(row_nnz^2) / 2`` multiply-adds; the same bits as scipy's ``(X^T X).toarray()``,
+      about 4x faster). Extra memory is ``O(d^2 + nnz)``.
+    * ``"auto"``: ``"sparse"`` when ``sum(row_nnz^2) * 60 < n * d^2``, i.e. below ~13% density
+      at d=2000, otherwise ``"dense_blocks"`` (timings in benchmarks/RESULTS.md).
     """
     X = _as_csr(X)
     n, d = X.shape
@@ -106,17 +121,24 @@ def gram_partial(
         method = "sparse" if sparse_cost < float(n) * d * d else "dense_blocks"
 
     if method == "sparse":
-        X64 = _csr_rows_float64(X, 0, n)
-        gram = np.ascontiguousarray((X64.T @ X64).toarray(), dtype=np.float64)
-        return gram, colsum, n
-
-    syrk = scipy.linalg.blas.dsyrk
-    upper = np.zeros((d, d), dtype=np.float64, order="F")
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        block = _csr_rows_float64(X, start, stop).toarray()  # C order: block.T is F order
-        # dsyrk with trans=0 computes a @ a.T. a = block.T is F-contiguous, so there is no copy.
-        upper = syrk(1.0, block.T, beta=1.0, c=upper, trans=0, lower=0, overwrite_c=1)
+        if not X.has_canonical_format:  # the kernel needs sorted, distinct indices per row
+            X = X.copy()
+            X.sum_duplicates()
+        upper = np.zeros((d, d), dtype=np.float64)
+        _gram_upper_kernel(
+            np.ascontiguousarray(X.indptr, dtype=np.int64),
+            np.ascontiguousarray(X.indices, dtype=np.int32),
+            np.ascontiguousarray(X.data, dtype=np.float64),
+            upper,
+        )
+    else:
+        syrk = scipy.linalg.blas.dsyrk
+        upper = np.zeros((d, d), dtype=np.float64, order="F")
+        for start in range(0, n, block_rows):
+            stop = min(start + block_rows, n)
+            block = _csr_rows_float64(X, start, stop).toarray()  # C order: block.T is F order
+            # dsyrk with trans=0 computes a @ a.T: a = block.T is F-contiguous (no copy)
+            upper = syrk(1.0, block.T, beta=1.0, c=upper, trans=0, lower=0, overwrite_c=1)
     gram = np.triu(upper)
     gram += np.triu(upper, 1).T
     return np.ascontiguousarray(gram), colsum, n
