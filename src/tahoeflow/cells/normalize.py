@@ -98,6 +98,16 @@ def _column_positions(n_genes: int, columns: np.ndarray) -> tuple[np.ndarray, np
     return cols, position
 
 
+@nb.njit(cache=True, nogil=True)
+def _count_kept(indices, position):  # pragma: no cover - compiled
+    """How many stored values fall in kept columns (without an nnz-sized temporary)."""
+    n = 0
+    for j in range(indices.size):
+        if position[indices[j]] >= 0:
+            n += 1
+    return n
+
+
 def log_normalize_columns(
     X: sp.csr_matrix, columns: np.ndarray, target_sum: float = TARGET_SUM
 ) -> sp.csr_matrix:
@@ -113,7 +123,7 @@ def log_normalize_columns(
     indptr = np.ascontiguousarray(X.indptr, dtype=np.int64)
     indices = np.ascontiguousarray(X.indices, dtype=np.int32)
     data = X.data if X.data.dtype in (np.float32, np.float64) else X.data.astype(np.float64)
-    n_kept = int(np.count_nonzero(position[indices] >= 0)) if cols.size < X.shape[1] else X.nnz
+    n_kept = _count_kept(indices, position) if cols.size < X.shape[1] else X.nnz
     out_ptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
     out_idx = np.empty(n_kept, dtype=np.int32)
     out_val = np.empty(n_kept, dtype=np.float64)
@@ -185,7 +195,7 @@ def select_columns(X: sp.csr_matrix, columns: np.ndarray) -> tuple[sp.csr_matrix
     indptr = np.ascontiguousarray(X.indptr, dtype=np.int64)
     indices = np.ascontiguousarray(X.indices, dtype=np.int32)
     data = np.ascontiguousarray(X.data)
-    n_kept = int(np.count_nonzero(position[indices] >= 0))
+    n_kept = _count_kept(indices, position)
     out_ptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
     out_idx = np.empty(n_kept, dtype=np.int32)
     out_val = np.empty(n_kept, dtype=data.dtype)
