@@ -20,9 +20,12 @@ between it and the workflow is what the orchestration (a process per job) costs.
 
 Not the same arithmetic, the same deliverable: the seed normalises to CPM and runs a
 randomized SVD on all 62,710 genes; the workflow normalises to CP10k and computes an exact SVD
-on the 2,000 HVGs (its design). The ratio is baseline wall / our wall of the same repeat
-(goal >= 30), reported as the median of the per-repeat ratios and as the ratio of the medians.
+on the 2,000 HVGs (its design). The ratio is baseline wall / our wall of the same repeat, reported as
+the median of the per-repeat ratios and as the ratio of the medians. Goal (issue 18): >= 10x
+at 200,000 cells, where per-cell work dominates; 20,000 cells measure start-up (no goal), so the
+result also states the workflow's job-seconds beyond the library's work, per job.
 
+    .venv/bin/python benchmarks/ours_end_to_end.py --cells 200000 --files 8 --repeats 3
     .venv/bin/python benchmarks/ours_end_to_end.py --cells 20000 --files 2 --repeats 3
 """
 
@@ -54,7 +57,8 @@ from _common import (  # noqa: E402
 )
 
 HERE = Path(__file__).resolve().parent
-GOAL = 30.0
+GOAL = 10.0  # at 200,000 cells
+GOAL_MIN_CELLS = 200_000  # below this the run measures start-up: no goal
 TARGETS = ["results/embed/embeddings.parquet", "results/embed/pca_variance.csv"]
 
 
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         per_kind: dict[str, float] = {}
         for j in ours[-1]["jobs"]:
             per_kind[job_kind(j)] = per_kind.get(job_kind(j), 0.0) + (j["s"] or 0.0)
+        n_jobs = len(ours[-1]["jobs"])
+        lib_work = statistics.median(x["wall_s"] - x["times_s"].get("import", 0.0) for x in lib)
         bw = [b["wall_s"] for b in base]
         ow = [o["wall_s"] for o in ours]
         result = {
@@ -147,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             "ours_wall_s": stats(ow),
             "ours_job_s_by_kind_last_repeat": per_kind,
             "ours_job_peak_vmhwm_mb": max(o["job_peak_vmhwm_mb"] for o in ours),
+            "ours_jobs_last_repeat": n_jobs,
+            # each job's own start, imports, numba cache loads and metadata reads, on average
+            "ours_fixed_s_per_job": (sum(per_kind.values()) - lib_work) / max(n_jobs, 1),
             "ratio_paired": stats(ratios),
             "library_wall_s": stats([x["wall_s"] for x in lib]),
             "library_phases_s": {
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "library_peak_mb": max(x["peak_mb"] for x in lib),
             "library_ratio_paired": stats(lib_ratios),
             "ratio_of_medians": statistics.median(bw) / statistics.median(ow),
-            "goal": GOAL,
+            "goal": GOAL if args.cells >= GOAL_MIN_CELLS else None,
         }
         if not n_base == n_ours == n_lib:
             result["error"] = f"row counts differ: baseline {n_base}, ours {n_ours}, lib {n_lib}"
