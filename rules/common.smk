@@ -283,7 +283,8 @@ LINE_MERGE_MB_PER_MROWS = 110
 
 def pseudobulk_merge_mb(wildcards, input):
     """MB the merge_pseudobulk script peaks at: over partials, by the largest cell line's rows;
-    over shard tables (at most merge.fan_in of them, merged whole), 450 + 15 x input MB."""
+    over shard tables (at most merge.fan_in of them, merged whole), 450 + 15 x input MB.
+    """
     for p in input.pseudobulk:
         Path(p).stat()  # a missing input: the request is made once it exists
     rows = largest_line_rows(input.pseudobulk)
