@@ -131,7 +131,7 @@ rule landscape:
         "../envs/tahoeflow.yaml"
     threads: 1
     resources:
-        mem_mb=mem_mb(600, 3),
+        mem_mb=mem_mb(600, 1, size=signature_mb),
         runtime=30,
     params:
         moa_column=LANDSCAPE_CFG["moa_column"],

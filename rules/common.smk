@@ -293,6 +293,19 @@ def pseudobulk_merge_mb(wildcards, input):
     return LINE_MERGE_BASE_MB + LINE_MERGE_MB_PER_MROWS * rows / 1e6
 
 
+def signature_mb(wildcards, input):
+    """MB the landscape holds beyond its base: the drug signatures (keys x genes, at most one
+    per topTable row) with their compensations and the output (3 float64 copies), and one
+    batch of topTable rows (~100 MB). A missing topTable defers the request until it exists.
+    """
+    if not input.toptable:
+        return 0
+    top = input.toptable[0]
+    Path(top).stat()
+    rows = pq.ParquetFile(top).metadata.num_rows
+    return 24 * rows / 2**20 + 100
+
+
 def stream_rows(wildcards, input):
     """Rows a stream chunk downloads (its wildcards' range)."""
     return int(wildcards.stop) - int(wildcards.start)

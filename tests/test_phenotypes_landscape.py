@@ -64,6 +64,37 @@ def test_drug_signatures_average_contrasts_with_missing_genes_as_zero():
         ls.drug_signatures(top.rename(columns={"logFC": "x"}))
 
 
+@pytest.mark.parametrize("by", ["drug", "drug_dose"])
+def test_signatures_streamed_from_the_file_equal_the_in_memory_ones(tmp_path, by):
+    """Read a few rows at a time (contrasts, keys and genes spread over many batches, NaN
+    logFCs, drug names with spaces, values over 16 orders of magnitude), the signatures are
+    drug_signatures of the whole table to the bit."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    top = pd.DataFrame({
+        "drug": rng.choice(["A ", "A", "B", "C d", "E"], n), "dose_uM": rng.choice([0.05, 0.5, 5.0], n),
+        "cell_line_id": rng.choice(["L1", "L2", "L3"], n), "plate": rng.choice(["p1", "p2"], n),
+        "gene": rng.integers(3, 60, n), "logFC": rng.normal(size=n) * 10.0 ** rng.integers(-8, 8, n),
+    })  # fmt: skip
+    top.loc[rng.choice(n, 40, replace=False), "logFC"] = np.nan
+    top.loc[top["drug"] == "E", "logFC"] = np.nan  # a key without any value: a row of zeros
+    path = tmp_path / "top.parquet"
+    top.to_parquet(path, row_group_size=700)
+    want = ls.drug_signatures(top, by)
+    got = ls.drug_signatures_from_parquet(path, by, batch_rows=333)
+    assert list(got.index) == list(want.index) and list(got.columns) == list(want.columns)
+    assert (got.index.name, got.columns.name) == ("key", "gene")
+    assert np.array_equal(got.to_numpy(), want.to_numpy())  # pandas' compensated sums, exactly
+    assert len(want) == (4 if by == "drug" else 12) and not got.loc[
+        got.index.str.startswith("E")
+    ].any(axis=None)
+    top.head(0).to_parquet(tmp_path / "empty.parquet")
+    assert ls.drug_signatures_from_parquet(tmp_path / "empty.parquet", by).empty
+    top.rename(columns={"logFC": "x"}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="none of the columns"):
+        ls.drug_signatures_from_parquet(tmp_path / "bad.parquet", by)
+
+
 def test_pooled_sensitivity_heatmap_and_moa_map(tmp_path):
     sens = pd.DataFrame({
         "level": ["plate", "pooled", "pooled", "pooled", "pooled", "pooled", "pooled"],
