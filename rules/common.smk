@@ -306,6 +306,26 @@ def signature_mb(wildcards, input):
     return 24 * rows / 2**20 + 100
 
 
+def updown_held_mb(wildcards, input):
+    """MB of topTable the updown job holds: a Parquet one is streamed (one batch of rows and
+    the updown.max_rows sample at a time; all rows with max_rows null), other formats whole.
+    """
+    # imported here, not at parse time: the module loads scikit-learn
+    from tahoeflow.de.updown import TOPTABLE_BATCH_ROWS
+
+    path = str(input.toptable)
+    Path(path).stat()  # a missing input: the request is made once it exists
+    if not path.lower().endswith((".parquet", ".pq")):
+        return input.size_mb
+    rows = pq.ParquetFile(path).metadata.num_rows
+    held = (
+        rows
+        if not config["updown"]["max_rows"]
+        else TOPTABLE_BATCH_ROWS + config["updown"]["max_rows"]
+    )
+    return input.size_mb * min(1.0, held / max(rows, 1))
+
+
 def stream_rows(wildcards, input):
     """Rows a stream chunk downloads (its wildcards' range)."""
     return int(wildcards.stop) - int(wildcards.start)

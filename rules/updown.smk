@@ -34,7 +34,7 @@ rule updown:
         "../envs/tahoeflow.yaml"
     threads: 2
     resources:
-        mem_mb=mem_mb(1500, 10.5),
+        mem_mb=mem_mb(1500, 10.5, size=updown_held_mb),
         runtime=60,
     params:
         seed=UPDOWN["seed"],

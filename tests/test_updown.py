@@ -120,6 +120,41 @@ def test_csv_tsv_parquet_and_sniffed_files_load_identically(tmp_path):
         pd.testing.assert_frame_equal(other, ref, check_exact=False, rtol=1e-15)
 
 
+@pytest.mark.parametrize("max_rows", [None, 3000, 200])
+def test_streamed_sample_is_the_in_memory_sample(tmp_path, max_rows):
+    """A Parquet topTable read a few rows at a time gives load_toptable's table and pandas'
+    seeded sample of it: the same rows, values, dtypes and index; limma and DESeq2 tables."""
+    df = _toptable(G=2000)
+    df.loc[[3, 700, 1999], "B"] = np.nan
+    df["drug"] = np.where(np.arange(len(df)) % 3, "a", "b")
+    df.to_parquet(tmp_path / "tt.parquet", row_group_size=300)
+    deseq = df.drop(columns=["logFC", "AveExpr", "t", "P.Value", "adj.P.Val", "B"]).assign(
+        log2FoldChange=df["logFC"], lfcSE=0.5, stat=df["t"], pvalue=df["P.Value"],
+        padj=df["adj.P.Val"], baseMean=2.0 ** df["AveExpr"],
+    )  # fmt: skip
+    deseq.loc[5, "padj"] = np.nan
+    deseq.to_parquet(tmp_path / "dq.parquet", row_group_size=300)
+    for name in ("tt.parquet", "dq.parquet"):
+        path = tmp_path / name
+        want, n_dropped = updown.load_toptable(path)
+        n = len(want)
+        if max_rows and n > max_rows:
+            want = want.sample(n=max_rows, random_state=7).sort_index()
+        got, n_rows, dropped = updown.load_toptable_sample(path, max_rows, 7, batch_rows=170)
+        assert (n_rows, dropped) == (n, n_dropped) and n_dropped >= 1
+        pd.testing.assert_frame_equal(got, want)
+    empty = tmp_path / "empty.parquet"
+    df.head(0).to_parquet(empty)
+    got, n_rows, dropped = updown.load_toptable_sample(empty, max_rows, 7)
+    assert got.empty and (n_rows, dropped) == (0, 0)
+    bad = df.astype({"t": str})
+    bad.loc[1500, "t"] = "x"
+    bad.to_parquet(tmp_path / "bad.parquet", row_group_size=300)
+    with pytest.raises(InputError, match="non-numeric") as e:
+        updown.load_toptable_sample(tmp_path / "bad.parquet", max_rows, 7, batch_rows=170)
+    assert e.value.row == 1500 and "bad.parquet" in str(e.value)
+
+
 def test_missing_column_error_names_file_and_column(tmp_path):
     path = tmp_path / "broken_toptable.csv"
     _toptable(G=20).drop(columns=["adj.P.Val", "B"]).to_csv(path, index=False)

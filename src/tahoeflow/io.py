@@ -396,9 +396,10 @@ def json_value(v: Any) -> Any:
     return v
 
 
-def numeric_columns(df: Any, columns: list[str], path: object) -> Any:
+def numeric_columns(df: Any, columns: list[str], path: object, row_offset: int = 0) -> Any:
     """``df[columns]`` (a copy) with text columns parsed as numbers; a value that is not a
-    number is an :class:`~tahoeflow.errors.InputError` naming the file, row and column."""
+    number is an :class:`~tahoeflow.errors.InputError` naming the file, row (``df``'s first
+    being ``row_offset``) and column."""
     import numpy as np
     import pandas as pd
 
@@ -412,7 +413,7 @@ def numeric_columns(df: Any, columns: list[str], path: object) -> Any:
             if bad.size:
                 raise InputError(
                     path, f"column {c!r} has a non-numeric value {out[c].iloc[bad[0]]!r}",
-                    row=int(bad[0]),
+                    row=int(bad[0]) + row_offset,
                 )  # fmt: skip
             out[c] = conv
     return out
