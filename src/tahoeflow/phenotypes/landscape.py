@@ -194,7 +194,8 @@ def drug_signatures_from_parquet(
     n_contrasts = np.bincount([k for k, *_ in contrasts], minlength=len(keys))
     k_keep = np.argsort(keys.to_numpy(), kind="stable")
     g_keep = np.argsort(genes.to_numpy(), kind="stable")
-    out = sums[np.ix_(k_keep, g_keep)] / n_contrasts[k_keep][:, None]
+    # column-major, as pivot_table's frame: BLAS (the PCA of the signatures) rounds by layout
+    out = np.asfortranarray(sums[np.ix_(k_keep, g_keep)] / n_contrasts[k_keep][:, None])
     return pd.DataFrame(
         out, index=pd.Index(keys[k_keep], name="key"), columns=pd.Index(genes[g_keep], name="gene")
     )
