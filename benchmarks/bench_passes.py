@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embed-per-job", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--before", type=Path, help="another checkout, measured alternately")
+    ap.add_argument(
+        "--also-embed-per-job", type=int,
+        help="also run this checkout with this embed.shards_per_job (e.g. its atlas default)",
+    )  # fmt: skip
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--out", type=Path, help="RESULTS.md: its section of this benchmark replaced")
@@ -105,18 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     root = demo_dataset(args.cache, DESIGN_FILES, CELLS_PER_FILE, write=args.files)
     paths = [root / "data" / f"train-{i:05d}-of-{DESIGN_FILES:05d}.parquet"
              for i in range(args.files)]  # fmt: skip
-    repos = {"after": Path(__file__).resolve().parents[1]}
+    here = Path(__file__).resolve().parents[1]
+    variants = {"after": (here, args.embed_per_job)}  # label: (checkout, embed.shards_per_job)
     if args.before:
-        repos = {"before": args.before.resolve(), **repos}
-    runs: dict[str, list[dict]] = {k: [] for k in repos}
+        variants = {"before": (args.before.resolve(), args.embed_per_job), **variants}
+    if args.also_embed_per_job:
+        variants[f"after, {args.also_embed_per_job} a job"] = (here, args.also_embed_per_job)
+    runs: dict[str, list[dict]] = {k: [] for k in variants}
     decodes = []
     for r in range(args.repeats):
         decodes.append(decode_cpu_s(paths))
-        for label, repo in repos.items() if r % 2 == 0 else reversed(repos.items()):
+        for label, (repo, per_job) in (
+            variants.items() if r % 2 == 0 else reversed(variants.items())
+        ):
             log(f"repeat {r + 1}: {label} ({repo})")
-            runs[label].append(
-                run_once(repo, root, args.files, args.summary_per_job, args.embed_per_job)
-            )
+            runs[label].append(run_once(repo, root, args.files, args.summary_per_job, per_job))
     decode_s = statistics.median(decodes)
     result = {
         "files": args.files, "cells": args.files * CELLS_PER_FILE,
@@ -139,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         shown = f"--files {args.files} --summary-per-job {args.summary_per_job} "
         shown += f"--embed-per-job {args.embed_per_job} --repeats {args.repeats}"
+        if args.also_embed_per_job:
+            shown += f" --also-embed-per-job {args.also_embed_per_job}"
         if args.before:  # no machine path in RESULTS.md: the checkout's commit instead
             rev = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -160,7 +169,8 @@ def section(result: dict, decode_s: float, argv: str) -> str:
         f"Command: `.venv/bin/python benchmarks/bench_passes.py {argv}`", "",
         f"{n} demo files of {CELLS_PER_FILE:,} cells ({cells:,} cells; P4's design), embed stage, "
         f"`--cores 2`, `summarize.shards_per_job: {result['summary_per_job']}`, "
-        f"`embed.shards_per_job: {result['embed_per_job']}`. Decode limit: "
+        f"`embed.shards_per_job: {result['embed_per_job']}` unless the row says otherwise. "
+        "Decode limit: "
         f"{decode_s:.1f} CPU-s to decode the summary's columns of the {n} files "
         f"({cells / decode_s:,.0f} cells per CPU-s; median of "
         f"{len(result['decode_cpu_s'])}). P8 = decode CPU-s / shard-level job-s (goal >= 0.25); "

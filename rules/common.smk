@@ -49,8 +49,10 @@ except ConfigError as e:
     raise WorkflowError(f"Invalid configuration: {e}")
 
 SHARDS = PLAN.shards
-# The embedding passes run one job per group of shards (embed.shards_per_job).
-BATCHES = plan_batches(SHARDS, config["embed"]["shards_per_job"])
+# The embedding passes run one job per group of shards (embed.shards_per_job; null: 4, or
+# more so that a pass has at most 256 jobs).
+_PER_EMBED = config["embed"]["shards_per_job"] or max(4, -(-len(SHARDS) // 256))
+BATCHES = plan_batches(SHARDS, _PER_EMBED)
 # One summary job per group of shards (summarize.shards_per_job; null: at most 256 jobs).
 _PER_SUMMARY = config["summarize"]["shards_per_job"] or max(1, -(-len(SHARDS) // 256))
 GROUPS = plan_summary_groups(SHARDS, _PER_SUMMARY)

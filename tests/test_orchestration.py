@@ -189,7 +189,7 @@ def test_new_source_files_run_only_new_shards_then_merges(base):
 
 
 def test_shards_per_job_regroups_only_the_embedding_passes(base):
-    # 2 shards: one group of the default 4 in the base run, two groups of 1 here
+    # 2 shards: one group (null: 4 a job) in the base run, two groups of 1 here
     assert base["full"]["gram_batch"] == base["full"]["project_batch"] == 1
     cfg = small_config(**{"embed.shards_per_job": 1})
     got = planned(base["wd"], cfg, snakefile=base["sf"])
@@ -221,6 +221,7 @@ LIBRARY_EDITS = {
     "merge/gene_stats.py": {"merge_gene_stats"},
     "de/updown.py": {"updown"},
     "embed/pca.py": {"gram_batch", "pca", "project_batch"},
+    "cells/selected.py": {"gram_batch"},  # the Gram pass's reader, not the summary's
 }
 
 
@@ -452,6 +453,8 @@ def test_dry_run_scales_to_all_hub_files(tmp_path, monkeypatch):
     print(f"dry run over {N_HUB_FILES} hub files: {elapsed:.1f} s, {sum(got.values())} jobs")
     # summarize.shards_per_job null: at most 256 summary jobs (14 files each: 242)
     assert got["summarize_shard"] == -(-N_HUB_FILES // 14) == 242
+    # embed.shards_per_job null: 14 files a job, so each shard pass has 242 jobs too
+    assert got["gram_batch"] == got["project_batch"] == got["cell_cycle_batch"] == 242
     assert got["download_data"] == N_HUB_FILES
     assert elapsed < 300
 

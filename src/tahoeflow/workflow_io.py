@@ -7,9 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 
-from tahoeflow.cells import normalize as pp
 from tahoeflow.cells.doses import sample_doses
 from tahoeflow.cells.plan import Shard
 from tahoeflow.cells.summarize import Filters, LoadedShard, load_shard
@@ -19,7 +17,7 @@ from tahoeflow.sources.manifest import check_file_rows
 
 
 @functools.lru_cache(maxsize=4)
-def _vocab(gene_metadata: str) -> Vocab:
+def gene_vocab(gene_metadata: str) -> Vocab:
     """The gene vocabulary (read once per process: a job may load several shards)."""
     return vocab_from_gene_metadata(pq.read_table(gene_metadata), gene_metadata)
 
@@ -71,7 +69,7 @@ def load_filtered_shard(
         expected = shard.file_rows if shard.file_rows is not None else file_rows
         if expected is not None:
             check_file_rows(data_path, int(expected))
-        vocab = _vocab(str(smk.input.genes))
+        vocab = gene_vocab(str(smk.input.genes))
         samples = smk.input.samples if isinstance(smk.input.samples, str) else smk.input.samples[0]
         doses = _doses(str(samples))
         loaded = load_shard(
@@ -94,40 +92,3 @@ def hvg_tokens(hvg_path: str) -> np.ndarray:
     """Token ids of the HVGs in ``hvg.parquet``, sorted."""
     hvg = pq.read_table(hvg_path, columns=["token_id", "highly_variable"]).to_pandas()
     return np.sort(hvg.loc[hvg["highly_variable"], "token_id"].to_numpy())
-
-
-def load_hvg_matrix(
-    smk: Any,
-    log: Any,
-    shard: Shard | dict[str, Any] | None = None,
-    data_path: str | None = None,
-    tokens: np.ndarray | None = None,
-    with_ids: bool = False,
-):
-    """log1p(CP10k) of a shard's cells (normalised over all genes), restricted to the HVG columns.
-
-    ``tokens``: the HVG token ids from :func:`hvg_tokens` (read from ``input.hvg`` if not
-    given). Returns the CSR matrix, and the cell ids with ``with_ids``.
-    """
-    loaded, vocab = load_filtered_shard(smk, log, shard=shard, data_path=data_path)
-    tokens = hvg_tokens(smk.input.hvg) if tokens is None else tokens
-    X = pp.log_normalize_columns(loaded.X, np.sort(vocab.lookup[tokens]))
-    if with_ids:
-        return X, loaded.obs["cell_id"].to_numpy()
-    return X
-
-
-def load_hvg_counts(
-    smk: Any,
-    log: Any,
-    tokens: np.ndarray,
-    shard: Shard | dict[str, Any] | None = None,
-    data_path: str | None = None,
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """A shard's raw HVG counts, its cells' totals over all genes and its cell ids.
-
-    ``log_normalize_selected(counts, totals)`` is :func:`load_hvg_matrix`'s matrix, bit for bit.
-    """
-    loaded, vocab = load_filtered_shard(smk, log, shard=shard, data_path=data_path)
-    counts, totals = pp.select_columns(loaded.X, np.sort(vocab.lookup[tokens]))
-    return counts, totals, loaded.obs["cell_id"].to_numpy()

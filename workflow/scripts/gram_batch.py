@@ -11,8 +11,9 @@ from tahoeflow import io as tio
 from tahoeflow.cells.normalize import log_normalize_selected
 from tahoeflow.embed.hvg_cache import hvg_cache_writer
 from tahoeflow.embed.pca import combine_gram, gram_partial
+from tahoeflow.embed.shard_counts import load_hvg_counts
 from tahoeflow.logs import run
-from tahoeflow.workflow_io import data_paths, hvg_tokens, load_hvg_counts
+from tahoeflow.workflow_io import data_paths, hvg_tokens
 
 
 def main(smk, log):

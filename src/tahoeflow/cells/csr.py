@@ -141,71 +141,84 @@ def _sort_row(idx, dat, lo, hi):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
+def _read_row(
+    i, g_off, g_val, e_off, e_val, lookup, marker, out_idx, out_dat, w, err
+):  # pragma: no cover - compiled
+    """Check row i of a batch and write its elements 1.. from position ``w``; the end position.
+
+    Row i's values ``g_val[g_off[i]:g_off[i+1]]`` (token ids) and ``e_val[e_off[i]:...]``
+    (float32 counts) are checked (equal lengths, non-empty, marker at element 0, token in the
+    vocabulary, count finite, non-negative, integer, no token twice in a row); elements 1.. are
+    written to ``out_idx`` (column) / ``out_dat`` (count), sorted by column (a repeat is summed,
+    and reported). A row of the wrong length or without elements writes nothing. ``err[code]``
+    gets (row, value position) of the first occurrence of each problem code, where still -1.
+    """
+    n_lookup = lookup.size
+    gs = g_off[i]
+    ge = g_off[i + 1]
+    es = e_off[i]
+    if ge - gs != e_off[i + 1] - es:
+        if err[K_LENGTH, 0] < 0:
+            err[K_LENGTH, 0] = i
+        return w
+    if ge == gs:
+        if err[K_EMPTY, 0] < 0:
+            err[K_EMPTY, 0] = i
+        return w
+    if (g_val[gs] != marker or not e_val[es] < 0) and err[K_MARKER, 0] < 0:
+        err[K_MARKER, 0] = i
+    lo = w
+    prev = -1
+    ordered = True
+    known = True
+    for j in range(1, ge - gs):
+        tok = g_val[gs + j]
+        col = lookup[tok] if 0 <= tok < n_lookup else -1
+        if col < 0:
+            if err[K_VOCAB, 0] < 0:
+                err[K_VOCAB, 0] = i
+                err[K_VOCAB, 1] = gs + j
+            col = 0
+            known = False
+        v = e_val[es + j]
+        if not math.isfinite(v):
+            if err[K_NONFINITE, 0] < 0:
+                err[K_NONFINITE, 0] = i
+                err[K_NONFINITE, 1] = es + j
+        elif v < 0:
+            if err[K_NEGATIVE, 0] < 0:
+                err[K_NEGATIVE, 0] = i
+                err[K_NEGATIVE, 1] = es + j
+        elif v != np.floor(v) and err[K_NONINTEGER, 0] < 0:
+            err[K_NONINTEGER, 0] = i
+            err[K_NONINTEGER, 1] = es + j
+        if col <= prev:
+            ordered = False
+        prev = col
+        out_idx[w] = col
+        out_dat[w] = v
+        w += 1
+    if not ordered:
+        end = _sort_row(out_idx, out_dat, lo, w)
+        if end < w and known and err[K_REPEAT, 0] < 0:  # a gene twice: summed above
+            err[K_REPEAT, 0] = i
+        w = end
+    return w
+
+
+@nb.njit(cache=True, nogil=True)
 def _csr_kernel(
     g_off, g_val, e_off, e_val, lookup, marker, indptr, out_idx, out_dat, w, err
 ):  # pragma: no cover
     """One pass over a batch of ``genes``/``expressions`` lists: check, strip the marker, map.
 
-    Row i's values ``g_val[g_off[i]:g_off[i+1]]`` (token ids) and ``e_val[e_off[i]:...]``
-    (float32 counts) are checked (equal lengths, non-empty, marker at element 0, token in the
-    vocabulary, count finite, non-negative, integer, no token twice in a row); elements 1.. are
-    written from position ``w`` of ``out_idx`` (column) / ``out_dat`` (count), each row sorted
-    by column (a repeat is summed, and reported). ``indptr`` (n+1) gets the row starts. ``err[code]`` gets (row, value position) of
-    the first occurrence of each problem code, where still -1. Returns the end position.
+    Each row is checked and written by :func:`_read_row` from position ``w`` of
+    ``out_idx``/``out_dat``; ``indptr`` (n+1) gets the row starts. Returns the end position.
     """
     n = g_off.size - 1
-    n_lookup = lookup.size
     for i in range(n):
         indptr[i] = w
-        gs = g_off[i]
-        ge = g_off[i + 1]
-        es = e_off[i]
-        if ge - gs != e_off[i + 1] - es:
-            if err[K_LENGTH, 0] < 0:
-                err[K_LENGTH, 0] = i
-            continue
-        if ge == gs:
-            if err[K_EMPTY, 0] < 0:
-                err[K_EMPTY, 0] = i
-            continue
-        if (g_val[gs] != marker or not e_val[es] < 0) and err[K_MARKER, 0] < 0:
-            err[K_MARKER, 0] = i
-        lo = w
-        prev = -1
-        ordered = True
-        known = True
-        for j in range(1, ge - gs):
-            tok = g_val[gs + j]
-            col = lookup[tok] if 0 <= tok < n_lookup else -1
-            if col < 0:
-                if err[K_VOCAB, 0] < 0:
-                    err[K_VOCAB, 0] = i
-                    err[K_VOCAB, 1] = gs + j
-                col = 0
-                known = False
-            v = e_val[es + j]
-            if not math.isfinite(v):
-                if err[K_NONFINITE, 0] < 0:
-                    err[K_NONFINITE, 0] = i
-                    err[K_NONFINITE, 1] = es + j
-            elif v < 0:
-                if err[K_NEGATIVE, 0] < 0:
-                    err[K_NEGATIVE, 0] = i
-                    err[K_NEGATIVE, 1] = es + j
-            elif v != np.floor(v) and err[K_NONINTEGER, 0] < 0:
-                err[K_NONINTEGER, 0] = i
-                err[K_NONINTEGER, 1] = es + j
-            if col <= prev:
-                ordered = False
-            prev = col
-            out_idx[w] = col
-            out_dat[w] = v
-            w += 1
-        if not ordered:
-            end = _sort_row(out_idx, out_dat, lo, w)
-            if end < w and known and err[K_REPEAT, 0] < 0:  # a gene twice: summed above
-                err[K_REPEAT, 0] = i
-            w = end
+        w = _read_row(i, g_off, g_val, e_off, e_val, lookup, marker, out_idx, out_dat, w, err)
     indptr[n] = w
     return w
 
@@ -312,23 +325,8 @@ class CsrBuilder:
             e_val = e_raw.astype(np.float32)
             first = e_off[:-1][np.diff(e_off) > 0]
             e_val[first] = np.where(e_raw[first] < 0, -1.0, 1.0)
-        self._reserve(int(g_off[-1]))
-        indptr = np.empty(n + 1, dtype=np.int64)
         err = np.full((N_CODES, 2), -1, dtype=np.int64)
-        self.nnz = _csr_kernel(
-            g_off,
-            g_val,
-            e_off,
-            e_val,
-            self.lookup,
-            CLS_TOKEN,
-            indptr,
-            self.indices,
-            self.data,
-            self.nnz,
-            err,
-        )
-        self.indptr_parts.append(indptr[1:])
+        self._convert(g_off, g_val, e_off, e_val, err)
         for code in np.flatnonzero(err[:, 0] >= 0):
             if code not in self.kernel_errors:
                 self.kernel_errors.add(int(code))
@@ -343,6 +341,18 @@ class CsrBuilder:
                     e_val,
                 )
         self.n_rows += n
+
+    def _convert(
+        self, g_off: np.ndarray, g_val: np.ndarray, e_off: np.ndarray, e_val: np.ndarray, err
+    ) -> None:
+        """Run the compiled pass over one checked batch, appending its rows to the CSR."""
+        self._reserve(int(g_off[-1]))
+        indptr = np.empty(g_off.size, dtype=np.int64)
+        self.nnz = _csr_kernel(
+            g_off, g_val, e_off, e_val, self.lookup, CLS_TOKEN, indptr,
+            self.indices, self.data, self.nnz, err,
+        )  # fmt: skip
+        self.indptr_parts.append(indptr[1:])
 
     def _kernel_problem(self, code, r, pos, g_off, g_raw, e_off, e_raw, e_val) -> None:
         row = self.row_offset + self.n_rows + r
@@ -372,15 +382,21 @@ class CsrBuilder:
             return
         self._problem(_KERNEL + code, text, row=row)
 
-    def finish(
+    def check(
         self, allow_non_integer: bool = False, warn: Callable[[str], None] | None = None
-    ) -> sp.csr_matrix:
-        """Raise the best-ranked problem, warn about non-integer counts if allowed; the matrix."""
+    ) -> None:
+        """Raise the best-ranked problem; warn about non-integer counts if they are allowed."""
         if self.non_integer is not None and not allow_non_integer:
             self._problem(_KERNEL + K_NONINTEGER, self.non_integer[1], row=self.non_integer[0])
         self.problems.check()
         if self.non_integer is not None and warn is not None:
             warn(f"warning: {self.path}, row {self.non_integer[0]}: {self.non_integer[1]}")
+
+    def finish(
+        self, allow_non_integer: bool = False, warn: Callable[[str], None] | None = None
+    ) -> sp.csr_matrix:
+        """Raise the best-ranked problem, warn about non-integer counts if allowed; the matrix."""
+        self.check(allow_non_integer, warn)
         n, G = self.n_rows, self.vocab.n_genes
         if n == 0:
             return sp.csr_matrix((0, G), dtype=np.float32)
