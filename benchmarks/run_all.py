@@ -144,13 +144,15 @@ def parse_p1(md: str) -> dict:
 
 def parse_p5(text: str) -> dict:
     m = re.search(
-        r"dry run, (\d+) files, (\d+) shards: wall min ([\d.]+) s, median ([\d.]+) s", text
+        r"dry run, (\d+) files, (\d+) (?:shards|summary jobs): wall min ([\d.]+) s, "
+        r"median ([\d.]+) s",
+        text,
     )
     if not m:
         return {"raw": text[-2000:]}
     return {
         "files": int(m.group(1)),
-        "shards": int(m.group(2)),
+        "shards": int(m.group(2)),  # summary jobs since summary groups (session 6)
         "wall_min_s": float(m.group(3)),
         "wall_median_s": float(m.group(4)),
         "cpu_min_s": num(r"CPU min ([\d.]+) s", text),
@@ -500,7 +502,7 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
         ]
     elif part == "P5":
         if "wall_min_s" in r:
-            rows = [(f"dry run wall s ({r['files']} files, {r['shards']} shards)", f(r["wall_min_s"]),
+            rows = [(f"dry run wall s ({r['files']} files, {r['shards']} summary jobs)", f(r["wall_min_s"]),
                      f(r["wall_median_s"]), "<= 30", r["wall_min_s"] <= 30)]  # fmt: skip
             lines += table(rows, quick)
             lines += ["", f"CPU (min) {f(r['cpu_min_s'])} s. {r['jobs_line']}", ""]
