@@ -147,6 +147,10 @@ def test_classifiers_and_split_comparison(run):
         base.index
     )
     assert base.loc["random_forest", "test_acc"] > base.loc["majority_class", "test_acc"] + 0.2
+    # converged: for the iterative fits only (a forest or a majority vote has no iterations)
+    assert base["converged"].isna().tolist() == [
+        m in ("majority_class", "random_forest") for m in base.index
+    ]
     comp = pd.read_csv(run / "results/models/split_comparison.csv")
     assert set(comp["split"]) == {"random", "sample"} and set(comp["model"]) >= {
         "ridge",

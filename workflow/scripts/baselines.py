@@ -30,7 +30,7 @@ def main(smk, log):
         why = rf.get("null_reasons", {})
         rf_row = {
             "model": "random_forest", "train_acc": rf["train_accuracy"], "test_acc": rf["test_accuracy"], "gap": rf["gap"],
-            "cv_acc_mean": rf["cv_accuracy_mean"], "cv_acc_std": rf["cv_accuracy_std"], "cv_kind": rf["cv_kind"], "converged": True,
+            "cv_acc_mean": rf["cv_accuracy_mean"], "cv_acc_std": rf["cv_accuracy_std"], "cv_kind": rf["cv_kind"],
             "note": why.get("cv_accuracy_mean", ""),
         }  # fmt: skip
     table = pd.concat([table, pd.DataFrame([rf_row], columns=table.columns)], ignore_index=True)
