@@ -221,7 +221,8 @@ LIBRARY_EDITS = {
     "merge/gene_stats.py": {"merge_gene_stats"},
     "de/updown.py": {"updown"},
     "embed/pca.py": {"gram_batch", "pca", "project_batch"},
-    "cells/selected.py": {"gram_batch"},  # the Gram pass's reader, not the summary's
+    # the later passes' reader (Gram, cell cycle), not the summary's
+    "cells/selected.py": {"gram_batch", "cell_cycle_batch"},
 }
 
 

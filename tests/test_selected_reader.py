@@ -24,7 +24,7 @@ from tahoeflow.sources.tahoe import CLS_TOKEN
 
 
 def assert_same(got, ref_counts, ref_totals, ref_ids):
-    counts, totals, ids = got[:3]
+    counts, totals, ids = got.counts, got.totals, got.obs[CELL_ID_COLUMN]
     assert counts.shape == ref_counts.shape
     for a in ("indptr", "indices", "data"):
         x, y = getattr(counts, a), getattr(ref_counts, a)
@@ -41,6 +41,7 @@ def assert_same(got, ref_counts, ref_totals, ref_ids):
         (Filters(), (0, None)),
         (Filters(min_genes=900), (100, 550)),
         (Filters(cell_lines=["CVCL_0459 "], drugs=["DMSO_TF", "Fumaric acid"]), (37, 801)),
+        (Filters(plates=["no such plate"]), (0, None)),  # every cell filtered out
     ],
 )
 def test_equals_select_columns_of_the_full_reader_on_the_demo(small_demo, filters, rows):
@@ -50,12 +51,15 @@ def test_equals_select_columns_of_the_full_reader_on_the_demo(small_demo, filter
     path = root / "data/train-00000-of-00002.parquet"
     shard = Shard("s", 0, *rows)
     ref = load_shard(path, shard, vocab, doses, filters)
-    assert 0 < ref.X.shape[0]
+    assert (ref.X.shape[0] == 0) == bool(filters.plates)
     cols = np.sort(np.random.default_rng(0).choice(vocab.n_genes, 300, replace=False))
     ref_counts, ref_totals = select_columns(ref.X, cols)
-    got = read_selected(path, shard, vocab, cols, filters)
+    obs = ["sample", "drug", "cell_line_id"]
+    got = read_selected(path, shard, vocab, cols, filters, obs_columns=obs)
     assert_same(got, ref_counts, ref_totals, ref.obs["cell_id"])
-    assert got[3] == ref.filter_counts
+    assert got.filter_counts == ref.filter_counts
+    for c in obs:
+        assert got.obs[c].tolist() == ref.obs[c].tolist(), c
 
 
 G, FIRST = 50, 3
@@ -128,7 +132,7 @@ def test_unsorted_rows_zeros_and_order_dependent_sums(vocab, tmp_path, fractiona
             allow_non_integer=fractional, batch_rows=17,
         )  # fmt: skip
         assert_same(got, *ref[:3])
-        assert got[3] == ref[3]
+        assert got.filter_counts == ref[3]
     if fractional:  # the totals do depend on the order of addition: file order differs
         table = pq.read_table(path)
         g, e = table.column("genes").to_pylist(), table.column("expressions").to_pylist()
@@ -160,3 +164,28 @@ def test_bad_lists_give_the_full_readers_error(vocab, tmp_path):
             read_selected(path, shard, vocab, np.array([1, 2]), Filters(), batch_rows=16)
         assert str(sel.value) == str(full.value), name
         assert f"row {next(iter(edit))[1:]}" in str(sel.value)
+
+
+def test_cell_cycle_scores_from_the_selected_genes_equal_the_full_readers(small_demo):
+    """cell_cycle_batch's path (only the scored genes read) against score_cells on the full
+    counts: the same scores, bit for bit."""
+    from tahoeflow.cells.normalize import log_normalize_selected
+    from tahoeflow.phenotypes.cellcycle import Scorer, score_cells, score_normalized, scored_genes
+
+    root, _ = small_demo
+    vocab = vocab_from_gene_metadata(pq.read_table(root / "metadata/gene_metadata.parquet"))
+    doses = sample_doses(pq.read_table(root / "metadata/sample_metadata.parquet").to_pandas(), "s")
+    path = root / "data/train-00001-of-00002.parquet"
+    shard = Shard("s", 1, 0, None)
+    rng = np.random.default_rng(3)
+    pick = rng.permutation(vocab.token_ids)  # pool genes are token ids, in no particular order
+    scorer = Scorer(s=pick[:40], s_ctrl=pick[30:90], g2m=pick[90:140], g2m_ctrl=pick[140:200])
+    ref = score_cells(load_shard(path, shard, vocab, doses, Filters()).X, scorer, vocab.lookup)
+    tokens = scored_genes(scorer)
+    sel = read_selected(path, shard, vocab, np.sort(vocab.lookup[tokens]), Filters())
+    got = score_normalized(
+        log_normalize_selected(sel.counts, sel.totals), scorer, vocab.lookup[tokens]
+    )
+    assert ref[0].size > 100 and np.unique(ref[2]).size == 3
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -23,7 +23,7 @@ def gene_vocab(gene_metadata: str) -> Vocab:
 
 
 @functools.lru_cache(maxsize=4)
-def _doses(sample_metadata: str) -> Any:
+def dose_table(sample_metadata: str) -> Any:
     return sample_doses(pq.read_table(sample_metadata).to_pandas(), sample_metadata)
 
 
@@ -71,7 +71,7 @@ def load_filtered_shard(
             check_file_rows(data_path, int(expected))
         vocab = gene_vocab(str(smk.input.genes))
         samples = smk.input.samples if isinstance(smk.input.samples, str) else smk.input.samples[0]
-        doses = _doses(str(samples))
+        doses = dose_table(str(samples))
         loaded = load_shard(
             data_path, shard, vocab, doses, filters,
             control_drug=p.control_drug, allow_non_integer=p.normalised, warn=log,

@@ -11,9 +11,9 @@ from tahoeflow import io as tio
 from tahoeflow.cells.normalize import log_normalize_selected
 from tahoeflow.embed.hvg_cache import hvg_cache_writer
 from tahoeflow.embed.pca import combine_gram, gram_partial
-from tahoeflow.embed.shard_counts import load_hvg_counts
 from tahoeflow.logs import run
 from tahoeflow.workflow_io import data_paths, hvg_tokens
+from tahoeflow.workflow_selected import load_selected
 
 
 def main(smk, log):
@@ -22,8 +22,8 @@ def main(smk, log):
 
         def parts():
             for s, p in zip(smk.params.shards, data_paths(smk), strict=True):
-                counts, totals, ids = load_hvg_counts(smk, log, tokens, shard=s, data_path=p)
-                cache.write(counts, totals, ids)
+                counts, totals, obs, _ = load_selected(smk, log, tokens, shard=s, data_path=p)
+                cache.write(counts, totals, obs["cell_id"].to_numpy())
                 yield gram_partial(log_normalize_selected(counts, totals))
 
         G, colsum, n = combine_gram(parts())

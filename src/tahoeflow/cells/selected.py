@@ -16,7 +16,8 @@ job ran on the same file before any pass that reads HVGs can exist.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numba as nb
@@ -119,6 +120,16 @@ class SelectedBuilder(CsrBuilder):
         return counts, totals, n_genes
 
 
+@dataclass
+class Selected:
+    """The kept cells of a shard, as :func:`read_selected` reads them."""
+
+    counts: sp.csr_matrix  # raw counts of the selected columns (cells x columns, sorted indices)
+    totals: np.ndarray  # each cell's total over all genes (float64, summed in column order)
+    obs: dict[str, np.ndarray]  # the metadata columns read (always the cell id), as load_shard's
+    filter_counts: dict[str, int]  # cells removed by each filter, as load_shard's
+
+
 def read_selected(
     path: str | Path,
     shard: Shard,
@@ -126,31 +137,32 @@ def read_selected(
     columns: np.ndarray,
     filters: Filters,
     *,
+    obs_columns: Sequence[str] = (),
     allow_non_integer: bool = False,
     warn: Callable[[str], None] | None = None,
     batch_rows: int = BATCH_ROWS,
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, dict[str, int]]:
+) -> Selected:
     """The kept cells' raw counts of ``columns`` (strictly increasing vocabulary columns).
 
-    Returns ``(counts, totals, cell_ids, filter_counts)``: what
-    ``select_columns(load_shard(...).X, columns)`` and ``load_shard``'s ``cell_id`` and
-    ``filter_counts`` give, for Tahoe Parquet shards whose summary job has passed.
+    ``select_columns(load_shard(...).X, columns)``, the kept rows of the metadata columns
+    ``obs_columns`` (the cell id, ``BARCODE_SUB_LIB_ID``, always) and ``load_shard``'s
+    ``filter_counts``, for Tahoe Parquet shards whose summary job has passed.
     """
     _, position = _column_positions(vocab.n_genes, np.asarray(columns))
-    active = [k for k in _FILTER_COLUMNS if getattr(filters, k)]
-    obs_columns = [CELL_ID_COLUMN, *(_FILTER_COLUMNS[k] for k in active)]
-    pf = _open(path, ["genes", "expressions", *obs_columns], pre_buffer=False)
+    active = [_FILTER_COLUMNS[k] for k in _FILTER_COLUMNS if getattr(filters, k)]
+    wanted = list(dict.fromkeys([CELL_ID_COLUMN, *obs_columns, *active]))
+    pf = _open(path, ["genes", "expressions", *wanted], pre_buffer=False)
     try:
         problems = Problems()
         schema = pf.schema_arrow
-        obs = ObsCollector(obs_columns, path, problems, row_offset=shard.row_start)
+        obs = ObsCollector(wanted, path, problems, row_offset=shard.row_start)
         builder = SelectedBuilder(
             vocab, path, problems, schema.field("genes").type, schema.field("expressions").type,
             row_offset=shard.row_start, position=position,
         )  # fmt: skip
         batches = iter_row_batches(
-            pf, path, shard.row_start, shard.row_stop,
-            ["genes", "expressions", *obs_columns], batch_rows,
+            pf, path, shard.row_start, shard.row_stop, ["genes", "expressions", *wanted],
+            batch_rows,
         )  # fmt: skip
         with contextlib.closing(batches) as it:
             for batch in it:
@@ -162,12 +174,12 @@ def read_selected(
     finally:
         pf.close()
     arrays = obs.arrays()
-    n = n_genes.size
-    none = np.empty(n, dtype=object)
+    none = np.empty(n_genes.size, dtype=object)
     keep, filter_counts, _ = filter_cells(
-        filters, *(arrays.get(_FILTER_COLUMNS[k], none) for k in _FILTER_COLUMNS), n_genes
+        filters, *(arrays.get(c, none) for c in _FILTER_COLUMNS.values()), n_genes
     )
-    ids = arrays[CELL_ID_COLUMN]
-    if keep.all():
-        return counts, totals, ids, filter_counts
-    return keep_rows_inplace(counts, keep), totals[keep], ids[keep], filter_counts
+    kept = {c: arrays[c] for c in (CELL_ID_COLUMN, *obs_columns)}
+    if not keep.all():
+        counts, totals = keep_rows_inplace(counts, keep), totals[keep]
+        kept = {c: v[keep] for c, v in kept.items()}
+    return Selected(counts, totals, kept, filter_counts)

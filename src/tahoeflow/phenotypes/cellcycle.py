@@ -180,6 +180,11 @@ def assign_phase(s_score: np.ndarray, g2m_score: np.ndarray) -> np.ndarray:
     return phase
 
 
+def scored_genes(scorer: Scorer) -> np.ndarray:
+    """The pool genes the scores read: the four sets' genes, sorted and unique."""
+    return np.unique(np.concatenate((scorer.s, scorer.s_ctrl, scorer.g2m, scorer.g2m_ctrl)))
+
+
 def score_cells(
     counts: sp.csr_matrix,
     scorer: Scorer,
@@ -190,13 +195,25 @@ def score_cells(
 
     ``columns[i]``: the column of ``counts`` holding pool gene ``i`` (default: the same order).
     Each cell is normalised over all its genes (log1p(CP10k)), then only the scored genes are
-    read; the four means are one sparse product.
+    read (:func:`score_normalized`).
+    """
+    pos = scored_genes(scorer)
+    cols = pos if columns is None else np.asarray(columns, dtype=np.int64)[pos]
+    X = pp.log_normalize_columns(counts, np.sort(cols), target_sum)
+    return score_normalized(X, scorer, cols)
+
+
+def score_normalized(
+    X: sp.csr_matrix, scorer: Scorer, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(S score, G2M score, phase) from log1p(CP10k) of the scored genes only.
+
+    ``X``'s columns are ``np.sort(cols)``, where ``cols[i]`` is the column of
+    ``scored_genes(scorer)[i]``; the four means are one sparse product.
     """
     sets = (scorer.s, scorer.s_ctrl, scorer.g2m, scorer.g2m_ctrl)
-    pos = np.unique(np.concatenate(sets))
-    cols = pos if columns is None else np.asarray(columns, dtype=np.int64)[pos]
-    order = np.argsort(cols)
-    X = pp.log_normalize_columns(counts, cols[order], target_sum)  # columns: cols[order]
+    pos = scored_genes(scorer)
+    order = np.argsort(np.asarray(cols, dtype=np.int64))
     W = np.zeros((pos.size, 4))
     where = np.empty(pos.size, dtype=np.int64)
     where[order] = np.arange(pos.size)  # row of W (column of X) of pos[i]
