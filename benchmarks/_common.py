@@ -387,3 +387,18 @@ def vm_hwm_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+NOTES_OPEN, NOTES_CLOSE = "<!-- notes -->", "<!-- /notes -->"
+"""RESULTS.md: a section's explanations written by hand sit between these two lines, and are
+carried over when a script re-renders the section."""
+
+
+def section_notes(section_lines: list[str]) -> list[str]:
+    """The notes block of one section's lines (markers included, then a blank line), or []."""
+    if NOTES_OPEN not in section_lines:
+        return []
+    i = section_lines.index(NOTES_OPEN)
+    rest = section_lines[i:]
+    j = i + rest.index(NOTES_CLOSE) if NOTES_CLOSE in rest else len(section_lines) - 1
+    return [*section_lines[i : j + 1], ""]

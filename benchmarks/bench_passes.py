@@ -156,17 +156,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-HEAD = "## P8/P9 (issue 18) - shard passes against the decode limit"
+HEAD = "## P8 - shard passes against the decode limit (P8/P9, issue 18)"
+"""Its section's heading in RESULTS.md (``run_all.py``'s part P8 writes the same section)."""
 
 
 def section(result: dict, decode_s: float, argv: str) -> str:
     """The Markdown section of this run."""
-    n, cells = result["files"], result["cells"]
     la = ", ".join(f"{x:.1f}" for x in result["load_avg"])
     lines = [
         HEAD, "",
         f"*{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, load average {la} at the end.* "
         f"Command: `.venv/bin/python benchmarks/bench_passes.py {argv}`", "",
+    ]  # fmt: skip
+    return "\n".join(lines + body(result, decode_s)) + "\n"
+
+
+def body(result: dict, decode_s: float) -> list[str]:
+    """The section's tables, without its heading and command line."""
+    n, cells = result["files"], result["cells"]
+    lines = [
         f"{n} demo files of {CELLS_PER_FILE:,} cells ({cells:,} cells; P4's design), embed stage, "
         f"`--cores 2`, `summarize.shards_per_job: {result['summary_per_job']}`, "
         f"`embed.shards_per_job: {result['embed_per_job']}` unless the row says otherwise. "
@@ -195,16 +203,18 @@ def section(result: dict, decode_s: float, argv: str) -> str:
                 f"{max(r['max_rss_mb'].values()):,.0f} | {r['P8']:.3f} | {r['P9_core_h']:.2f} | "
                 f"{r['P8_cpu']:.3f} / {r['P9_core_h_cpu']:.2f} |"
             )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def replace_section(path: Path, text: str) -> None:
     """Put ``text`` in place of this benchmark's section of ``path`` (before "How each figure
-    is measured" when it has none)."""
+    is measured" when it has none), keeping the old section's notes block."""
     old = path.read_text()
     if HEAD in old:
         start = old.index(HEAD)
         nxt = old.find("\n## ", start + len(HEAD))
+        notes = _common.section_notes(old[start : nxt if nxt >= 0 else len(old)].split("\n"))
+        text += "\n" + "\n".join(notes) if notes else ""
         new = old[:start] + text + ("\n" + old[nxt + 1 :] if nxt >= 0 else "")
     else:
         anchor = "## How each figure is measured"

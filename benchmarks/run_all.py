@@ -17,9 +17,14 @@ Parts (goals from the issue):
 * P5 dry run over the 3,388-file layout (<= 30 s): bench_dryrun.py
 * P6 shard stage --cores 2 over --cores 1 (>= 1.8x): scaling.py --part P6
 * P7 per-gene models, 12,205 genes x 1,000 samples x 30 features (<= 2 min): bench_pergene.py
+* P8 (P8/P9, issue 18) the shard-level passes against the decode limit (>= 0.25) and their
+  atlas cost (<= 2.5 core-hours), at 4 and at 14 shards a Gram / projection job: bench_passes.py
 * DE pseudobulk DE on the default demo against its truth (FDR of adj.P.Val.global <= 5%, power
   per effect size, KS test of the null p-values) and contrasts per second with the projection
   for Tahoe's ~57k contrasts: bench_de.py (demo run up to the DE inputs in the cache, ~2 min)
+
+A section's paragraphs between ``<!-- notes -->`` and ``<!-- /notes -->`` (explanations
+written by hand) are carried over when the section is re-rendered.
 
 Each part's results go to ``benchmarks/runs/<part>.json`` (git-ignored) with its mode (full or
 quick), date and the machine's load; RESULTS.md is rendered from the latest result of every
@@ -44,9 +49,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import _common  # noqa: E402
+
 RUNS = HERE / "runs"
 PY = sys.executable
-PARTS = ["P1", "P2", "P2S", "P3", "P4", "P5", "P6", "P7", "DE", "OBS"]
+PARTS = ["P1", "P2", "P2S", "P3", "P4", "P5", "P6", "P7", "P8", "DE", "OBS"]
 # 95,624,334 cells in 3,388 files (benchmarks/make_manifest.py)
 N_FILES_HUB, N_CELLS_HUB = 3388, 95_624_334
 
@@ -65,6 +73,7 @@ SCRIPTS = {
     "P5": "bench_dryrun.py",
     "P6": "scaling.py",
     "P7": "bench_pergene.py",
+    "P8": "bench_passes.py",
     "DE": "bench_de.py",
     "OBS": "bench_obs_sensitivity.py",
 }
@@ -98,6 +107,10 @@ def part_args(part: str, quick: bool, reps: int, p4_reps: int) -> list[str]:
         if quick:
             return ["--genes", "300", "--samples", "200", "--runs", "1", "--sklearn-genes", "5"]
         return ["--runs", r]
+    if part == "P8":  # the atlas default (14 a job) beside 4 a job
+        if quick:
+            return ["--files", "2", "--repeats", "1"]
+        return ["--files", "36", "--repeats", r, "--also-embed-per-job", "14"]
     if part == "DE":  # one size: the default demo (the truth's FDR is not a timing)
         return ["--jobs", "50"]
     if part == "OBS":  # the atlas's 100.6M obs rows (quick: 5%), checked against obs_cell_grid
@@ -110,7 +123,7 @@ def commands(part: str, quick: bool, reps: int, p4_reps: int, cache: Path, out: 
     cmd = [PY, str(HERE / SCRIPTS[part]), *part_args(part, quick, reps, p4_reps)]
     if part == "P1":
         return [*cmd, "--cache", str(cache), "--out", str(out)]
-    if part in ("P2", "P2S", "P3", "P4", "P6"):
+    if part in ("P2", "P2S", "P3", "P4", "P6", "P8"):
         return [*cmd, "--cache", str(cache), "--json", str(out)]
     if part == "DE":
         return [*cmd, "--run-demo", str(cache / "de-demo"), "--json", str(out)]
@@ -299,6 +312,26 @@ def result_of(rec: dict) -> dict:
     return r
 
 
+def passes_section(r: dict) -> tuple[list[tuple], list[str]]:
+    """P8/P9 rows (the atlas default's variant: 14 shards a job when it ran) and the run's
+    tables as ``bench_passes.py`` writes them."""
+    import statistics
+
+    import bench_passes
+
+    label = next((k for k in r["runs"] if k.startswith("after, 14")), "after")
+    runs = r["runs"][label]
+    p8 = [v["P8"] for v in runs]
+    p9 = [v["P9_core_h"] for v in runs]
+    rows = [
+        (f"decode CPU-s / shard-level job-s, 1M cells ({label})", f(max(p8), 3),
+         f(statistics.median(p8), 3), ">= 0.25", statistics.median(p8) >= 0.25),
+        (f"P9 atlas shard stages, core-h ({label})", f(min(p9), 2), f(statistics.median(p9), 2),
+         "<= 2.5", statistics.median(p9) <= 2.5),
+    ]  # fmt: skip
+    return rows, bench_passes.body(r, statistics.median(r["decode_cpu_s"]))
+
+
 def section(rec: dict) -> tuple[list[str], list[tuple]]:
     """Markdown lines of one part, and its rows for the summary table."""
     part, quick = rec["part"], rec["mode"] == "quick"
@@ -312,6 +345,7 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
         "P5": "P5 - dry run over the 3,388-file layout",
         "P6": "P6 - shard stage, `--cores 2` over `--cores 1`",
         "P7": "P7 - per-gene models",
+        "P8": "P8 - shard passes against the decode limit (P8/P9, issue 18)",
         "DE": "DE - differential expression against the demo's truth",
         "OBS": "OBS - atlas sensitivity from obs metadata",
     }[part]
@@ -551,6 +585,10 @@ def section(rec: dict) -> tuple[list[str], list[tuple]]:
             lines += ["", r["speedup_line"], ""]
         lines += ["<details><summary>bench_pergene.py output</summary>", "", "```", r["raw"], "```",
                   "</details>", ""]  # fmt: skip
+    elif part == "P8":
+        rows, more = passes_section(r)
+        lines += table(rows, quick)
+        lines += ["", *more, ""]
     elif part == "DE":
         rows, more = de_section(r)
         lines += table(rows, quick)
@@ -731,12 +769,14 @@ def render(recs: dict[str, dict], m: dict, args: argparse.Namespace) -> str:
         "| part: figure | best | median | goal | met? | mode |",
         "|---|---|---|---|---|---|",
     ]
+    old = args.out.read_text().split("\n") if args.out.exists() else []
     sections, summary = [], []
     for p in PARTS:
         if p not in recs:
             continue
         sec, rows = section(recs[p])
-        sections += sec
+        span = _span(old, heading(p))
+        sections += sec + (_common.section_notes(old[span[0] : span[1]]) if span else [])
         summary += rows
     for fig, best, med, goal, ok, quick in summary:
         lines.append(
@@ -746,7 +786,7 @@ def render(recs: dict[str, dict], m: dict, args: argparse.Namespace) -> str:
     missing = [p for p in PARTS if p not in recs]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
-    lines += ["", *history_section(summary), *sections]
+    lines += ["", *history_section(summary), *sections, *kept_sections(old, recs)]
     lines += [*projection(recs.get("P4"), args.cluster_cores), METHOD]
     return "\n".join(lines) + "\n"
 
@@ -777,8 +817,9 @@ def save_history(recs: dict[str, dict], label: str, m: dict) -> Path:
 
 def history_section(summary: list) -> list[str]:
     """Median of each summary figure in the saved runs (oldest first) beside this run's."""
-    entries = sorted(
-        (json.loads(p.read_text()) for p in HISTORY.glob("*.json")),
+    saved = (json.loads(p.read_text()) for p in HISTORY.glob("*.json"))
+    entries = sorted(  # history/ also keeps single benchmarks' records: summaries only
+        (e for e in saved if {"label", "dates", "rows"} <= set(e)),
         key=lambda e: e["dates"][0] if e["dates"] else "",
     )
     if not entries:
@@ -827,6 +868,10 @@ METHOD = """## How each figure is measured
   with only `stages.embed` on; P6 targets the summary outputs.
 - **P5** `benchmarks/bench_dryrun.py` (nominal manifest from `make_manifest.py`).
 - **P7** `benchmarks/bench_pergene.py`.
+- **P8/P9** `benchmarks/bench_passes.py`: the embed stage over 36 demo files (1M cells), the
+  `benchmark:` seconds of the summary, Gram and projection jobs against the CPU seconds of
+  decoding the summary's columns of the same files in one process; P9 scales those
+  job-seconds per file to the 3,388 hub files.
 - **OBS** `benchmarks/bench_obs_sensitivity.py`: obs_metadata simulated on the real design
   (obs_cell_grid split over sample_metadata's wells; written once, not timed), then in a fresh
   process pinned to 2 cores: stream it by row groups, count, build and write the sensitivity
@@ -837,6 +882,32 @@ METHOD = """## How each figure is measured
   limma-voom and each `de.voom` departure; calls scored against `demo/truth/effects.parquet`
   (`tahoeflow.de.truth.score_calls`). Agreement with R: `tests/test_de_reference.py`.
 """
+
+
+GENERATED = ("## Machine", "## Summary", "## Before and after", "## 100M-cell projection",
+             "## How each figure is measured")  # fmt: skip
+"""Sections :func:`render` writes itself besides the parts'."""
+
+
+def kept_sections(old: list[str], recs: dict[str, dict]) -> list[str]:
+    """The old RESULTS.md's sections that this render does not write: parts without a result
+    under runs/, and sections written by other scripts or by hand (bench_memory.py's, the atlas
+    rehearsal's, ...), in their order."""
+    starts = [i for i, ln in enumerate(old) if ln.startswith("## ")]
+    out: list[str] = []
+    for i, end in zip(starts, [*starts[1:], len(old)], strict=True):
+        head = old[i]
+        ours = head.strip() in GENERATED and (head != "## 100M-cell projection" or "P4" in recs)
+        if ours or any(head.startswith(heading(p)) for p in recs):
+            continue
+        out += old[i:end]
+    return out
+
+
+def heading(part: str) -> str:
+    """How a part's section heading starts (P8's names itself apart from bench_memory.py's
+    "P8 - memory requests" section, from the SLURM work)."""
+    return "## P8 - shard passes" if part == "P8" else f"## {part} - "
 
 
 def _span(lines: list[str], head: str) -> tuple[int, int] | None:
@@ -857,12 +928,12 @@ def splice(old: str, recs: dict[str, dict], parts: list[str]) -> str:
         if p not in recs:
             continue
         sec, rows = section(recs[p])
-        span = _span(lines, f"## {p} - ")
+        span = _span(lines, heading(p))
         if span is None:
             where = _span(lines, "## 100M-cell projection") or _span(lines, "## How each figure")
             at = where[0] if where else len(lines)
             span = (at, at)
-        lines[span[0] : span[1]] = sec
+        lines[span[0] : span[1]] = sec + _common.section_notes(lines[span[0] : span[1]])
         lines = [ln for ln in lines if not ln.startswith(f"| {p}: ")]
         summary = _span(lines, "## Summary")
         if summary is not None:
